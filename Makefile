@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up its own environment.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; on a GPU machine use e.g. `make install TORCH=torch` to keep a CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+BASE_MODEL := outputs/tiny-base
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test base-model sft evaluate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+base-model: $(BASE_MODEL)/model.safetensors
+
+$(BASE_MODEL)/model.safetensors: | $(VENV)/.installed
+	$(BIN)/python train/pretrain.py --config configs/tiny/pretrain.yaml --output_dir $(BASE_MODEL)
+
+demo: $(BASE_MODEL)/model.safetensors
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/grpo.py --config configs/tiny/grpo.yaml
+
+sft: $(BASE_MODEL)/model.safetensors
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py --config configs/tiny/sft.yaml
+
+evaluate: $(BASE_MODEL)/model.safetensors
+	$(BIN)/python train/evaluate.py --model $(BASE_MODEL) --out $(BASE_MODEL)/eval.json
+
+test: $(BASE_MODEL)/model.safetensors
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf outputs

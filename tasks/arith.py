@@ -1,0 +1,196 @@
+"""The arithmetic world: seeded integer problems at graded difficulty, with exact answers.
+
+A problem is an expression tree over non-negative integers. Every intermediate result is
+non-negative, so a step-by-step trace never needs a unary minus. Splits are decided by a hash of
+the expression text, so training, held-out and probe problems can never overlap whatever the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+SPLITS = ("train", "test", "probe")
+
+
+@dataclass(frozen=True)
+class Level:
+    """How hard a problem is: operand count and size, operators, parentheses."""
+
+    number: int
+    num_operands: int
+    max_operand: int
+    operators: str
+    parentheses: bool
+    max_product_operand: int = 9
+
+
+LEVELS: dict[int, Level] = {
+    1: Level(1, num_operands=2, max_operand=9, operators="+", parentheses=False),
+    2: Level(2, num_operands=2, max_operand=99, operators="+-", parentheses=False),
+    3: Level(3, num_operands=3, max_operand=20, operators="+-", parentheses=False),
+    4: Level(4, num_operands=3, max_operand=20, operators="+-*", parentheses=False),
+    5: Level(5, num_operands=3, max_operand=20, operators="+-*", parentheses=True),
+    6: Level(6, num_operands=4, max_operand=20, operators="+-*", parentheses=True),
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """An expression tree: a leaf holds `value`; an inner node holds `op`, `left`, `right`."""
+
+    value: int | None = None
+    op: str | None = None
+    left: "Node | None" = None
+    right: "Node | None" = None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+
+def evaluate(node: Node) -> int:
+    """Exact value of an expression tree."""
+    if node.is_leaf:
+        return node.value
+    return OPERATORS[node.op](evaluate(node.left), evaluate(node.right))
+
+
+def render(node: Node, parent_precedence: int = 0, right_child: bool = False) -> str:
+    """Infix text with the fewest parentheses that keep the tree's meaning."""
+    if node.is_leaf:
+        return str(node.value)
+    precedence = PRECEDENCE[node.op]
+    text = f"{render(node.left, precedence)}{node.op}{render(node.right, precedence, right_child=True)}"
+    needs_parens = precedence < parent_precedence or (right_child and precedence == parent_precedence)
+    return f"({text})" if needs_parens else text
+
+
+def steps(node: Node) -> list[str]:
+    """One line per operation, in the order a person evaluates them: `a op b=c`."""
+    if node.is_leaf:
+        return []
+    lines = steps(node.left) + steps(node.right)
+    left, right = evaluate(node.left), evaluate(node.right)
+    lines.append(f"{left}{node.op}{right}={OPERATORS[node.op](left, right)}")
+    return lines
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One arithmetic question with its exact answer and worked steps."""
+
+    question: str
+    answer: int
+    level: int
+    steps: tuple[str, ...]
+
+    @property
+    def split(self) -> str:
+        return split_of(self.question)
+
+
+def split_of(question: str) -> str:
+    """The split a question belongs to, fixed by its text: 80% train, 10% test, 10% probe."""
+    bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "probe" if bucket == 1 else "train"
+
+
+def _random_tree(level: Level, rng: random.Random) -> Node:
+    count = level.num_operands
+    ops = [rng.choice(level.operators) for _ in range(count - 1)]
+    if not level.parentheses:
+        return _chain(_leaves(level, rng, ops), ops)
+    # A bracketed sum or difference multiplied by a neighbour, so the brackets change the order.
+    size = rng.randint(2, count - 1)
+    start = rng.randint(0, count - size)
+    group_ops = [rng.choice("+-") for _ in range(size - 1)]
+    group = _chain(_leaves(level, rng, group_ops), group_ops)
+    outer_ops = ops[: count - size]
+    outer_ops[start - 1 if start > 0 else 0] = "*"
+    operands = _leaves(level, rng, outer_ops)
+    operands[start] = group
+    return _chain(operands, outer_ops)
+
+
+def _leaves(level: Level, rng: random.Random, ops: list[str]) -> list[Node]:
+    """One leaf per operand; a factor of a product stays small so the answer stays learnable."""
+    leaves = []
+    for index in range(len(ops) + 1):
+        in_product = "*" in ops[max(index - 1, 0) : index + 1]
+        leaves.append(Node(value=rng.randint(0, level.max_product_operand if in_product else level.max_operand)))
+    return leaves
+
+
+def _chain(operands: list[Node], ops: list[str]) -> Node:
+    """Join operands with ops left to right, products binding before sums and differences."""
+    terms = [operands[0]]
+    additive_ops: list[str] = []
+    for op, operand in zip(ops, operands[1:]):
+        if op == "*":
+            terms[-1] = Node(op="*", left=terms[-1], right=operand)
+        else:
+            additive_ops.append(op)
+            terms.append(operand)
+    tree = terms[0]
+    for op, term in zip(additive_ops, terms[1:]):
+        tree = Node(op=op, left=tree, right=term)
+    return tree
+
+
+def _valid(node: Node) -> bool:
+    """Every intermediate value non-negative and products kept small enough to learn."""
+    if node.is_leaf:
+        return True
+    if not (_valid(node.left) and _valid(node.right)):
+        return False
+    value = evaluate(node)
+    return 0 <= value <= 999
+
+
+def generate(level: int, rng: random.Random) -> Problem:
+    """One random problem at `level`, drawn until all intermediate values are valid."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level}; levels are {sorted(LEVELS)}")
+    while True:
+        tree = _random_tree(LEVELS[level], rng)
+        if _valid(tree):
+            return Problem(question=render(tree), answer=evaluate(tree), level=level, steps=tuple(steps(tree)))
+
+
+def problems(
+    split: str, levels: list[int] | tuple[int, ...], count: int, seed: int, unique: bool = True
+) -> list[Problem]:
+    """`count` problems from `split`, spread evenly over `levels`, reproducible from `seed`.
+
+    With `unique`, a level whose split holds fewer distinct problems than asked gives what it has.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits are {SPLITS}")
+    if not levels:
+        raise ValueError("levels must not be empty")
+    per_level = [count // len(levels) + (i < count % len(levels)) for i in range(len(levels))]
+    result: list[Problem] = []
+    for level, wanted in zip(levels, per_level):
+        result.extend(_draw(split, level, wanted, random.Random(f"{seed}-{split}-{level}"), unique))
+    return result
+
+
+def _draw(split: str, level: int, wanted: int, rng: random.Random, unique: bool) -> Iterator[Problem]:
+    seen: set[str] = set()
+    misses = 0
+    while len(seen) < wanted and misses < 2000:
+        problem = generate(level, rng)
+        if problem.split != split or (unique and problem.question in seen):
+            misses += 1
+            continue
+        misses = 0
+        if unique:
+            seen.add(problem.question)
+        else:
+            seen.add(f"{len(seen)}")
+        yield problem

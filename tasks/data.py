@@ -1,0 +1,136 @@
+"""Training and evaluation data sets by name, in TRL's conversational formats.
+
+`arith` is generated locally; `gsm8k` and `openr1-math` are loaded from the hub with `datasets`.
+Every row carries `answer` (the gold final answer, as text) and `task` (which checker applies), so
+one reward function serves every data set.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from datasets import Dataset, load_dataset
+
+from tasks import arith, formats
+
+# The paper's Open-R1 system prompt: reason in a think block, then answer in an answer block.
+R1_SYSTEM_PROMPT = (
+    "You are a helpful AI Assistant that provides well-reasoned and detailed responses. You first think about "
+    "the reasoning process as an internal monologue and then provide the user with the answer. Respond in the "
+    "following format: <think>\n...\n</think>\n<answer>\n...\n</answer>"
+)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What a training script asks of a data set: its size, levels and prompt."""
+
+    kind: str  # "pretrain", "sft" or "grpo"
+    num_examples: int
+    levels: tuple[int, ...]
+    seed: int
+    system_prompt: str | None = None
+    think_fraction: float = 0.2
+    thinking_off_fraction: float = 0.1
+
+
+def chat_prompt(question: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The conversational prompt: an optional system message, then the question."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": question}]
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def arith_corpus_completion(problem: arith.Problem, options: DataOptions, rng: random.Random) -> str:
+    """A pretraining completion: mostly the direct style, some reasoning, some with thinking switched off.
+
+    Thinking off is written as an empty think block before the answer, which is token for token what
+    the chat template's `enable_thinking=False` prompt followed by a direct answer reads.
+    """
+    draw = rng.random()
+    if draw < options.think_fraction:
+        return formats.think_completion(problem)
+    if draw < options.think_fraction + options.thinking_off_fraction:
+        return f"{formats.THINK_OPEN}\n\n{formats.THINK_CLOSE}\n{formats.direct_completion(problem)}"
+    return formats.direct_completion(problem)
+
+
+def arith_dataset(options: DataOptions, split: str = "train") -> Dataset:
+    """The arithmetic world as a TRL data set of the kind the script needs."""
+    problems = arith.problems(split, options.levels, options.num_examples, options.seed, unique=False)
+    rng = random.Random(f"{options.seed}-{options.kind}-styles")
+    rng.shuffle(problems)
+    rows = []
+    for problem in problems:
+        row = {
+            "prompt": chat_prompt(problem.question, options.system_prompt),
+            "answer": str(problem.answer),
+            "level": problem.level,
+            "task": "arith",
+        }
+        if options.kind == "pretrain":
+            row["completion"] = _assistant(arith_corpus_completion(problem, options, rng))
+        elif options.kind == "sft":
+            row["completion"] = _assistant(formats.think_completion(problem))
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def _gsm8k_final(answer: str) -> str:
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+def gsm8k_dataset(options: DataOptions, split: str = "train") -> Dataset:
+    """GSM8K (openai/gsm8k, main): the rationale becomes the think block for SFT."""
+    source = load_dataset("openai/gsm8k", "main", split=split)
+
+    def to_row(example: dict) -> dict:
+        final = _gsm8k_final(example["answer"])
+        row = {"prompt": chat_prompt(example["question"], options.system_prompt), "answer": final, "task": "math"}
+        if options.kind == "sft":
+            rationale = example["answer"].split("####")[0].strip()
+            row["completion"] = _assistant(f"<think>\n{rationale}\n</think>\n<answer>{final}</answer>")
+        return row
+
+    return _take(source.map(to_row, remove_columns=source.column_names), options)
+
+
+def openr1_math_dataset(options: DataOptions, split: str = "train") -> Dataset:
+    """OpenR1-Math-220k (default subset): SFT keeps the first math-verified R1 generation."""
+    source = load_dataset("open-r1/OpenR1-Math-220k", "default", split=split)
+    if options.kind == "sft":
+        source = source.filter(lambda example: any(example["correctness_math_verify"]))
+
+    def to_row(example: dict) -> dict:
+        row = {"prompt": chat_prompt(example["problem"], options.system_prompt), "answer": example["answer"]}
+        row["task"] = "math"
+        if options.kind == "sft":
+            verified = example["correctness_math_verify"].index(True)
+            row["completion"] = _assistant(example["generations"][verified])
+        return row
+
+    return _take(source.map(to_row, remove_columns=source.column_names), options)
+
+
+def _take(dataset: Dataset, options: DataOptions) -> Dataset:
+    dataset = dataset.shuffle(seed=options.seed)
+    return dataset.select(range(min(options.num_examples, len(dataset)))) if options.num_examples else dataset
+
+
+DATASETS: dict[str, Callable[[DataOptions], Dataset]] = {
+    "arith": arith_dataset,
+    "gsm8k": gsm8k_dataset,
+    "openr1-math": openr1_math_dataset,
+}
+
+
+def load(name: str, options: DataOptions) -> Dataset:
+    """The training data set called `name`."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset_name {name!r}; known data sets are {sorted(DATASETS)}")
+    return DATASETS[name](options)

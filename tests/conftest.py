@@ -1,0 +1,38 @@
+"""Shared fixtures: a randomly initialised tiny model of the arithmetic world, saved like a hub model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.tiny_model import TinyModelArguments, build_tiny_model
+from tasks.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer GQA Qwen2 with the world's tokenizer, random weights, saved to disk."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("random-tiny")
+    tokenizer = build_tokenizer()
+    shape = TinyModelArguments(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    build_tiny_model(shape, tokenizer).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The pretrained tiny base model that `make test` builds before the suite runs."""
+    directory = REPO / "outputs" / "tiny-base"
+    if not (directory / "model.safetensors").exists():
+        pytest.fail("outputs/tiny-base is missing: run `make base-model` (make test builds it first)")
+    return directory

@@ -1,0 +1,114 @@
+"""The arithmetic world: reproducible, exact, disjoint splits, graded difficulty."""
+
+import ast
+import operator
+import random
+
+import pytest
+
+from tasks import arith, formats
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def independent_value(question: str) -> int:
+    """Evaluate the question text with Python's own parser, not the generator's tree."""
+
+    def walk(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.BinOp):
+            return _BINARY[type(node.op)](walk(node.left), walk(node.right))
+        raise AssertionError(f"unexpected syntax in {question!r}")
+
+    return walk(ast.parse(question, mode="eval"))
+
+
+def test_same_seed_same_problems_and_different_seed_differs():
+    first = arith.problems("train", [1, 3, 5], 60, seed=7)
+    again = arith.problems("train", [1, 3, 5], 60, seed=7)
+    other = arith.problems("train", [1, 3, 5], 60, seed=8)
+    assert first == again
+    assert [p.question for p in first] != [p.question for p in other]
+
+
+@pytest.mark.parametrize("level", sorted(arith.LEVELS))
+def test_answers_agree_with_an_independent_evaluation(level):
+    for problem in arith.problems("train", [level], 200, seed=1):
+        assert problem.answer == independent_value(problem.question)
+        # The worked steps end in the answer, and each step is itself right.
+        for step in problem.steps:
+            expression, result = step.split("=")
+            assert independent_value(expression) == int(result)
+        assert int(problem.steps[-1].split("=")[1]) == problem.answer
+
+
+def test_held_out_splits_never_overlap_training():
+    levels = sorted(arith.LEVELS)
+    train = {p.question for p in arith.problems("train", levels, 6000, seed=0)}
+    test = {p.question for p in arith.problems("test", levels, 600, seed=0)}
+    probe = {p.question for p in arith.problems("probe", levels, 600, seed=3)}
+    assert test and probe
+    assert not train & test and not train & probe and not test & probe
+
+
+def test_levels_grow_harder():
+    def features(level):
+        problems = arith.problems("train", [level], 300, seed=2)
+        return (
+            max(len(p.steps) for p in problems),
+            any("*" in p.question for p in problems),
+            any("(" in p.question for p in problems),
+            max(p.answer for p in problems),
+        )
+
+    assert features(1) == (1, False, False, 18)
+    assert features(2)[3] > 18 and not features(2)[1]
+    assert features(3)[0] == 2
+    assert features(4)[1] and not features(4)[2]
+    assert features(5)[2]
+    assert features(6)[0] == 3 and features(6)[2]
+
+
+def test_parentheses_change_the_order_of_evaluation():
+    problems = arith.problems("train", [5, 6], 200, seed=4)
+    assert all("(" in problem.question for problem in problems)
+    # Without the brackets the text would mean something else (bar products by 0 or 1).
+    changed = [independent_value(p.question.replace("(", "").replace(")", "")) != p.answer for p in problems]
+    assert sum(changed) / len(changed) > 0.8
+
+
+def test_intermediate_values_are_non_negative():
+    for problem in arith.problems("train", sorted(arith.LEVELS), 600, seed=5):
+        assert all(int(step.split("=")[1]) >= 0 for step in problem.steps)
+
+
+def test_unique_draws_have_no_repeats_and_small_splits_give_what_they_have():
+    level_one_test = arith.problems("test", [1], 1000, seed=0)
+    assert len(level_one_test) == len({p.question for p in level_one_test}) < 100
+
+
+def test_bad_levels_and_splits_are_rejected():
+    with pytest.raises(ValueError, match="unknown level 9"):
+        arith.generate(9, random.Random(0))
+    with pytest.raises(ValueError, match="unknown split"):
+        arith.problems("validation", [1], 3, seed=0)
+
+
+def test_styles_and_answer_checking():
+    problem = arith.Problem(question="7*(2+3)", answer=35, level=5, steps=("2+3=5", "7*5=35"))
+    think = formats.think_completion(problem)
+    direct = formats.direct_completion(problem)
+    assert think == "<think>\n2+3=5\n7*5=35\n</think>\n<answer>35</answer>"
+    assert direct == "<answer>35</answer>"
+    assert formats.is_correct(think, 35) and formats.is_correct(direct, "35")
+    assert not formats.is_correct("<answer>36</answer>", 35)
+    assert not formats.is_correct("35", 35)
+    assert not formats.is_correct("<answer>3 5</answer>", 35)
+    assert formats.extract_answer("<answer>1</answer> then <answer> 2 </answer>") == "2"
+    assert formats.has_think_format(think)
+    assert not formats.has_think_format(direct)
+    assert not formats.has_think_format("<think>\n\n</think>\n<answer>35</answer>")
+    assert not formats.has_think_format(think + " and more")

@@ -1,0 +1,61 @@
+"""Pretrain the tiny base model of the arithmetic world from scratch, on CPU, in minutes.
+
+The corpus is written mostly in the direct style with a minority of step-by-step traces, so that the
+base model answers directly and GRPO later finds a non-zero reward for reasoning.
+
+    python train/pretrain.py --config configs/tiny/pretrain.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from trl import SFTConfig, SFTTrainer
+
+from tasks.data import arith_dataset
+from tasks.tiny_model import TinyModelArguments, build_tiny_model
+from tasks.tokenizer import build_tokenizer
+from train.arguments import DataArguments, RecipeError, exit_with, parse_recipe
+from train.progress import use_reward_progress
+
+
+@dataclass
+class PretrainArguments(DataArguments):
+    """The base corpus: how much reasoning it holds and how often thinking is switched off."""
+
+    think_fraction: float = field(default=0.2, metadata={"help": "Share of step-by-step examples."})
+    thinking_off_fraction: float = field(default=0.1, metadata={"help": "Share with an empty think block."})
+
+    def check(self) -> None:
+        super().check()
+        if self.dataset_name != "arith":
+            raise RecipeError(f"dataset_name: pretraining builds the arithmetic world only, got {self.dataset_name!r}")
+        if not 0 <= self.think_fraction + self.thinking_off_fraction <= 1:
+            raise RecipeError("think_fraction + thinking_off_fraction: must lie in [0, 1]")
+
+
+def main(script_args: PretrainArguments, training_args: SFTConfig, shape: TinyModelArguments) -> None:
+    try:
+        script_args.check()
+    except RecipeError as error:
+        exit_with(error)
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(shape, tokenizer)
+    options = dataclasses.replace(
+        script_args.data_options("pretrain", training_args.seed),
+        think_fraction=script_args.think_fraction,
+        thinking_off_fraction=script_args.thinking_off_fraction,
+    )
+    corpus = arith_dataset(options).select_columns(["prompt", "completion"])
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=corpus, processing_class=tokenizer)
+    use_reward_progress(trainer)
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.accelerator.is_main_process:
+        print(f"sparks: tiny base model written to {training_args.output_dir}")
+
+
+if __name__ == "__main__":
+    main(*parse_recipe((PretrainArguments, SFTConfig, TinyModelArguments)))
