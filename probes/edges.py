@@ -1,0 +1,198 @@
+"""Edge scores by EAP-IG (DESIGN.md section 2) on the live model, without per-head residual copies.
+
+Upstream nodes write into the residual stream: the input embedding, every head (its write is
+``W_o[:, slice_h] z_h``) and every MLP. Downstream inputs read it: each head's q, each key-value
+head's k and v, each MLP, and the logits. The score of u -> v is
+
+    score(u -> v) = (z'_u - z_u) . mean_k dL/d(in_v)   (write difference, corrupted minus clean)
+
+where dL/d(in_v) is the gradient with respect to the residual stream as v alone reads it. For
+q/k/v it comes from the gradient on the projection output (after which Qwen3's q_norm/k_norm and
+RoPE already sit), split per head, mapped back through that head's rows of the projection and the
+vector-Jacobian product of ``input_layernorm`` at the residual value of that interpolation point.
+For an MLP it is the gradient on a clone of the ``post_attention_layernorm`` input, for the logits
+on a clone of the final norm's input. Since the residual stream is a sum, the scores of a node's
+edges add up to its node score (write difference times the gradient on its own output): the
+identity the tests check. Signs and metric follow probes.attribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from probes.forward import recorded_run
+from probes.hooks import scoring
+from probes.ig import integrate, method_steps
+from probes.metrics import Metric, get_metric
+from probes.pairs import PairBatch
+from probes.sites import resolve
+
+
+@dataclass(frozen=True)
+class EdgeGraph:
+    """Names of upstream nodes and downstream inputs, in forward order, and which edges exist.
+
+    Upstream: ``input``, ``a{l}.h{h}``, ``m{l}``. Downstream: ``a{l}.h{h}<q>``, ``a{l}.g{g}<k>``,
+    ``a{l}.g{g}<v>`` (g a key-value head), ``m{l}``, ``logits``. ``feeds[j]`` lists the upstream
+    indices of the node(s) downstream input j belongs to (all heads sharing a kv head; none for
+    the logits).
+    """
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    upstream: tuple[str, ...]
+    downstream: tuple[str, ...]
+    feeds: tuple[tuple[int, ...], ...]
+    valid: Tensor
+
+    @classmethod
+    def build(cls, num_layers: int, num_heads: int, num_kv_heads: int) -> EdgeGraph:
+        group = num_heads // num_kv_heads
+        upstream, writes = ["input"], [-1]
+        downstream, reads, feeds = [], [], []
+        for layer in range(num_layers):
+            heads = [len(upstream) + head for head in range(num_heads)]
+            upstream += [f"a{layer}.h{head}" for head in range(num_heads)] + [f"m{layer}"]
+            writes += [2 * layer] * num_heads + [2 * layer + 1]
+            for head in range(num_heads):
+                downstream.append(f"a{layer}.h{head}<q>")
+                feeds.append((heads[head],))
+            for kind in "kv":
+                for kv in range(num_kv_heads):
+                    downstream.append(f"a{layer}.g{kv}<{kind}>")
+                    feeds.append(tuple(heads[kv * group : (kv + 1) * group]))
+            downstream.append(f"m{layer}")
+            feeds.append((len(upstream) - 1,))
+            reads += [2 * layer] * (num_heads + 2 * num_kv_heads) + [2 * layer + 1]
+        downstream.append("logits")
+        feeds.append(())
+        reads.append(2 * num_layers)
+        valid = torch.tensor(writes)[:, None] < torch.tensor(reads)[None, :]
+        return cls(num_layers, num_heads, num_kv_heads, tuple(upstream), tuple(downstream), tuple(feeds), valid)
+
+    def head_index(self, layer: int, head: int) -> int:
+        """Upstream index of head (layer, head)."""
+        return 1 + layer * (self.num_heads + 1) + head
+
+    def mlp_index(self, layer: int) -> int:
+        """Upstream index of layer's MLP."""
+        return 1 + layer * (self.num_heads + 1) + self.num_heads
+
+
+@dataclass(frozen=True)
+class EdgeScores:
+    """Per-example edge scores [B, U, D] (zero where ``graph.valid`` is False) and node scores [B, U]."""
+
+    graph: EdgeGraph
+    edges: Tensor
+    nodes: Tensor
+
+
+def linear_map(module: nn.Module) -> Tensor:
+    """The [out, in] matrix a linear site applies, LoRA included, found by probing it with the identity."""
+    if type(module) is nn.Linear:
+        return module.weight
+    with torch.no_grad():
+        weight = next(module.parameters())
+        eye = torch.eye(module.in_features, dtype=weight.dtype, device=weight.device)
+        return (module.forward(eye) - module.forward(torch.zeros_like(eye[:1]))).T
+
+
+def edge_scores(
+    model: nn.Module,
+    batch: PairBatch,
+    metric: str | Metric = "kl",
+    method: str = "eap-ig",
+    steps: int = 5,
+    chunk_size: int | None = None,
+) -> EdgeScores:
+    """Edge and node scores of every example in ``batch``; the model is left exactly as found."""
+    sites = resolve(model)
+    metric = get_metric(metric)
+    steps = method_steps(method, steps)
+    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
+    batch_size, length = batch.clean_ids.shape
+    taps: dict[str, tuple] = {"final": (sites.norm, "input")}
+    for layer, ls in enumerate(sites.layers):
+        taps |= {
+            f"x{layer}": (ls.input_layernorm, "input"),
+            f"q{layer}": (ls.q_proj, "output"),
+            f"k{layer}": (ls.k_proj, "output"),
+            f"v{layer}": (ls.v_proj, "output"),
+            f"z{layer}": (ls.o_proj, "input"),
+            f"mlp_in{layer}": (ls.post_attention_layernorm, "input"),
+            f"mlp{layer}": (ls.mlp, "output"),
+        }
+    wrt = ["inputs_embeds", "final"] + [
+        f"{name}{layer}" for layer in range(sites.num_layers) for name in ("q", "k", "v", "z", "mlp_in", "mlp")
+    ]
+    with scoring(sites.model, grad=True):
+        with torch.no_grad():
+            maps = [
+                {name: linear_map(getattr(ls, f"{name}_proj")) for name in "qkvo"} for ls in sites.layers
+            ]
+            clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, taps)
+            _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, taps)
+            mask = batch.attention_mask[:, :, None].to(clean["z0"].dtype)
+            clean["inputs_embeds"] = sites.embed_tokens(batch.clean_ids)
+            corrupted["inputs_embeds"] = sites.embed_tokens(batch.corrupted_ids)
+        dtype = torch.promote_types(clean["z0"].dtype, torch.float32)
+
+        def delta(name: str) -> Tensor:
+            return ((corrupted[name] - clean[name]) * mask).to(dtype)
+
+        d_embed = delta("inputs_embeds")
+        d_z = [delta(f"z{layer}").view(batch_size, length, num_heads, head_dim) for layer in range(sites.num_layers)]
+        d_mlp = [delta(f"mlp{layer}") for layer in range(sites.num_layers)]
+        w_o = [m["o"].to(dtype).view(-1, num_heads, head_dim) for m in maps]
+        edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
+        nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype)
+        per_layer = num_heads + 2 * num_kv + 1
+
+        def summed(grad: Tensor, n: int) -> Tensor:
+            return grad.to(dtype).view(n, batch_size, *grad.shape[1:]).sum(0)
+
+        def read_by(grad: Tensor, columns: slice, head_layers: range, mlp_layers: range, embed: bool) -> None:
+            """Add (write difference . grad [B, T, J, D]) to the edges into ``columns``."""
+            if embed:
+                edges[:, 0, columns] += torch.einsum("btd,btjd->bj", d_embed, grad)
+            for layer in head_layers:
+                writes = torch.einsum("bthk,dhk->bthd", d_z[layer], w_o[layer])
+                first = graph.head_index(layer, 0)
+                edges[:, first : first + num_heads, columns] += torch.einsum("bthd,btjd->bhj", writes, grad)
+            for layer in mlp_layers:
+                edges[:, graph.mlp_index(layer), columns] += torch.einsum("btd,btjd->bj", d_mlp[layer], grad)
+
+        def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
+            rows = n * batch_size
+            for layer, ls in enumerate(sites.layers):
+                cotangents = []
+                for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
+                    grad = grads[f"{name}{layer}"].view(rows, length, count, head_dim)
+                    weight = maps[layer][name].view(count, head_dim, -1)
+                    cotangents.append(torch.einsum("ntgk,gkd->ntgd", grad, weight.to(grad.dtype)))
+                cotangent = torch.cat(cotangents, dim=2)
+                x = values[f"x{layer}"].unsqueeze(2).expand_as(cotangent).clone().requires_grad_()
+                (qkv,) = torch.autograd.grad(ls.input_layernorm.forward(x), x, cotangent)
+                grad = torch.cat([summed(qkv, n), summed(grads[f"mlp_in{layer}"], n).unsqueeze(2)], dim=2)
+                start = layer * per_layer
+                before = range(layer)
+                read_by(grad, slice(start, start + per_layer), before, before, embed=True)
+                mlp_column = slice(start + per_layer - 1, start + per_layer)
+                read_by(grad[:, :, -1:], mlp_column, range(layer, layer + 1), range(0), embed=False)
+                nodes[:, graph.head_index(layer, 0) : graph.head_index(layer, num_heads)] += torch.einsum(
+                    "bthk,bthk->bh", d_z[layer], summed(grads[f"z{layer}"], n).view_as(d_z[layer])
+                )
+                mlp_grad = summed(grads[f"mlp{layer}"], n)
+                nodes[:, graph.mlp_index(layer)] += torch.einsum("btd,btd->b", d_mlp[layer], mlp_grad)
+            every = range(sites.num_layers)
+            read_by(summed(grads["final"], n).unsqueeze(2), slice(-1, None), every, every, embed=True)
+            nodes[:, 0] += torch.einsum("btd,btd->b", d_embed, summed(grads["inputs_embeds"], n))
+
+        integrate(sites, batch, metric, clean_logits, steps, chunk_size, taps, wrt, reduce)
+    return EdgeScores(graph, edges / steps, nodes / steps)

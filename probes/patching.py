@@ -1,0 +1,138 @@
+"""Exact head patching (the ground truth for attribution) and head interventions on a live model.
+
+Everything acts on a head's slice of the input of ``self_attn.o_proj`` through temporary forward
+pre-hooks; no weight is touched, and leaving a context manager removes its hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from probes.attribution import head_outputs
+from probes.forward import copies_effect, recorded_run, repeat_rows
+from probes.hooks import Hooks, scoring
+from probes.metrics import Metric, get_metric
+from probes.pairs import PairBatch
+from probes.sites import resolve
+
+
+def exact_head_effects(
+    model: nn.Module,
+    batch: PairBatch,
+    metric: str | Metric = "kl",
+    replacement: Sequence[Tensor] | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Per-example effect [B, L, H] of replacing one head's output in the clean run.
+
+    The head's output becomes ``replacement[layer]`` (broadcastable to [B, T, H, d_head]; default:
+    the head's output on the corrupted prompt), all else is left clean, and the effect metric is
+    read against the clean logits: the quantity probes.attribution estimates. ``chunk_size`` heads
+    are patched per forward pass, each in its own copy of the batch (default: one layer's worth).
+    """
+    sites = resolve(model)
+    metric = get_metric(metric)
+    num_heads, head_dim = sites.num_heads, sites.head_dim
+    batch_size, length = batch.clean_ids.shape
+    taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
+    chunk = num_heads if chunk_size is None else chunk_size
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    heads = [(layer, head) for layer in range(sites.num_layers) for head in range(num_heads)]
+    with scoring(sites.model, grad=False):
+        clean_logits, _ = recorded_run(sites, batch, batch.clean_ids, taps)
+        if replacement is None:
+            replacement = head_outputs(sites, recorded_run(sites, batch, batch.corrupted_ids, taps)[1], batch)
+        if len(replacement) != sites.num_layers:
+            raise ValueError(f"replacement has {len(replacement)} entries for {sites.num_layers} layers")
+        dtype = torch.promote_types(clean_logits.dtype, torch.float32)
+        effects = torch.empty(batch_size, sites.num_layers, num_heads, dtype=dtype)
+        for start in range(0, len(heads), chunk):
+            part = heads[start : start + chunk]
+            n = len(part)
+
+            def patch(layer: int) -> Callable[[Tensor], Tensor]:
+                chosen = torch.zeros(n, num_heads, dtype=torch.bool)
+                for copy, (patched_layer, head) in enumerate(part):
+                    chosen[copy, head] = patched_layer == layer
+                chosen = chosen.to(batch.clean_ids.device)[:, None, None, :, None]
+
+                def edit(x: Tensor) -> Tensor:
+                    z = x.view(n, batch_size, length, num_heads, head_dim)
+                    return torch.where(chosen, replacement[layer].to(z), z).view_as(x)
+
+                return edit
+
+            with Hooks() as hooks:
+                for layer in sorted({layer for layer, _ in part}):
+                    hooks.edit_input(sites.layers[layer].o_proj, patch(layer))
+                ids = repeat_rows(batch.clean_ids, n)
+                effect = copies_effect(sites, batch, metric, clean_logits, n, input_ids=ids).view(n, batch_size)
+            for copy, (layer, head) in enumerate(part):
+                effects[:, layer, head] = effect[copy]
+    return effects
+
+
+def head_means(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean output [L, H, d_head] of every head over the non-padding positions, for mean ablation."""
+    sites = resolve(model)
+    taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
+    batch = PairBatch(input_ids, input_ids, attention_mask, torch.full_like(input_ids[:, 0], input_ids.shape[1] - 1))
+    with scoring(sites.model, grad=False):
+        _, values = recorded_run(sites, batch, input_ids, taps)
+    outputs = torch.stack(head_outputs(sites, values, batch))  # [L, B, T, H, d]
+    return outputs.sum((1, 2)) / attention_mask.sum()
+
+
+@contextmanager
+def edit_heads(
+    model: nn.Module, heads: Iterable[tuple[int, int]], edit: Callable[[int, Tensor], Tensor]
+) -> Iterator[None]:
+    """While active, each listed head's output z [..., d_head] becomes ``edit(layer, z)[..., head]``.
+
+    ``edit`` receives the layer's outputs as [..., H, d_head] and the result is used for the listed
+    heads only; other heads pass through bit-exactly.
+    """
+    sites = resolve(model)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        sites.check_head(layer, head)
+        by_layer.setdefault(layer, []).append(head)
+
+    def hook(layer: int, chosen: list[int]) -> Callable[[Tensor], Tensor]:
+        mask = torch.zeros(sites.num_heads, 1, dtype=torch.bool)
+        mask[chosen] = True
+
+        def apply(x: Tensor) -> Tensor:
+            z = x.unflatten(-1, (sites.num_heads, sites.head_dim))
+            return torch.where(mask.to(x.device), edit(layer, z).to(x.dtype), z).flatten(-2)
+
+        return apply
+
+    with Hooks() as hooks:
+        for layer, chosen in by_layer.items():
+            hooks.edit_input(sites.layers[layer].o_proj, hook(layer, chosen))
+        yield
+
+
+def zero_ablate(model: nn.Module, heads: Iterable[tuple[int, int]]):
+    """Context manager: the listed heads write nothing."""
+    return edit_heads(model, heads, lambda layer, z: torch.zeros_like(z))
+
+
+def mean_ablate(model: nn.Module, heads: Iterable[tuple[int, int]], means: Tensor):
+    """Context manager: the listed heads output their mean ``means[layer, head]`` (see head_means)."""
+    sites = resolve(model)
+    expected = (sites.num_layers, sites.num_heads, sites.head_dim)
+    if tuple(means.shape) != expected:
+        raise ValueError(f"means has shape {tuple(means.shape)}, expected {expected} (layers, heads, head_dim)")
+    return edit_heads(model, heads, lambda layer, z: means[layer].to(z.device).expand_as(z))
+
+
+def scale_heads(model: nn.Module, heads: Iterable[tuple[int, int]], factor: float):
+    """Context manager: the listed heads' outputs are multiplied by ``factor`` (paper: 1.3, 0.5)."""
+    return edit_heads(model, heads, lambda layer, z: z * factor)

@@ -1,0 +1,120 @@
+"""Tiny random-weight decoders, LoRA wrapping and random pairs for the probes tests."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from probes.pairs import PairBatch, pad_pairs
+
+ARCHS = {
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+}
+VOCAB = 64
+
+
+def tiny_model(
+    arch: str = "qwen2",
+    *,
+    layers: int = 2,
+    dtype: torch.dtype = torch.float64,
+    attn: str = "sdpa",
+    seed: int = 0,
+    init: float = 0.2,
+) -> torch.nn.Module:
+    """A random-weight causal LM: 4 heads of 16 dims, 2 kv heads (GQA), hidden 64."""
+    config_cls, model_cls = ARCHS[arch]
+    config = config_cls(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=64,
+        initializer_range=init,
+        tie_word_embeddings=False,
+        attn_implementation=attn,
+    )
+    torch.manual_seed(seed)
+    return model_cls(config).to(dtype).eval()
+
+
+def random_pairs(
+    batch: int = 3, length: int = 8, seed: int = 1, ragged: bool = True, changed: int = 2
+) -> PairBatch:
+    """Random prompts; the corrupted prompt differs from the clean one at ``changed`` positions."""
+    generator = torch.Generator().manual_seed(seed)
+    clean, corrupted = [], []
+    for index in range(batch):
+        size = length - (index % 3 if ragged else 0)
+        ids = torch.randint(1, VOCAB, (size,), generator=generator)
+        other = ids.clone()
+        where = torch.randperm(size, generator=generator)[:changed]
+        other[where] = torch.randint(1, VOCAB, (changed,), generator=generator)
+        clean.append(ids.tolist())
+        corrupted.append(other.tolist())
+    answers = torch.randint(1, VOCAB, (2, batch), generator=generator)
+    return pad_pairs(clean, corrupted, pad_id=0, clean_answers=answers[0].tolist(), corrupted_answers=answers[1].tolist())
+
+
+def lora(model: torch.nn.Module, init_b_zero: bool = True, seed: int = 0) -> torch.nn.Module:
+    """``model`` wrapped in a LoRA adapter on q/k/v/o; B random instead of zero unless ``init_b_zero``."""
+    import peft
+
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.1)
+    wrapped = peft.get_peft_model(model, config)
+    if not init_b_zero:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in wrapped.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(0.1 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return wrapped
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Everything scoring must leave as it found: parameters, grads, modes, hooks, RNG, grad mode."""
+    return {
+        "params": {name: p.detach().clone() for name, p in model.named_parameters()},
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+        "grads": {name: (p.grad, None if p.grad is None else p.grad.clone()) for name, p in model.named_parameters()},
+        "training": {name: m.training for name, m in model.named_modules()},
+        "hooks": {name: [len(getattr(m, d, {})) for d in _HOOK_DICTS] for name, m in model.named_modules()},
+        "tensor_hooks": {name: p._backward_hooks for name, p in model.named_parameters()},
+        "rng": torch.get_rng_state(),
+        "grad_enabled": torch.is_grad_enabled(),
+    }
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    for name, value in before["params"].items():
+        assert torch.equal(after["params"][name], value), f"parameter {name} changed"
+    assert after["requires_grad"] == before["requires_grad"]
+    for name, (grad, copy) in before["grads"].items():
+        now = dict(model.named_parameters())[name].grad
+        assert now is grad, f"{name}.grad was replaced"
+        if copy is not None:
+            assert torch.equal(now, copy), f"{name}.grad changed"
+    assert after["training"] == before["training"]
+    assert after["hooks"] == before["hooks"]
+    assert after["tensor_hooks"] == before["tensor_hooks"]
+    assert torch.equal(after["rng"], before["rng"])
+    assert after["grad_enabled"] == before["grad_enabled"]
