@@ -19,23 +19,28 @@ SPLITS = ("train", "test", "probe")
 
 @dataclass(frozen=True)
 class Level:
-    """How hard a problem is: operand count and size, operators, parentheses."""
+    """How hard a problem is: operand count and size, operators, parentheses.
+
+    Operands are single digits except the first operand's range, which makes a level "two-digit".
+    Small operands keep every single step a fact a tiny model can learn in minutes; difficulty comes
+    from composing steps, which is where writing them out pays.
+    """
 
     number: int
     num_operands: int
-    max_operand: int
     operators: str
     parentheses: bool
-    max_product_operand: int = 9
+    first_operand: tuple[int, int] = (0, 9)
+    max_operand: int = 9
 
 
 LEVELS: dict[int, Level] = {
-    1: Level(1, num_operands=2, max_operand=9, operators="+", parentheses=False),
-    2: Level(2, num_operands=2, max_operand=99, operators="+-", parentheses=False),
-    3: Level(3, num_operands=3, max_operand=20, operators="+-", parentheses=False),
-    4: Level(4, num_operands=3, max_operand=20, operators="+-*", parentheses=False),
-    5: Level(5, num_operands=3, max_operand=20, operators="+-*", parentheses=True),
-    6: Level(6, num_operands=4, max_operand=20, operators="+-*", parentheses=True),
+    1: Level(1, num_operands=2, operators="+", parentheses=False),
+    2: Level(2, num_operands=2, operators="+-", parentheses=False, first_operand=(10, 39)),
+    3: Level(3, num_operands=3, operators="+-", parentheses=False),
+    4: Level(4, num_operands=3, operators="+-*", parentheses=False),
+    5: Level(5, num_operands=3, operators="+-*", parentheses=True),
+    6: Level(6, num_operands=4, operators="+-*", parentheses=True),
 }
 
 
@@ -104,26 +109,23 @@ def _random_tree(level: Level, rng: random.Random) -> Node:
     count = level.num_operands
     ops = [rng.choice(level.operators) for _ in range(count - 1)]
     if not level.parentheses:
-        return _chain(_leaves(level, rng, ops), ops)
+        return _chain(_leaves(level, rng, count), ops)
     # A bracketed sum or difference multiplied by a neighbour, so the brackets change the order.
     size = rng.randint(2, count - 1)
     start = rng.randint(0, count - size)
     group_ops = [rng.choice("+-") for _ in range(size - 1)]
-    group = _chain(_leaves(level, rng, group_ops), group_ops)
+    group = _chain(_leaves(level, rng, size), group_ops)
     outer_ops = ops[: count - size]
     outer_ops[start - 1 if start > 0 else 0] = "*"
-    operands = _leaves(level, rng, outer_ops)
+    operands = _leaves(level, rng, len(outer_ops) + 1)
     operands[start] = group
     return _chain(operands, outer_ops)
 
 
-def _leaves(level: Level, rng: random.Random, ops: list[str]) -> list[Node]:
-    """One leaf per operand; a factor of a product stays small so the answer stays learnable."""
-    leaves = []
-    for index in range(len(ops) + 1):
-        in_product = "*" in ops[max(index - 1, 0) : index + 1]
-        leaves.append(Node(value=rng.randint(0, level.max_product_operand if in_product else level.max_operand)))
-    return leaves
+def _leaves(level: Level, rng: random.Random, count: int) -> list[Node]:
+    """One leaf per operand, the first drawn from the level's first-operand range."""
+    first = Node(value=rng.randint(*level.first_operand))
+    return [first, *(Node(value=rng.randint(0, level.max_operand)) for _ in range(count - 1))]
 
 
 def _chain(operands: list[Node], ops: list[str]) -> Node:
@@ -143,13 +145,13 @@ def _chain(operands: list[Node], ops: list[str]) -> Node:
 
 
 def _valid(node: Node) -> bool:
-    """Every intermediate value non-negative and products kept small enough to learn."""
+    """Every intermediate value non-negative and below 100, so every step stays learnable."""
     if node.is_leaf:
         return True
     if not (_valid(node.left) and _valid(node.right)):
         return False
     value = evaluate(node)
-    return 0 <= value <= 999
+    return 0 <= value <= 99
 
 
 def generate(level: int, rng: random.Random) -> Problem:

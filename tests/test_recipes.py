@@ -12,7 +12,7 @@ import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from tasks.tiny_model import TinyModelArguments
-from train.arguments import DataArguments, GRPOScriptArguments, parse_recipe
+from train.arguments import DataArguments, GRPOScriptArguments, RecipeError, check_model_path, parse_recipe
 from train.pretrain import PretrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,3 +90,14 @@ def test_unknown_recipe_key_is_named(tmp_path, random_model_dir):
     recipe.write_text((REPO / "configs/tiny/grpo.yaml").read_text() + "\nnum_generation: 4\n")
     result = run_grpo(tmp_path, "--model_name_or_path", str(random_model_dir), recipe=str(recipe))
     assert "unknown key 'num_generation' in the recipe" in error_line(result)
+
+
+def test_hub_model_that_cannot_be_resolved_is_named(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RecipeError, match="'sparks-tests/no-such-model' is not a local directory"):
+        check_model_path("sparks-tests/no-such-model")
+
+
+def test_directory_without_a_config_is_named(tmp_path):
+    with pytest.raises(RecipeError, match="directory without config.json"):
+        check_model_path(str(tmp_path))

@@ -21,8 +21,8 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
     except (RecipeError, ValueError) as error:
         exit_with(error)
     set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args)
-    model = load_model(model_args, training_args.gradient_checkpointing)
+    tokenizer = load_tokenizer(model_args, training_args)
+    model = load_model(model_args, training_args)
     train_dataset = load(script_args.dataset_name, script_args.data_options("sft", training_args.seed))
     trainer = SFTTrainer(
         model=model,
