@@ -13,7 +13,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 from tasks.data import load
 from train.arguments import GRPOScriptArguments, RecipeError, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
-from train.progress import use_reward_progress
+from train.run import train_and_save
 from train.rewards import get_rewards
 
 
@@ -36,15 +36,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    use_reward_progress(trainer)
-    if trainer.accelerator.is_main_process:
-        processes = trainer.accelerator.num_processes
-        print(f"sparks: GRPO on {processes} process{'es' if processes > 1 else ''}", flush=True)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    if trainer.accelerator.is_main_process:
-        print(f"sparks: GRPO run written to {training_args.output_dir}", flush=True)
+    train_and_save(trainer, "GRPO")
 
 
 if __name__ == "__main__":

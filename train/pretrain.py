@@ -8,8 +8,7 @@ base model answers directly and GRPO later finds a non-zero reward for reasoning
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trl import SFTConfig, SFTTrainer
 
@@ -17,7 +16,7 @@ from tasks.data import arith_dataset
 from tasks.tiny_model import TinyModelArguments, build_tiny_model
 from tasks.tokenizer import build_tokenizer
 from train.arguments import DataArguments, RecipeError, exit_with, parse_recipe
-from train.progress import use_reward_progress
+from train.run import train_and_save
 
 
 @dataclass
@@ -42,19 +41,14 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, shape: TinyMo
         exit_with(error)
     tokenizer = build_tokenizer()
     model = build_tiny_model(shape, tokenizer)
-    options = dataclasses.replace(
+    options = replace(
         script_args.data_options("pretrain", training_args.seed),
         think_fraction=script_args.think_fraction,
         thinking_off_fraction=script_args.thinking_off_fraction,
     )
     corpus = arith_dataset(options).select_columns(["prompt", "completion"])
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=corpus, processing_class=tokenizer)
-    use_reward_progress(trainer)
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    if trainer.accelerator.is_main_process:
-        print(f"sparks: tiny base model written to {training_args.output_dir}")
+    train_and_save(trainer, "pretraining")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from tasks.data import load
 from train.arguments import DataArguments, RecipeError, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
-from train.progress import use_reward_progress
+from train.run import train_and_save
 
 
 def main(script_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
@@ -31,15 +31,7 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    use_reward_progress(trainer)
-    if trainer.accelerator.is_main_process:
-        processes = trainer.accelerator.num_processes
-        print(f"sparks: SFT on {processes} process{'es' if processes > 1 else ''}", flush=True)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    if trainer.accelerator.is_main_process:
-        print(f"sparks: SFT run written to {training_args.output_dir}", flush=True)
+    train_and_save(trainer, "SFT")
 
 
 if __name__ == "__main__":
