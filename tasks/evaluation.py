@@ -14,6 +14,10 @@ from tasks.arith import Problem
 from tasks.data import chat_prompt
 
 
+# How the model is prompted: into each answer style, or left to choose (thinking on, nothing forced).
+MODES = (*formats.STYLES, "free")
+
+
 @dataclass(frozen=True)
 class Graded:
     """One problem, the model's completion and whether it was right."""
@@ -26,18 +30,19 @@ class Graded:
 
 
 def style_prompt(tokenizer: PreTrainedTokenizerBase, question: str, style: str, system_prompt: str | None) -> str:
-    """The prompt that puts the model in `style`.
+    """The prompt that puts the model in `style` (one of MODES).
 
     `think` opens the think block for the model; `direct` switches thinking off the Qwen3 way
-    (an empty think block), so both styles are measured whatever the model's habit.
+    (an empty think block), so both styles are measured whatever the model's habit; `free` is the
+    plain prompt that training uses, where the model picks its own style.
     """
-    if style not in formats.STYLES:
-        raise ValueError(f"unknown style {style!r}; styles are {formats.STYLES}")
+    if style not in MODES:
+        raise ValueError(f"unknown style {style!r}; styles are {MODES}")
     prompt = tokenizer.apply_chat_template(
         chat_prompt(question, system_prompt),
         tokenize=False,
         add_generation_prompt=True,
-        enable_thinking=style == "think",
+        enable_thinking=style != "direct",
     )
     return prompt + f"{formats.THINK_OPEN}\n" if style == "think" else prompt
 
@@ -74,7 +79,7 @@ def grade(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: list[Problem],
-    styles: tuple[str, ...] = formats.STYLES,
+    styles: tuple[str, ...] = MODES,
     system_prompt: str | None = None,
     max_new_tokens: int = 96,
     batch_size: int = 64,

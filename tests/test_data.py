@@ -3,7 +3,7 @@
 import pytest
 
 from tasks import arith
-from tasks.data import DataOptions, arith_dataset, load
+from tasks.data import DataOptions, arith_dataset, chat_prompt, load
 from tasks.evaluation import pass_at_1, style_prompt, Graded
 from tasks.tokenizer import build_tokenizer
 
@@ -66,3 +66,9 @@ def test_pass_at_1_counts_per_style_and_level():
         Graded(two, "think", "", True, True), Graded(one, "direct", "", False, False),
     ]
     assert pass_at_1(graded) == {"think": {1: 0.5, 3: 1.0}, "direct": {1: 0.0}}
+
+
+def test_free_prompt_is_the_training_prompt_with_nothing_forced():
+    tokenizer = build_tokenizer()
+    training_prompt = tokenizer.apply_chat_template(chat_prompt("1+2", None), tokenize=False, add_generation_prompt=True)
+    assert style_prompt(tokenizer, "1+2", "free", None) == training_prompt

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL_GRPO = [
     "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
@@ -62,7 +64,26 @@ def test_evaluate_reports_pass_at_1_per_level(random_model_dir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
-    assert set(record["pass_at_1"]) == {"direct", "think"}
+    assert set(record["pass_at_1"]) == {"direct", "think", "free"}
     assert set(record["pass_at_1"]["think"]) == {"1", "2"}
-    assert len(record["completions"]) == 2 * 2 * 4
+    assert len(record["completions"]) == 3 * 2 * 4
     assert "evaluating" in result.stderr
+
+
+def test_pretraining_is_reproducible_from_its_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    def pretrain(output_dir: Path) -> dict:
+        command = [
+            sys.executable, str(REPO / "train/pretrain.py"), "--config", str(REPO / "configs/tiny/pretrain.yaml"),
+            "--output_dir", str(output_dir), "--max_steps", "2", "--num_train_examples", "256",
+            "--per_device_train_batch_size", "16", "--hidden_size", "32", "--intermediate_size", "64",
+            "--num_hidden_layers", "2", "--num_attention_heads", "4", "--num_key_value_heads", "2",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return load_file(output_dir / "model.safetensors")
+
+    first, second = pretrain(tmp_path / "a"), pretrain(tmp_path / "b")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)

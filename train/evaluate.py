@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
-from tasks import arith, formats
-from tasks.evaluation import grade, pass_at_1
+from tasks import arith
+from tasks.evaluation import MODES, grade, pass_at_1
 from train.arguments import RecipeError, check_model_path, exit_with
 
 
@@ -24,7 +24,9 @@ class EvaluateArguments:
     model: str = field(metadata={"help": "Model directory (or hub name) with its tokenizer."})
     levels: list[int] = field(default_factory=lambda: sorted(arith.LEVELS), metadata={"help": "Difficulty levels."})
     per_level: int = field(default=100, metadata={"help": "Problems per level (fewer where the split is smaller)."})
-    styles: list[str] = field(default_factory=lambda: list(formats.STYLES), metadata={"help": "Answer styles."})
+    styles: list[str] = field(
+        default_factory=lambda: list(MODES), metadata={"help": "direct, think (forced) and free (the model's choice)."}
+    )
     split: str = field(default="test", metadata={"help": "Problem split: test or probe (never train)."})
     seed: int = field(default=0, metadata={"help": "Seed of the problem draw."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message put before each question."})
@@ -36,9 +38,9 @@ class EvaluateArguments:
         check_model_path(self.model)
         if self.split not in ("test", "probe"):
             raise RecipeError(f"split: must be 'test' or 'probe', got {self.split!r}")
-        unknown_styles = [style for style in self.styles if style not in formats.STYLES]
+        unknown_styles = [style for style in self.styles if style not in MODES]
         if unknown_styles:
-            raise RecipeError(f"styles: unknown style {unknown_styles[0]!r}; styles are {formats.STYLES}")
+            raise RecipeError(f"styles: unknown style {unknown_styles[0]!r}; styles are {MODES}")
         bad_levels = [level for level in self.levels if level not in arith.LEVELS]
         if bad_levels:
             raise RecipeError(f"levels: unknown level {bad_levels[0]}; levels are {sorted(arith.LEVELS)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from tasks.data import arith_dataset
@@ -39,6 +40,7 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, shape: TinyMo
         script_args.check()
     except RecipeError as error:
         exit_with(error)
+    set_seed(training_args.seed)  # the random initialisation is part of the recipe
     tokenizer = build_tokenizer()
     model = build_tiny_model(shape, tokenizer)
     options = replace(
