@@ -133,3 +133,12 @@ def select_heads(scores: Tensor, top_k: int | None = None, mass: float | None = 
         cumulative = torch.cumsum(-values, 0)
         count = int((cumulative < mass * cumulative[-1]).sum()) + 1
     return [divmod(int(index), num_heads) for index in order[:count]]
+
+
+def head_circuit(scores: Tensor, top_k: int | None = None, mass: float | None = None) -> Circuit:
+    """A circuit of heads alone, from node scores [B, L, H] or [L, H] (see select_heads).
+
+    It has no edges or MLPs; its ``scores`` are the [L, H] mean |score| the heads were ranked by.
+    """
+    heads = select_heads(scores, top_k=top_k, mass=mass)
+    return Circuit(heads, [], [], _ranking(scores).float(), [], [])

@@ -28,7 +28,7 @@ from probes.hooks import scoring
 from probes.ig import integrate, method_steps
 from probes.metrics import Metric, get_metric
 from probes.pairs import PairBatch
-from probes.sites import resolve
+from probes.sites import Sites, resolve
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,40 @@ def linear_map(module: nn.Module) -> Tensor:
         return (module.forward(eye) - module.forward(torch.zeros_like(eye[:1]))).T
 
 
+def write_taps(sites: Sites) -> dict[str, tuple]:
+    """The taps whose clean-minus-corrupted difference gives the upstream writes: o_proj inputs, MLP outputs."""
+    taps: dict[str, tuple] = {}
+    for layer, ls in enumerate(sites.layers):
+        taps |= {f"z{layer}": (ls.o_proj, "input"), f"mlp{layer}": (ls.mlp, "output")}
+    return taps
+
+
+def write_deltas(
+    sites: Sites, batch: PairBatch, clean: dict[str, Tensor], corrupted: dict[str, Tensor], dtype: torch.dtype
+) -> tuple[Tensor, list[Tensor]]:
+    """Each upstream node's write difference, corrupted minus clean, as [B, U, T, D] in graph order.
+
+    Also the head-output differences [B, T, H, d_head] per layer. Both are zero at padding, and are
+    computed once per batch (the edge contraction reads them for every downstream layer).
+    """
+    num_heads, head_dim = sites.num_heads, sites.head_dim
+    batch_size, length = batch.clean_ids.shape
+    mask = batch.attention_mask[:, :, None].to(dtype)
+    with torch.no_grad():
+        d_embed = sites.embed_tokens(batch.corrupted_ids).to(dtype) - sites.embed_tokens(batch.clean_ids).to(dtype)
+        writes = d_embed.new_empty(batch_size, 1 + sites.num_layers * (num_heads + 1), length, d_embed.shape[-1])
+        writes[:, 0] = d_embed * mask
+        d_z = []
+        for layer, ls in enumerate(sites.layers):
+            delta = (corrupted[f"z{layer}"].to(dtype) - clean[f"z{layer}"].to(dtype)) * mask
+            d_z.append(delta.view(batch_size, length, num_heads, head_dim))
+            w_o = linear_map(ls.o_proj).to(dtype).view(-1, num_heads, head_dim)
+            first = 1 + layer * (num_heads + 1)
+            writes[:, first : first + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
+            writes[:, first + num_heads] = (corrupted[f"mlp{layer}"].to(dtype) - clean[f"mlp{layer}"].to(dtype)) * mask
+    return writes, d_z
+
+
 def edge_scores(
     model: nn.Module,
     batch: PairBatch,
@@ -133,23 +167,12 @@ def edge_scores(
     ]
     with scoring(sites.model, grad=True):
         with torch.no_grad():
-            maps = [
-                {name: linear_map(getattr(ls, f"{name}_proj")) for name in "qkvo"} for ls in sites.layers
-            ]
-            clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, taps)
-            _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, taps)
-            mask = batch.attention_mask[:, :, None].to(clean["z0"].dtype)
-            clean["inputs_embeds"] = sites.embed_tokens(batch.clean_ids)
-            corrupted["inputs_embeds"] = sites.embed_tokens(batch.corrupted_ids)
+            maps = [{name: linear_map(getattr(ls, f"{name}_proj")) for name in "qkv"} for ls in sites.layers]
+            clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, write_taps(sites))
+            _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(clean["z0"].dtype, torch.float32)
-
-        def delta(name: str) -> Tensor:
-            return ((corrupted[name] - clean[name]) * mask).to(dtype)
-
-        d_embed = delta("inputs_embeds")
-        d_z = [delta(f"z{layer}").view(batch_size, length, num_heads, head_dim) for layer in range(sites.num_layers)]
-        d_mlp = [delta(f"mlp{layer}") for layer in range(sites.num_layers)]
-        w_o = [m["o"].to(dtype).view(-1, num_heads, head_dim) for m in maps]
+        writes, d_z = write_deltas(sites, batch, clean, corrupted, dtype)
+        del clean, corrupted
         edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
         nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype)
         per_layer = num_heads + 2 * num_kv + 1
@@ -157,16 +180,13 @@ def edge_scores(
         def summed(grad: Tensor, n: int) -> Tensor:
             return grad.to(dtype).view(n, batch_size, *grad.shape[1:]).sum(0)
 
-        def read_by(grad: Tensor, columns: slice, head_layers: range, mlp_layers: range, embed: bool) -> None:
-            """Add (write difference . grad [B, T, J, D]) to the edges into ``columns``."""
-            if embed:
-                edges[:, 0, columns] += torch.einsum("btd,btjd->bj", d_embed, grad)
-            for layer in head_layers:
-                writes = torch.einsum("bthk,dhk->bthd", d_z[layer], w_o[layer])
-                first = graph.head_index(layer, 0)
-                edges[:, first : first + num_heads, columns] += torch.einsum("bthd,btjd->bhj", writes, grad)
-            for layer in mlp_layers:
-                edges[:, graph.mlp_index(layer), columns] += torch.einsum("btd,btjd->bj", d_mlp[layer], grad)
+        def read_by(grad: Tensor, columns: slice, sources: slice) -> None:
+            """Add (write difference . grad [B, T, J, D]) to the edges from ``sources`` into ``columns``.
+
+            One batched matmul over (T, D) with the writes left in place (einsum copies them).
+            """
+            read = torch.bmm(grad.transpose(1, 2).flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
+            edges[:, sources, columns] += read.transpose(1, 2)
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
             rows = n * batch_size
@@ -180,19 +200,16 @@ def edge_scores(
                 x = values[f"x{layer}"].unsqueeze(2).expand_as(cotangent).clone().requires_grad_()
                 (qkv,) = torch.autograd.grad(ls.input_layernorm.forward(x), x, cotangent)
                 grad = torch.cat([summed(qkv, n), summed(grads[f"mlp_in{layer}"], n).unsqueeze(2)], dim=2)
-                start = layer * per_layer
-                before = range(layer)
-                read_by(grad, slice(start, start + per_layer), before, before, embed=True)
-                mlp_column = slice(start + per_layer - 1, start + per_layer)
-                read_by(grad[:, :, -1:], mlp_column, range(layer, layer + 1), range(0), embed=False)
-                nodes[:, graph.head_index(layer, 0) : graph.head_index(layer, num_heads)] += torch.einsum(
+                start, first = layer * per_layer, graph.head_index(layer, 0)
+                read_by(grad, slice(start, start + per_layer), slice(0, first))
+                read_by(grad[:, :, -1:], slice(start + per_layer - 1, start + per_layer), slice(first, first + num_heads))
+                nodes[:, first : first + num_heads] += torch.einsum(
                     "bthk,bthk->bh", d_z[layer], summed(grads[f"z{layer}"], n).view_as(d_z[layer])
                 )
                 mlp_grad = summed(grads[f"mlp{layer}"], n)
-                nodes[:, graph.mlp_index(layer)] += torch.einsum("btd,btd->b", d_mlp[layer], mlp_grad)
-            every = range(sites.num_layers)
-            read_by(summed(grads["final"], n).unsqueeze(2), slice(-1, None), every, every, embed=True)
-            nodes[:, 0] += torch.einsum("btd,btd->b", d_embed, summed(grads["inputs_embeds"], n))
+                nodes[:, graph.mlp_index(layer)] += torch.einsum("btd,btd->b", writes[:, graph.mlp_index(layer)], mlp_grad)
+            read_by(summed(grads["final"], n).unsqueeze(2), slice(-1, None), slice(None))
+            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(grads["inputs_embeds"], n))
 
         integrate(sites, batch, metric, clean_logits, steps, chunk_size, taps, wrt, reduce)
     return EdgeScores(graph, edges / steps, nodes / steps)

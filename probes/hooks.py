@@ -59,6 +59,14 @@ class Hooks:
 
         self._handles.append(module.register_forward_pre_hook(hook))
 
+    def edit_output(self, module: nn.Module, edit: Callable[[Tensor], Tensor]) -> None:
+        """Replace the module's output (a tensor) by ``edit(output)``."""
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+            return edit(output)
+
+        self._handles.append(module.register_forward_hook(hook))
+
     def read_output(self, module: nn.Module, read: Callable[[Tensor], None]) -> None:
         """Call ``read`` on the module's output (its first element if it returns a tuple)."""
 

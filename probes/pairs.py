@@ -1,15 +1,18 @@
-"""Clean/corrupted prompt pairs as tensors: left-padded ids, one mask, target positions, answers.
+"""Clean/corrupted prompt pairs: one pair as a record (JSONL on disk) and batches as tensors.
 
 Clean and corrupted prompts of a pair must have the same token length (the paper aligns the two
 answer styles to equal length), so one attention mask serves both. Target positions index the
 position whose next-token logits are scored; with left padding the last position (T - 1) is every
-example's final token.
+example's final token. How pairs are made lives in probes.schemes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,10 +77,15 @@ def pad_pairs(
     clean: Sequence[Sequence[int]],
     corrupted: Sequence[Sequence[int]],
     pad_id: int,
-    clean_answers: Sequence[int] | None = None,
-    corrupted_answers: Sequence[int] | None = None,
+    clean_answers: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    corrupted_answers: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    targets: Sequence[Sequence[int]] | None = None,
 ) -> PairBatch:
-    """Left-pad token-id lists into a PairBatch scored at each example's last position."""
+    """Left-pad token-id lists into a PairBatch.
+
+    ``targets`` gives each pair's scored positions in its own unpadded ids (default: its last
+    token); answers are one id per pair, or one per target position.
+    """
     if len(clean) == 0:
         raise ValueError("no pairs given")
     if len(clean) != len(corrupted):
@@ -87,24 +95,124 @@ def pad_pairs(
             raise ValueError(f"pair {index}: clean has {len(a)} tokens, corrupted has {len(b)}; they must match")
         if len(a) == 0:
             raise ValueError(f"pair {index} is empty")
-    for name, answers in (("clean_answers", clean_answers), ("corrupted_answers", corrupted_answers)):
-        if answers is not None and len(answers) != len(clean):
-            raise ValueError(f"{len(answers)} {name} for {len(clean)} pairs")
+    for name, values in (("clean_answers", clean_answers), ("corrupted_answers", corrupted_answers), ("targets", targets)):
+        if values is not None and len(values) != len(clean):
+            raise ValueError(f"{len(values)} {name} for {len(clean)} pairs")
     length = max(len(ids) for ids in clean)
+    if targets is None:
+        targets = [[len(row) - 1] for row in clean]
+    if len({len(row) for row in targets}) != 1:
+        raise ValueError("every pair of a batch must have the same number of target positions")
+    for index, (row, positions) in enumerate(zip(clean, targets)):
+        if any(not 0 <= position < len(row) for position in positions):
+            raise ValueError(f"pair {index}: target positions {list(positions)} outside its {len(row)} tokens")
 
     def pad(rows: Sequence[Sequence[int]]) -> Tensor:
         return torch.tensor([[pad_id] * (length - len(row)) + list(row) for row in rows], dtype=torch.long)
 
     mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in clean], dtype=torch.long)
 
-    def answers(values: Sequence[int] | None) -> Tensor | None:
+    def answers(values: Sequence[int] | Sequence[Sequence[int]] | None) -> Tensor | None:
         return None if values is None else torch.tensor(list(values), dtype=torch.long)
 
     return PairBatch(
         clean_ids=pad(clean),
         corrupted_ids=pad(corrupted),
         attention_mask=mask,
-        target_positions=torch.full((len(clean),), length - 1, dtype=torch.long),
+        target_positions=torch.tensor(
+            [[length - len(row) + position for position in positions] for row, positions in zip(clean, targets)]
+        ),
         clean_answer_ids=answers(clean_answers),
         corrupted_answer_ids=answers(corrupted_answers),
     )
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One clean/corrupted pair as stored: texts, token ids, scored positions, answers, metadata.
+
+    ``targets`` are positions in the (unpadded) ids whose next-token logits are scored; the
+    answer ids, when given, are one per target (the token each run should predict there).
+    """
+
+    clean_text: str
+    corrupted_text: str
+    clean_ids: list[int]
+    corrupted_ids: list[int]
+    targets: list[int]
+    clean_answer_ids: list[int] | None = None
+    corrupted_answer_ids: list[int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def batch_pairs(pairs: Sequence[Pair], pad_id: int) -> PairBatch:
+    """Pairs as one left-padded PairBatch (answers only if every pair has them)."""
+
+    def answers(name: str) -> list[list[int]] | None:
+        values = [getattr(pair, name) for pair in pairs]
+        return None if any(value is None for value in values) else values
+
+    return pad_pairs(
+        [pair.clean_ids for pair in pairs],
+        [pair.corrupted_ids for pair in pairs],
+        pad_id,
+        clean_answers=answers("clean_answer_ids"),
+        corrupted_answers=answers("corrupted_answer_ids"),
+        targets=[pair.targets for pair in pairs],
+    )
+
+
+def batches(pairs: Sequence[Pair], pad_id: int, batch_size: int) -> Iterator[PairBatch]:
+    """Consecutive PairBatches of at most ``batch_size`` pairs."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(pairs), batch_size):
+        yield batch_pairs(pairs[start : start + batch_size], pad_id)
+
+
+def save_pairs(pairs: Sequence[Pair], path: str | Path) -> None:
+    """Write one pair per line as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as file:
+        for pair in pairs:
+            file.write(json.dumps(asdict(pair)) + "\n")
+
+
+def load_pairs(path: str | Path) -> list[Pair]:
+    """Read a JSONL pair file, checking every pair (equal lengths, targets in range, answers per target)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pair file {path} does not exist")
+    names = {f.name for f in fields(Pair)}
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not names >= set(record) >= {"clean_ids", "corrupted_ids", "targets"}:
+            raise ValueError(f"{path}:{number}: a pair needs clean_ids, corrupted_ids and targets and nothing but {sorted(names)}")
+        pair = Pair(**{"clean_text": "", "corrupted_text": ""} | record)
+        _check(pair, f"{path}:{number}")
+        pairs.append(pair)
+    if not pairs:
+        raise ValueError(f"pair file {path} holds no pairs")
+    return pairs
+
+
+def _check(pair: Pair, where: str) -> None:
+    if len(pair.clean_ids) != len(pair.corrupted_ids):
+        raise ValueError(
+            f"{where}: clean has {len(pair.clean_ids)} tokens, corrupted has {len(pair.corrupted_ids)}; they must match"
+        )
+    if not pair.clean_ids:
+        raise ValueError(f"{where}: empty pair")
+    if not pair.targets or any(not 0 <= position < len(pair.clean_ids) for position in pair.targets):
+        raise ValueError(f"{where}: targets {pair.targets} must be positions in its {len(pair.clean_ids)} tokens")
+    for name in ("clean_answer_ids", "corrupted_answer_ids"):
+        value = getattr(pair, name)
+        if value is not None and len(value) != len(pair.targets):
+            raise ValueError(f"{where}: {len(value)} {name} for {len(pair.targets)} targets")

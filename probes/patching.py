@@ -1,11 +1,13 @@
-"""Exact head patching (the ground truth for attribution) and head interventions on a live model.
+"""Exact head and edge patching (the ground truth for attribution) and head interventions.
 
-Everything acts on a head's slice of the input of ``self_attn.o_proj`` through temporary forward
-pre-hooks; no weight is touched, and leaving a context manager removes its hooks.
+Head patching and interventions act on a head's slice of the input of ``self_attn.o_proj``, edge
+patching on one downstream input (see exact_edge_effects), all through temporary hooks; no weight
+is touched, and leaving a context manager removes its hooks.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,11 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from probes.attribution import head_outputs
+from probes.edges import EdgeGraph, write_deltas, write_taps
 from probes.forward import copies_effect, recorded_run, repeat_rows
-from probes.hooks import Hooks, scoring
+from probes.hooks import Hooks, Recorder, scoring
 from probes.metrics import Metric, get_metric
 from probes.pairs import PairBatch
-from probes.sites import resolve
+from probes.sites import Sites, resolve
 
 
 def exact_head_effects(
@@ -26,6 +29,7 @@ def exact_head_effects(
     metric: str | Metric = "kl",
     replacement: Sequence[Tensor] | None = None,
     chunk_size: int | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
 ) -> Tensor:
     """Per-example effect [B, L, H] of replacing one head's output in the clean run.
 
@@ -33,6 +37,7 @@ def exact_head_effects(
     the head's output on the corrupted prompt), all else is left clean, and the effect metric is
     read against the clean logits: the quantity probes.attribution estimates. ``chunk_size`` heads
     are patched per forward pass, each in its own copy of the batch (default: one layer's worth).
+    ``heads`` limits patching to those (layer, head)s; the others read NaN.
     """
     sites = resolve(model)
     metric = get_metric(metric)
@@ -42,7 +47,10 @@ def exact_head_effects(
     chunk = num_heads if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    heads = [(layer, head) for layer in range(sites.num_layers) for head in range(num_heads)]
+    if heads is None:
+        heads = [(layer, head) for layer in range(sites.num_layers) for head in range(num_heads)]
+    for layer, head in heads:
+        sites.check_head(layer, head)
     with scoring(sites.model, grad=False):
         clean_logits, _ = recorded_run(sites, batch, batch.clean_ids, taps)
         if replacement is None:
@@ -50,7 +58,7 @@ def exact_head_effects(
         if len(replacement) != sites.num_layers:
             raise ValueError(f"replacement has {len(replacement)} entries for {sites.num_layers} layers")
         dtype = torch.promote_types(clean_logits.dtype, torch.float32)
-        effects = torch.empty(batch_size, sites.num_layers, num_heads, dtype=dtype)
+        effects = torch.full((batch_size, sites.num_layers, num_heads), float("nan"), dtype=dtype)
         for start in range(0, len(heads), chunk):
             part = heads[start : start + chunk]
             n = len(part)
@@ -74,6 +82,74 @@ def exact_head_effects(
                 effect = copies_effect(sites, batch, metric, clean_logits, n, input_ids=ids).view(n, batch_size)
             for copy, (layer, head) in enumerate(part):
                 effects[:, layer, head] = effect[copy]
+    return effects
+
+
+_HEAD_INPUT = re.compile(r"a(\d+)\.[hg](\d+)<([qkv])>")
+
+
+def _deliver(hooks: Hooks, sites: Sites, destination: str, delta: Tensor) -> None:
+    """Add ``delta`` [N, T, D] to the residual stream as the downstream input ``destination`` alone reads it.
+
+    A q/k/v input is one head's (or kv head's) slice of its projection, recomputed from the
+    layer's input_layernorm at the shifted residual; the others read the clean residual.
+    """
+    if destination == "logits":
+        hooks.edit_input(sites.norm, lambda x: x + delta.to(x))
+        return
+    if destination.startswith("m"):
+        hooks.edit_input(sites.layers[int(destination[1:])].post_attention_layernorm, lambda x: x + delta.to(x))
+        return
+    layer, index, kind = _HEAD_INPUT.fullmatch(destination).groups()
+    ls = sites.layers[int(layer)]
+    proj = getattr(ls, f"{kind}_proj")
+    span = slice(int(index) * sites.head_dim, (int(index) + 1) * sites.head_dim)
+    recorder = Recorder(hooks, {"x": (ls.input_layernorm, "input")})
+
+    def edit(output: Tensor) -> Tensor:
+        x = recorder.values["x"]
+        shifted = proj.forward(ls.input_layernorm.forward(x + delta.to(x)))
+        output = output.clone()
+        output[..., span] = shifted[..., span]
+        return output
+
+    hooks.edit_output(proj, edit)
+
+
+def exact_edge_effects(
+    model: nn.Module, batch: PairBatch, metric: str | Metric = "kl", chunk_size: int | None = None
+) -> Tensor:
+    """Per-example effect [B, U, D] of patching one edge u -> v at a time (zero where not ``valid``).
+
+    The clean run, except that v's input alone reads the residual stream plus u's write difference
+    (corrupted minus clean, from separate clean and corrupted runs, as probes.edges scores it);
+    the effect metric is read against the clean logits. The upstream nodes of one downstream input
+    are patched ``chunk_size`` per forward pass (default: all), each in its own copy of the batch:
+    one pass per downstream input, so this is for small models (tests, faithfulness reports).
+    """
+    sites = resolve(model)
+    metric = get_metric(metric)
+    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    batch_size = batch.batch_size
+    with scoring(sites.model, grad=False):
+        clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, write_taps(sites))
+        _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
+        dtype = torch.promote_types(clean_logits.dtype, torch.float32)
+        writes, _ = write_deltas(sites, batch, clean, corrupted, dtype)
+        effects = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
+        for column, destination in enumerate(graph.downstream):
+            sources = graph.valid[:, column].nonzero().squeeze(1).tolist()
+            chunk = chunk_size or len(sources)
+            for start in range(0, len(sources), chunk):
+                part = sources[start : start + chunk]
+                n = len(part)
+                with Hooks() as hooks:
+                    _deliver(hooks, sites, destination, writes[:, part].transpose(0, 1).flatten(0, 1))
+                    ids = repeat_rows(batch.clean_ids, n)
+                    effect = copies_effect(sites, batch, metric, clean_logits, n, input_ids=ids)
+                effects[:, part, column] = effect.view(n, batch_size).T.to(dtype)
     return effects
 
 

@@ -14,6 +14,8 @@ from typing import Iterator
 
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+VALUE_RANGE = range(100)
+"""Every intermediate value of every problem lies here, so every step stays a learnable fact."""
 SPLITS = ("train", "test", "probe")
 
 
@@ -144,14 +146,9 @@ def _chain(operands: list[Node], ops: list[str]) -> Node:
     return tree
 
 
-def _valid(node: Node) -> bool:
-    """Every intermediate value non-negative and below 100, so every step stays learnable."""
-    if node.is_leaf:
-        return True
-    if not (_valid(node.left) and _valid(node.right)):
-        return False
-    value = evaluate(node)
-    return 0 <= value <= 99
+def valid(node: Node) -> bool:
+    """Whether every intermediate value of `node` lies in VALUE_RANGE."""
+    return evaluate(node) in VALUE_RANGE and (node.is_leaf or (valid(node.left) and valid(node.right)))
 
 
 def generate(level: int, rng: random.Random) -> Problem:
@@ -160,7 +157,7 @@ def generate(level: int, rng: random.Random) -> Problem:
         raise ValueError(f"unknown level {level}; levels are {sorted(LEVELS)}")
     while True:
         tree = _random_tree(LEVELS[level], rng)
-        if _valid(tree):
+        if valid(tree):
             return Problem(question=render(tree), answer=evaluate(tree), level=level, steps=tuple(steps(tree)))
 
 

@@ -1,0 +1,179 @@
+"""The ``sparks`` command line: build probe pair sets, score heads and edges on a saved model.
+
+    sparks pairs --scheme numbers --model outputs/tiny-base --split probe --levels 1 2 3 --count 64 --out pairs.jsonl
+    sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
+
+Bad input (mismatched pairs, an empty or missing file, a head out of range, a model without the
+expected modules) ends with one ``sparks: error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from analysis.heatmap import head_heatmap
+from analysis.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
+from probes.metrics import METRICS
+from probes.pairs import load_pairs, save_pairs
+from probes.schemes import (
+    BASELINE_OPENING,
+    REASONING_OPENING,
+    ROLES,
+    SCHEMES,
+    arith_style_pairs,
+    numbers_pairs,
+    read_questions,
+    style_pairs,
+)
+from tasks import arith
+
+
+def _model_dir(path: str) -> str:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    return path
+
+
+def _heads(text: str | None) -> list[tuple[int, int]] | None:
+    """``"0.1,2.3"`` -> [(0, 1), (2, 3)]."""
+    if text is None:
+        return None
+    heads = []
+    for item in text.split(","):
+        parts = item.strip().split(".")
+        if len(parts) != 2 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"--heads takes LAYER.HEAD items separated by commas, not {item!r}")
+        heads.append((int(parts[0]), int(parts[1])))
+    return heads
+
+
+def pairs_command(args: argparse.Namespace) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_model_dir(args.model))
+    if args.questions:
+        if args.scheme != "style":
+            raise ValueError("--questions works with --scheme style: a number swap needs the arithmetic world's answers")
+        rows = read_questions(args.questions)
+        questions = [row["question"] for row in rows]
+        pairs = style_pairs(
+            tokenizer,
+            questions,
+            [args.reasoning_opening] * len(rows),
+            [args.baseline_opening] * len(rows),
+            role=args.role,
+            opening_tokens=args.opening_tokens,
+            system_prompt=args.system_prompt,
+            meta=rows,
+        )
+    else:
+        problems = arith.problems(args.split, args.levels, args.count, args.seed)
+        if args.scheme == "style":
+            pairs = arith_style_pairs(
+                tokenizer, problems, role=args.role, opening_tokens=args.opening_tokens, system_prompt=args.system_prompt
+            )
+        else:
+            pairs = numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)
+    if not pairs:
+        raise ValueError("no pair could be built from these questions")
+    save_pairs(pairs, args.out)
+    print(f"wrote {len(pairs)} {args.scheme} pairs to {args.out}")
+
+
+def score_command(args: argparse.Namespace) -> None:
+    from transformers import AutoModelForCausalLM
+
+    pairs = load_pairs(args.pairs)
+    model = AutoModelForCausalLM.from_pretrained(_model_dir(args.model), dtype=getattr(torch, args.dtype))
+    model.to(args.device)
+    scores = score_pairs(
+        model,
+        pairs,
+        method=args.method,
+        level=args.level,
+        metric=args.metric,
+        steps=args.ig_steps,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        heads=_heads(args.heads),
+        pad_id=model.config.pad_token_id or 0,
+    )
+    graph = graph_of(model)
+    importance = head_importance(scores, graph)
+    circuit = circuit_from(scores, graph, args.top_n, args.tau, args.mass)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))
+    circuit.save(out / "circuit")
+    summary = {
+        "model": args.model,
+        "pairs": args.pairs,
+        "num_pairs": len(pairs),
+        "method": args.method,
+        "level": args.level,
+        "metric": args.metric,
+        "ig_steps": args.ig_steps,
+        "importance": [[None if value != value else value for value in row] for row in importance.tolist()],
+        "circuit_heads": [list(head) for head in circuit.heads],
+    }
+    (out / "scores.json").write_text(json.dumps(summary, indent=1))
+    title = f"{Path(args.model).name}: {args.method} {args.level} {args.metric}, {len(pairs)} pairs"
+    head_heatmap(importance, out / "heatmap.png", title, marked=circuit.heads)
+    print(f"scored {len(pairs)} pairs; {len(circuit.heads)} heads in the circuit; wrote {out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sparks", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    pairs = commands.add_parser("pairs", help="build a clean/corrupted pair set (JSONL)")
+    pairs.add_argument("--scheme", choices=SCHEMES, required=True)
+    pairs.add_argument("--model", required=True, help="model directory (its tokenizer is used)")
+    pairs.add_argument("--out", required=True, help="JSONL file to write")
+    pairs.add_argument("--split", choices=arith.SPLITS, default="probe")
+    pairs.add_argument("--levels", type=int, nargs="+", default=sorted(arith.LEVELS))
+    pairs.add_argument("--count", type=int, default=64, help="problems to draw (pairs that cannot be built are left out)")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--role", choices=ROLES, default="reasoning", help="style scheme: which style is clean")
+    pairs.add_argument("--opening-tokens", type=int, help="style scheme: tokens of each opening kept (default: shortest - 1)")
+    pairs.add_argument("--questions", help="a real data set's questions: JSONL rows with 'question', or one per line")
+    pairs.add_argument("--reasoning-opening", default=REASONING_OPENING, help="with --questions")
+    pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with --questions")
+    pairs.add_argument("--system-prompt")
+    pairs.set_defaults(run=pairs_command)
+
+    score = commands.add_parser("score", help="score heads or edges on a pair set")
+    score.add_argument("--model", required=True)
+    score.add_argument("--pairs", required=True)
+    score.add_argument("--out", required=True, help="directory for scores, circuit and heatmap")
+    score.add_argument("--method", choices=METHODS, default="eap-ig")
+    score.add_argument("--level", choices=LEVELS, default="node")
+    score.add_argument("--metric", choices=sorted(METRICS), default="kl")
+    score.add_argument("--ig-steps", type=int, default=5)
+    score.add_argument("--batch-size", type=int, default=16)
+    score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all)")
+    score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")
+    score.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
+    score.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")
+    score.add_argument("--mass", type=float, default=0.5, help="node level: share of |score| the circuit's heads hold")
+    score.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
+    score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    score.set_defaults(run=score_command)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, IndexError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"sparks: error: {message}", file=sys.stderr)
+        return 2
+    return 0

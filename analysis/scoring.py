@@ -1,0 +1,103 @@
+"""Scoring a pair set with a chosen method, batch by batch, and summarising it per head.
+
+Methods: ``eap`` and ``eap-ig`` (attribution, probes.attribution / probes.edges) and ``exact``
+(activation patching, probes.patching); levels: ``node`` (one score per head) and ``edge``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from probes.attribution import node_scores
+from probes.circuit import Circuit, head_circuit, select_edges
+from probes.edges import EdgeGraph, edge_scores
+from probes.pairs import Pair, batches
+from probes.patching import exact_edge_effects, exact_head_effects
+from probes.sites import resolve
+
+METHODS = ("eap", "eap-ig", "exact")
+LEVELS = ("node", "edge")
+
+
+def score_pairs(
+    model: nn.Module,
+    pairs: Sequence[Pair],
+    *,
+    method: str = "eap-ig",
+    level: str = "node",
+    metric: str = "kl",
+    steps: int = 5,
+    batch_size: int = 16,
+    chunk_size: int | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
+    pad_id: int = 0,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """Per-pair scores, concatenated over batches.
+
+    Node level: ``heads`` [N, L, H]. Edge level: ``edges`` [N, U, D] and, for the attribution
+    methods, ``nodes`` [N, U]. ``heads`` (the argument) limits exact node patching to those heads.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
+    if heads is not None and (method, level) != ("exact", "node"):
+        raise ValueError("a list of heads only applies to exact node patching (--method exact --level node)")
+    sites = resolve(model)
+    for layer, head in heads or ():
+        sites.check_head(layer, head)
+    vocab = sites.embed_tokens.num_embeddings
+    largest = max(max(pair.clean_ids + pair.corrupted_ids) for pair in pairs)
+    if largest >= vocab:
+        raise ValueError(f"the pairs use token id {largest} but the model's vocabulary has {vocab} tokens")
+    device = next(model.parameters()).device
+    parts: dict[str, list[Tensor]] = {}
+    total = math.ceil(len(pairs) / batch_size)
+    for batch in tqdm(batches(pairs, pad_id, batch_size), total=total, desc="scoring", unit="batch", disable=not progress):
+        batch = batch.to(device)
+        if level == "node" and method == "exact":
+            result = {"heads": exact_head_effects(model, batch, metric, heads=heads)}
+        elif level == "node":
+            result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size)}
+        elif method == "exact":
+            result = {"edges": exact_edge_effects(model, batch, metric)}
+        else:
+            scores = edge_scores(model, batch, metric, method, steps, chunk_size)
+            result = {"edges": scores.edges, "nodes": scores.nodes}
+        for name, value in result.items():
+            parts.setdefault(name, []).append(value.detach().cpu())
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def graph_of(model: nn.Module) -> EdgeGraph:
+    """The edge graph of ``model``'s head layout."""
+    sites = resolve(model)
+    return EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+
+
+def head_importance(scores: dict[str, Tensor], graph: EdgeGraph) -> Tensor:
+    """[L, H] share of the total |score| per head (DESIGN.md section 2, importance effect).
+
+    Edge level: the sum over examples and over the edges leaving the head; node level: over
+    examples. Normalised to sum 1; heads that were not scored stay NaN.
+    """
+    if "edges" in scores:
+        rows = [graph.head_index(layer, 0) for layer in range(graph.num_layers)]
+        per_head = torch.stack([scores["edges"][:, row : row + graph.num_heads].abs().sum((0, 2)) for row in rows])
+    else:
+        per_head = scores["heads"].abs().sum(0)
+    return per_head / per_head.nansum().clamp_min(torch.finfo(per_head.dtype).tiny)
+
+
+def circuit_from(scores: dict[str, Tensor], graph: EdgeGraph, top_n: int, tau: float, mass: float) -> Circuit:
+    """Edge level: the top ``top_n`` edges pruned to paths and thresholded by ``tau``; node level:
+    the fewest heads holding fraction ``mass`` of the total |score|."""
+    if "edges" in scores:
+        return select_edges(scores["edges"], graph, top_n, tau)
+    return head_circuit(scores["heads"].nan_to_num(0.0), mass=mass)

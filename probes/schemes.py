@@ -1,0 +1,235 @@
+"""Making clean/corrupted pairs (DESIGN.md section 2): answer styles, and number swaps.
+
+*style*: the same question, then a reasoning-style opening in one row and a baseline-style opening
+in the other (clean = the style of the model under study: ``role="reasoning"`` puts the reasoning
+opening in the clean row, ``role="baseline"`` swaps them). The prompt is the chat prompt with the
+generation prompt; each opening is tokenized on its own and appended, so both rows share the
+prompt's ids exactly. Alignment: both openings are **truncated to the same N + 1 tokens** (N = the
+shortest opening in the set minus one, unless given); the rows hold the prompt and N opening
+tokens, the N opening positions are scored, and each run's answer there is its own opening's next
+token (so ``logit_diff`` reads "own style versus the other style"). Truncating keeps both rows real
+prefixes of what each style writes; padding inside the text would put tokens there that neither
+style writes.
+
+*numbers*: one operand of an arithmetic question changed (same digit count, every intermediate value
+still in the world's range) so the answer changes; the prompt asks for a direct answer and ends in
+``<answer>``; the scored position is the last one and the answer ids are the first token of each
+answer. Candidates whose answers start with the same token, or whose prompts tokenize to different
+lengths, are skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from probes.pairs import Pair
+from tasks import arith, formats
+from tasks.data import chat_prompt
+from tasks.evaluation import style_prompt
+
+SCHEMES = ("style", "numbers")
+ROLES = ("reasoning", "baseline")
+REASONING_OPENING = "<think>\nOkay, so I have this problem"
+"""The paper's reasoning-model opening, a template for real data sets."""
+BASELINE_OPENING = "To determine the answer, we"
+"""The paper's baseline-model opening, a template for real data sets."""
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def style_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    reasoning: Sequence[str],
+    baseline: Sequence[str],
+    *,
+    role: str = "reasoning",
+    opening_tokens: int | None = None,
+    system_prompt: str | None = None,
+    meta: Sequence[dict[str, Any]] | None = None,
+) -> list[Pair]:
+    """Style pairs from each question's reasoning and baseline openings (templates or samples).
+
+    ``opening_tokens`` is N in the module docstring; pairs with an opening shorter than N + 1
+    tokens are left out.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+    if not len(questions) == len(reasoning) == len(baseline):
+        raise ValueError(f"{len(questions)} questions, {len(reasoning)} reasoning and {len(baseline)} baseline openings")
+    meta = [{} for _ in questions] if meta is None else meta
+    rows = []
+    for question, *openings in zip(questions, reasoning, baseline):
+        messages = chat_prompt(question, system_prompt)
+        prompt = _ids(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        rows.append((prompt, *(_ids(tokenizer, opening) for opening in openings)))
+    shortest = min((min(len(think), len(direct)) for _, think, direct in rows), default=0)
+    count = shortest - 1 if opening_tokens is None else opening_tokens
+    if count < 1:
+        raise ValueError(f"openings must be aligned to at least 1 token, got {count} (shortest opening: {shortest})")
+    pairs = []
+    for (prompt, think, direct), info in zip(rows, meta):
+        if min(len(think), len(direct)) < count + 1:
+            continue
+        clean, corrupted = (think, direct) if role == "reasoning" else (direct, think)
+        clean_ids, corrupted_ids = prompt + clean[:count], prompt + corrupted[:count]
+        pairs.append(
+            Pair(
+                clean_text=tokenizer.decode(clean_ids),
+                corrupted_text=tokenizer.decode(corrupted_ids),
+                clean_ids=clean_ids,
+                corrupted_ids=corrupted_ids,
+                targets=list(range(len(prompt), len(clean_ids))),
+                clean_answer_ids=clean[1 : count + 1],
+                corrupted_answer_ids=corrupted[1 : count + 1],
+                meta={"scheme": "style", "role": role, "opening_tokens": count, **info},
+            )
+        )
+    return pairs
+
+
+def arith_style_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[arith.Problem],
+    *,
+    role: str = "reasoning",
+    opening_tokens: int | None = None,
+    system_prompt: str | None = None,
+) -> list[Pair]:
+    """Style pairs in the arithmetic world: the think completion's opening versus the direct one's."""
+    return style_pairs(
+        tokenizer,
+        [problem.question for problem in problems],
+        [formats.think_completion(problem) for problem in problems],
+        [formats.direct_completion(problem) for problem in problems],
+        role=role,
+        opening_tokens=opening_tokens,
+        system_prompt=system_prompt,
+        meta=[{"level": problem.level, "question": problem.question, "answer": problem.answer} for problem in problems],
+    )
+
+
+def parse(question: str) -> arith.Node:
+    """The expression tree of an arithmetic-world question (integers, + - *, parentheses)."""
+    operators = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
+
+    def walk(node: ast.AST) -> arith.Node:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return arith.Node(value=node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in operators:
+            return arith.Node(op=operators[type(node.op)], left=walk(node.left), right=walk(node.right))
+        raise ValueError(f"{question!r} is not an arithmetic-world question")
+
+    try:
+        tree = walk(ast.parse(question, mode="eval").body)
+    except SyntaxError:
+        raise ValueError(f"{question!r} is not an arithmetic-world question") from None
+    if arith.render(tree) != question:
+        raise ValueError(f"{question!r} is not written the way the arithmetic world writes it")
+    return tree
+
+
+def _leaf_count(node: arith.Node) -> int:
+    return 1 if node.is_leaf else _leaf_count(node.left) + _leaf_count(node.right)
+
+
+def _with_leaf(node: arith.Node, index: int, value: int) -> arith.Node:
+    """``node`` with its ``index``-th leaf (left to right) set to ``value``."""
+    if node.is_leaf:
+        return arith.Node(value=value)
+    left = _leaf_count(node.left)
+    if index < left:
+        return arith.Node(op=node.op, left=_with_leaf(node.left, index, value), right=node.right)
+    return arith.Node(op=node.op, left=node.left, right=_with_leaf(node.right, index - left, value))
+
+
+def _leaves(node: arith.Node) -> list[int]:
+    return [node.value] if node.is_leaf else _leaves(node.left) + _leaves(node.right)
+
+
+def operand_swaps(question: str, rng: random.Random) -> Iterator[tuple[str, int]]:
+    """Every (question, answer) with one operand changed to another of the same digit count, in
+    random order, that stays in the world's range and changes the answer."""
+    tree = parse(question)
+    answer = arith.evaluate(tree)
+    candidates = []
+    for index, value in enumerate(_leaves(tree)):
+        digits = len(str(value))
+        low = 0 if digits == 1 else 10 ** (digits - 1)
+        candidates += [(index, other) for other in range(low, 10**digits) if other != value]
+    rng.shuffle(candidates)
+    for index, value in candidates:
+        swapped = _with_leaf(tree, index, value)
+        if arith.valid(swapped) and arith.evaluate(swapped) != answer:
+            yield arith.render(swapped), arith.evaluate(swapped)
+
+
+def numbers_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[arith.Problem],
+    *,
+    seed: int = 0,
+    system_prompt: str | None = None,
+) -> list[Pair]:
+    """Number-swap pairs (see the module docstring); a problem with no usable swap is left out."""
+
+    def prompt(question: str) -> list[int]:
+        return _ids(tokenizer, style_prompt(tokenizer, question, "direct", system_prompt) + formats.ANSWER_OPEN)
+
+    pairs = []
+    for problem in problems:
+        clean_ids = prompt(problem.question)
+        clean_answer = _ids(tokenizer, str(problem.answer))[0]
+        rng = random.Random(f"{seed}-{problem.question}")
+        for question, answer in operand_swaps(problem.question, rng):
+            corrupted_ids = prompt(question)
+            corrupted_answer = _ids(tokenizer, str(answer))[0]
+            if len(corrupted_ids) == len(clean_ids) and corrupted_answer != clean_answer:
+                pairs.append(
+                    Pair(
+                        clean_text=tokenizer.decode(clean_ids),
+                        corrupted_text=tokenizer.decode(corrupted_ids),
+                        clean_ids=clean_ids,
+                        corrupted_ids=corrupted_ids,
+                        targets=[len(clean_ids) - 1],
+                        clean_answer_ids=[clean_answer],
+                        corrupted_answer_ids=[corrupted_answer],
+                        meta={
+                            "scheme": "numbers",
+                            "level": problem.level,
+                            "question": problem.question,
+                            "answer": problem.answer,
+                            "corrupted_question": question,
+                            "corrupted_answer": answer,
+                        },
+                    )
+                )
+                break
+    return pairs
+
+
+def read_questions(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a real data set: JSONL objects with a ``question`` (other fields are kept as metadata),
+    or, for any other file, one question per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file {path} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return [{"question": line} for line in lines]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        row = json.loads(line)
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+            raise ValueError(f"{path}: row {number} has no 'question' text")
+        rows.append(row)
+    return rows

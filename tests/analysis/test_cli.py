@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from analysis.cli import main
+from probes.circuit import Circuit
+from probes.pairs import load_pairs
+
+
+@pytest.fixture(scope="module")
+def numbers_file(random_model_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "numbers.jsonl"
+    assert main(["pairs", "--scheme", "numbers", "--model", str(random_model_dir), "--levels", "1", "2", "4",
+                 "--count", "6", "--out", str(path)]) == 0
+    return path
+
+
+def test_pairs_writes_a_loadable_set(numbers_file, random_model_dir, tmp_path, capsys):
+    pairs = load_pairs(numbers_file)
+    assert len(pairs) == 6 and {pair.meta["level"] for pair in pairs} == {1, 2, 4}
+    assert all(len(pair.clean_ids) == len(pair.corrupted_ids) for pair in pairs)
+    style = tmp_path / "style.jsonl"
+    assert main(["pairs", "--scheme", "style", "--model", str(random_model_dir), "--levels", "3", "--count", "4",
+                 "--role", "baseline", "--out", str(style)]) == 0
+    assert "wrote 4 style pairs" in capsys.readouterr().out
+    assert all(pair.clean_text.endswith("<answer>" + str(pair.meta["answer"])[0]) for pair in load_pairs(style))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"question": "Tom has 3 apples and buys 4. How many?", "answer": "#### 7"}\n')
+    real = tmp_path / "real.jsonl"
+    assert main(["pairs", "--scheme", "style", "--model", str(random_model_dir), "--questions", str(questions),
+                 "--out", str(real)]) == 0
+    (pair,) = load_pairs(real)
+    assert pair.meta["answer"] == "#### 7" and "<think>" in pair.clean_text and pair.corrupted_text.endswith("To determine the answer, w")
+
+
+def test_score_edges_writes_scores_circuit_and_heatmap(numbers_file, random_model_dir, tmp_path, capsys):
+    out = tmp_path / "edges"
+    assert main(["score", "--model", str(random_model_dir), "--pairs", str(numbers_file), "--method", "eap-ig",
+                 "--level", "edge", "--ig-steps", "2", "--metric", "kl", "--batch-size", "4", "--top-n", "60",
+                 "--out", str(out)]) == 0
+    scores = load_file(str(out / "scores.safetensors"))
+    assert scores["edges"].shape == (6, 1 + 2 * 5, 2 * 9 + 1) and scores["nodes"].shape == (6, 11)
+    assert scores["edges"].abs().sum() > 0
+    summary = json.loads((out / "scores.json").read_text())
+    assert summary["num_pairs"] == 6 and summary["method"] == "eap-ig" and summary["level"] == "edge"
+    importance = torch.tensor(summary["importance"])
+    assert importance.shape == (2, 4) and abs(importance.sum().item() - 1) < 1e-5
+    circuit = Circuit.load(out / "circuit")
+    assert circuit.heads and [list(head) for head in circuit.heads] == summary["circuit_heads"]
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "scored 6 pairs" in capsys.readouterr().out
+
+
+def test_score_exact_heads_subset(numbers_file, random_model_dir, tmp_path):
+    out = tmp_path / "exact"
+    assert main(["score", "--model", str(random_model_dir), "--pairs", str(numbers_file), "--method", "exact",
+                 "--level", "node", "--metric", "logit_diff", "--heads", "0.1,1.3", "--out", str(out)]) == 0
+    heads = load_file(str(out / "scores.safetensors"))["heads"]
+    assert heads.shape == (6, 2, 4)
+    assert not heads[:, 0, 1].isnan().any() and not heads[:, 1, 3].isnan().any() and heads[:, 0, 0].isnan().all()
+    importance = json.loads((out / "scores.json").read_text())["importance"]
+    assert importance[0][0] is None and importance[0][1] > 0
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gpt2")
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=300, n_positions=64)
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("mismatched", "clean has 3 tokens, corrupted has 2"),
+        ("empty", "holds no pairs"),
+        ("head", "layer 5 out of range"),
+        ("modules", "has no module 'model.layers'"),
+        ("missing_pairs", "does not exist"),
+        ("missing_model", "model directory"),
+        ("vocabulary", "token id 999 but the model's vocabulary has"),
+        ("heads_syntax", "LAYER.HEAD"),
+        ("numbers_questions", "--questions works with --scheme style"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, gpt2_dir, tmp_path, capsys):
+    model, pairs = str(random_model_dir), str(numbers_file)
+    extra = []
+    if case == "mismatched":
+        pairs = str(_write(tmp_path / "p.jsonl", [{"clean_ids": [1, 2, 3], "corrupted_ids": [1, 2], "targets": [1]}]))
+    elif case == "empty":
+        pairs = str(_write(tmp_path / "p.jsonl", []))
+    elif case == "head":
+        extra = ["--method", "exact", "--heads", "5.0"]
+    elif case == "modules":
+        model = str(gpt2_dir)
+    elif case == "missing_pairs":
+        pairs = str(tmp_path / "nothing.jsonl")
+    elif case == "missing_model":
+        model = str(tmp_path / "no-model")
+    elif case == "vocabulary":
+        pairs = str(_write(tmp_path / "p.jsonl", [{"clean_ids": [1, 999], "corrupted_ids": [1, 2], "targets": [1]}]))
+    elif case == "heads_syntax":
+        extra = ["--method", "exact", "--heads", "3"]
+    if case == "numbers_questions":
+        questions = _write(tmp_path / "q.jsonl", [{"question": "1+2"}])
+        argv = ["pairs", "--scheme", "numbers", "--model", model, "--questions", str(questions), "--out", str(tmp_path / "x.jsonl")]
+    else:
+        argv = ["score", "--model", model, "--pairs", pairs, "--out", str(tmp_path / "out"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # progress bars may come first
+    last = err.rstrip("\n").split("\n")[-1]
+    assert last.startswith("sparks: error: ") and message in last and err.count("sparks: error") == 1
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).parent / "sparks"
+    assert script.exists()
+    result = subprocess.run([str(script), "score", "--model", str(tmp_path), "--pairs", str(tmp_path / "none.jsonl"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("sparks: error: pair file")
