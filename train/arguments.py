@@ -76,7 +76,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
             raise RecipeError(f"unknown key {unknown[0]!r} in the recipe: no argument of this script is called that")
         if cli_unknown:
             raise RecipeError(f"unknown command-line argument {cli_unknown[0]!r}")
-    except (RecipeError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:
         exit_with(error)
     return tuple(parsed)
 

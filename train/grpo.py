@@ -11,7 +11,7 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
 from tasks.data import load
-from train.arguments import GRPOScriptArguments, RecipeError, check_model_path, exit_with, parse_recipe
+from train.arguments import GRPOScriptArguments, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
 from train.run import train_and_save
 from train.rewards import get_rewards
@@ -22,7 +22,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         script_args.check()
         check_model_path(model_args.model_name_or_path)
         reward_funcs = get_rewards(script_args.reward_funcs)
-    except (RecipeError, ValueError) as error:
+    except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)

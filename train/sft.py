@@ -9,7 +9,7 @@ from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from tasks.data import load
-from train.arguments import DataArguments, RecipeError, check_model_path, exit_with, parse_recipe
+from train.arguments import DataArguments, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
 from train.run import train_and_save
 
@@ -18,7 +18,7 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
     try:
         script_args.check()
         check_model_path(model_args.model_name_or_path)
-    except (RecipeError, ValueError) as error:
+    except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
