@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from analysis.heatmap import head_heatmap
-from analysis.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
+from probes.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
 from probes.metrics import METRICS
 from probes.pairs import load_pairs, save_pairs
 from probes.schemes import (
