@@ -251,6 +251,12 @@ class HeadLineage:
         effects = [(post - pre) / (post + pre + EPS) for post in shares[1:]]
         return np.mean(effects, axis=0) if effects else np.full(self.shape, np.nan)
 
+    def until(self, step: int) -> HeadLineage:
+        """The lineage as it stood after its last snapshot at or before ``step`` (for resuming there)."""
+        lineage = HeadLineage(self.hysteresis)
+        lineage.snapshots = [snapshot for snapshot in self.snapshots if snapshot.step <= step]
+        return lineage
+
     def state_dict(self) -> dict:
         """A JSON-able copy of the state, versioned."""
         return {

@@ -1,0 +1,124 @@
+"""The tracker's settings: the `tracker:` section of a recipe, checked before training starts.
+
+Every check names the bad field (``tracker.every: ...``), so a recipe stops with one clear line
+before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from probes.metrics import METRICS
+from probes.schemes import SCHEMES
+from probes.scoring import LEVELS, METHODS
+from tasks import arith
+
+DASHBOARDS = ("auto", "wandb", "trackio", "none")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """How often and how the tracker scores the heads, how it picks the circuit, where it logs.
+
+    Snapshots: the base model at the first step, every ``every`` optimizer steps, and the end.
+    Pairs: a JSONL pair file (``sparks pairs``), or ``num_problems`` problems of the arithmetic
+    world's probe split made into ``scheme`` pairs. Circuit: at node level the fewest heads holding
+    ``mass`` of the total |score|; at edge level the top ``top_n`` edges pruned and thresholded by
+    ``tau``. ``hysteresis`` (optional: leave_rank, leave_score, enter_rank, enter_score) keeps a
+    head tracked through a brief dip. ``dashboards``: "auto" is W&B when a W&B key is set, trackio
+    otherwise, in the trainer's ``project``; ``group`` puts runs of one experiment side by side. The
+    run store under ``<output_dir>/sparks/`` is always written. ``strict`` makes a failed snapshot
+    stop training.
+    """
+
+    every: int = 50
+    method: str = "eap-ig"
+    level: str = "node"
+    metric: str = "kl"
+    ig_steps: int = 5
+    batch_size: int = 16
+    chunk_size: int | None = None
+    pairs: str | None = None
+    scheme: str = "numbers"
+    num_problems: int = 64
+    levels: tuple[int, ...] = tuple(sorted(arith.LEVELS))
+    seed: int = 0
+    mass: float = 0.5
+    top_n: int = 5000
+    tau: float = 0.1
+    hysteresis: dict[str, float] | None = None
+    dashboards: tuple[str, ...] = ("auto",)
+    group: str | None = None
+    max_lag: int = 3
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"tracker.{name}: {why}")
+
+        for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise bad(name, f"must be a whole number > 0, got {value!r}")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size <= 0):
+            raise bad("chunk_size", f"must be a whole number > 0 or unset, got {self.chunk_size!r}")
+        for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES)):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
+        if self.method == "exact" and self.level == "edge":
+            raise bad("method", "exact edge patching is for tests on small models, not the live loop; use eap-ig")
+        if self.pairs is not None and not Path(self.pairs).is_file():
+            raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
+        unknown_levels = [level for level in self.levels if level not in arith.LEVELS]
+        if unknown_levels or not self.levels:
+            raise bad("levels", f"{list(self.levels)} must be a non-empty list drawn from {sorted(arith.LEVELS)}")
+        if not 0.0 < self.mass <= 1.0:
+            raise bad("mass", f"must lie in (0, 1], got {self.mass}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise bad("tau", f"must lie in [0, 1], got {self.tau}")
+        if self.max_lag < 0:
+            raise bad("max_lag", f"must be >= 0, got {self.max_lag}")
+        unknown_dashboards = [name for name in self.dashboards if name not in DASHBOARDS]
+        if unknown_dashboards or not self.dashboards:
+            raise bad("dashboards", f"{list(self.dashboards)}: choose from {', '.join(DASHBOARDS)}")
+        if self.hysteresis is not None:
+            from callbacks.lineage import Hysteresis
+
+            try:
+                Hysteresis(**self.hysteresis)
+            except (TypeError, ValueError) as error:
+                raise bad("hysteresis", str(error)) from None
+
+    @classmethod
+    def from_recipe(cls, section: Mapping[str, Any] | str) -> TrackerConfig:
+        """The config from a recipe's `tracker:` mapping (or its JSON text from the command line)."""
+        if isinstance(section, str):
+            try:
+                section = json.loads(section)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"tracker: not a JSON mapping ({error.msg})") from None
+        if not isinstance(section, Mapping):
+            raise ValueError(f"tracker: must be a mapping of settings, got {type(section).__name__}")
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"tracker.{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
+        values = dict(section)
+        for name in ("levels", "dashboards"):
+            if name in values:
+                value = values[name]
+                values[name] = (value,) if isinstance(value, (str, int)) else tuple(value)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able copy, for the run store and the dashboards' run config."""
+        return {item.name: _plain(getattr(self, item.name)) for item in fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+

@@ -1,0 +1,166 @@
+"""HeadTrackerCallback inside real TRL training: schedule, run store, non-interference, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from trl import GRPOConfig, ModelConfig, SFTConfig
+
+import callbacks.tracker
+from callbacks.lineage import HeadLineage
+from callbacks.store import RunStore
+from train import grpo, sft
+from train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_GRPO = [
+    "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "8",
+    "--num_train_examples", "16", "--logging_steps", "1",
+]
+SMALL_SFT = [
+    "--num_train_examples", "64", "--per_device_train_batch_size", "8", "--logging_steps", "1",
+    "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+]
+TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
+RUNTIME_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
+
+
+def run_grpo(model_dir: Path, output_dir: Path, steps: int, tracker: dict | None, *overrides: str) -> None:
+    argv = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--model_name_or_path", str(model_dir),
+            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_GRPO, *overrides]
+    if tracker is not None:
+        argv += ["--tracker", json.dumps(tracker)]
+    grpo.main(*parse_recipe((GRPOScriptArguments, GRPOConfig, ModelConfig), argv))
+
+
+def run_sft(model_dir: Path, output_dir: Path, steps: int, tracker: dict, *overrides: str) -> None:
+    argv = ["--config", str(REPO / "configs/tiny/sft.yaml"), "--model_name_or_path", str(model_dir),
+            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_SFT, "--tracker", json.dumps(tracker),
+            *overrides]
+    sft.main(*parse_recipe((RecipeArguments, SFTConfig, ModelConfig), argv))
+
+
+def history(output_dir: Path) -> list[dict]:
+    log_history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return [{key: value for key, value in entry.items() if key not in RUNTIME_KEYS} for entry in log_history]
+
+
+def lineage_of(output_dir: Path) -> HeadLineage:
+    return HeadLineage.from_state_dict(json.loads((output_dir / "sparks" / "lineage.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def tracked_run(base_model_dir, tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("tracked")
+    run_grpo(base_model_dir, output_dir, 5, TRACKER)
+    return output_dir
+
+
+def test_snapshots_at_the_start_every_n_steps_and_the_end(tracked_run):
+    assert lineage_of(tracked_run).steps == [0, 2, 4, 5]
+    store = RunStore(tracked_run)
+    assert store.run()["job_type"] == "grpo"
+    directories = sorted(path.name for path in (store.root / "snapshots").iterdir())
+    assert directories == ["step-00000000", "step-00000002", "step-00000004", "step-00000005"]
+    snapshot = json.loads((store.root / "snapshots/step-00000002/snapshot.json").read_text())
+    assert snapshot["pairs"] == len(store.read("pairs.jsonl")) > 0
+    tensors = load_file(str(store.root / "snapshots/step-00000002/scores.safetensors"))
+    assert tensors["importance"].shape == (2, 4)
+    assert float(tensors["importance"].sum()) == pytest.approx(1.0)
+    assert sorted(map(tuple, snapshot["circuit"])) == sorted(lineage_of(tracked_run).snapshots[1].circuit)
+
+
+def test_event_log_is_the_lineage_events(tracked_run):
+    assert RunStore(tracked_run).read("events.jsonl") == lineage_of(tracked_run).events
+
+
+def test_reward_window_is_the_mean_reward_since_the_previous_snapshot(tracked_run):
+    rewards = {entry["step"]: entry["reward"] for entry in history(tracked_run) if "reward" in entry}
+    assert sorted(rewards) == [1, 2, 3, 4, 5] and len(set(rewards.values())) > 1
+    lineage = lineage_of(tracked_run)
+    expected = [None, np.mean([rewards[1], rewards[2]]), np.mean([rewards[3], rewards[4]]), rewards[5]]
+    assert [snapshot.reward for snapshot in lineage.snapshots][0] is None
+    assert [snapshot.reward for snapshot in lineage.snapshots][1:] == pytest.approx(expected[1:])
+    kept = RunStore(tracked_run).read("metrics.jsonl")
+    assert [record["step"] for record in kept] == [1, 2, 3, 4, 5]
+    assert all("rewards/accuracy_reward/mean" in record for record in kept)
+
+
+def test_summary_counts_the_snapshots(tracked_run):
+    summary = json.loads((tracked_run / "sparks" / "summary.json").read_text())
+    assert summary["heads/snapshots"] == 4
+    assert summary["alignment/reward_key"] == "reward"
+
+
+def test_same_seed_same_weights_and_logs_with_and_without_the_tracker(base_model_dir, tracked_run, tmp_path):
+    run_grpo(base_model_dir, tmp_path, 5, None)
+    base = load_file(str(base_model_dir / "model.safetensors"))
+    tracked, plain = load_file(str(tracked_run / "model.safetensors")), load_file(str(tmp_path / "model.safetensors"))
+    assert tracked.keys() == plain.keys()
+    for name in plain:
+        assert tracked[name].equal(plain[name]), name
+    assert any(not plain[name].equal(base[name]) for name in plain), "training must have moved the weights"
+    assert history(tracked_run) == history(tmp_path)
+
+
+def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tmp_path, monkeypatch):
+    real_score_pairs = callbacks.tracker.score_pairs
+    calls = []
+
+    def failing_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("scoring broke")
+        return real_score_pairs(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks.tracker, "score_pairs", failing_second_time)
+    run_grpo(random_model_dir, tmp_path, 4, TRACKER)
+    failures = RunStore(tmp_path).read("failures.jsonl")
+    assert [(failure["step"], failure["error"]) for failure in failures] == [(2, "RuntimeError: scoring broke")]
+    assert "Traceback" in failures[0]["traceback"]
+    assert lineage_of(tmp_path).steps == [0, 4]
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_strict_makes_a_failed_snapshot_fatal(random_model_dir, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("scoring broke")
+
+    monkeypatch.setattr(callbacks.tracker, "score_pairs", broken)
+    with pytest.raises(RuntimeError, match="tracker.strict"):
+        run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"strict": True})
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_resuming_gives_the_events_of_one_uninterrupted_run(random_model_dir, tmp_path):
+    tracker = TRACKER | {"every": 3}
+    saving = ("--save_strategy", "steps", "--save_steps", "3")
+    run_sft(random_model_dir, tmp_path / "whole", 6, tracker)
+    run_sft(random_model_dir, tmp_path / "split", 3, tracker, *saving)
+    (tmp_path / "split" / "model.safetensors").unlink()
+    run_sft(random_model_dir, tmp_path / "split", 6, tracker, *saving,
+            "--resume_from_checkpoint", str(tmp_path / "split" / "checkpoint-3"))
+    whole, split = lineage_of(tmp_path / "whole"), lineage_of(tmp_path / "split")
+    assert split.steps == whole.steps == [0, 3, 6]
+    for one, other in zip(whole.snapshots, split.snapshots):
+        np.testing.assert_allclose(one.scores, other.scores, rtol=1e-5, atol=1e-7)
+        assert one.circuit == other.circuit and one.reward == pytest.approx(other.reward, nan_ok=True)
+    assert RunStore(tmp_path / "split").read("events.jsonl") == RunStore(tmp_path / "whole").read("events.jsonl")
+    steps = [record["step"] for record in RunStore(tmp_path / "split").read("metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def test_resume_drops_what_came_after_the_checkpoint(random_model_dir, tmp_path):
+    run_grpo(random_model_dir, tmp_path, 4, TRACKER)
+    lineage = RunStore(tmp_path).resume(3)
+    assert lineage.steps == [0, 2]
+    assert sorted(path.name for path in (tmp_path / "sparks/snapshots").iterdir()) == ["step-00000000", "step-00000002"]
+    assert max(record["step"] for record in RunStore(tmp_path).read("metrics.jsonl")) == 3
+    assert lineage_of(tmp_path).steps == [0, 2]
+    shutil.rmtree(tmp_path / "sparks")
+    assert RunStore(tmp_path).resume(3) is None
