@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from trl import ScriptArguments, TrlParser
 
+from callbacks.config import TrackerConfig
 from tasks import arith
 from tasks.data import DATASETS, DataOptions
 
@@ -53,7 +54,26 @@ class DataArguments(ScriptArguments):
 
 
 @dataclass
-class GRPOScriptArguments(DataArguments):
+class RecipeArguments(DataArguments):
+    """Data arguments plus the head tracker's `tracker:` section (callbacks.config.TrackerConfig)."""
+
+    tracker: dict | str | None = field(
+        default=None,
+        metadata={"help": "Head tracker settings: a YAML mapping in the recipe, or JSON on the command line."},
+    )
+
+    def tracker_config(self) -> TrackerConfig | None:
+        """The checked tracker settings, or None when the recipe has no `tracker:` section."""
+        if self.tracker is None:
+            return None
+        try:
+            return TrackerConfig.from_recipe(self.tracker)
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
+
+
+@dataclass
+class GRPOScriptArguments(RecipeArguments):
     """Data arguments plus the rewards that GRPO optimises."""
 
     reward_funcs: list[str] = field(

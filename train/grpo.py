@@ -13,7 +13,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 from tasks.data import load
 from train.arguments import GRPOScriptArguments, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
-from train.run import train_and_save
+from train.run import tracker_callbacks, train_and_save
 from train.rewards import get_rewards
 
 
@@ -21,6 +21,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     try:
         script_args.check()
         check_model_path(model_args.model_name_or_path)
+        tracker = script_args.tracker_config()
         reward_funcs = get_rewards(script_args.reward_funcs)
     except ValueError as error:  # RecipeError included
         exit_with(error)
@@ -35,6 +36,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=tracker_callbacks(tracker, training_args, "grpo"),
     )
     train_and_save(trainer, "GRPO")
 

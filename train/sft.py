@@ -9,15 +9,16 @@ from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from tasks.data import load
-from train.arguments import DataArguments, check_model_path, exit_with, parse_recipe
+from train.arguments import RecipeArguments, check_model_path, exit_with, parse_recipe
 from train.models import load_model, load_tokenizer
-from train.run import train_and_save
+from train.run import tracker_callbacks, train_and_save
 
 
-def main(script_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
+def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
     try:
         script_args.check()
         check_model_path(model_args.model_name_or_path)
+        tracker = script_args.tracker_config()
     except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)
@@ -30,9 +31,10 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         train_dataset=train_dataset.select_columns(["prompt", "completion"]),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=tracker_callbacks(tracker, training_args, "sft"),
     )
     train_and_save(trainer, "SFT")
 
 
 if __name__ == "__main__":
-    main(*parse_recipe((DataArguments, SFTConfig, ModelConfig)))
+    main(*parse_recipe((RecipeArguments, SFTConfig, ModelConfig)))
