@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from analysis.heatmap import head_heatmap
+from callbacks.plots import head_heatmap, save_png
 from probes.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
 from probes.metrics import METRICS
 from probes.pairs import load_pairs, save_pairs
@@ -124,7 +124,7 @@ def score_command(args: argparse.Namespace) -> None:
     }
     (out / "scores.json").write_text(json.dumps(summary, indent=1))
     title = f"{Path(args.model).name}: {args.method} {args.level} {args.metric}, {len(pairs)} pairs"
-    head_heatmap(importance, out / "heatmap.png", title, marked=circuit.heads)
+    save_png(head_heatmap(importance.float().numpy(), title, marked=circuit.heads), out / "heatmap.png")
     print(f"scored {len(pairs)} pairs; {len(circuit.heads)} heads in the circuit; wrote {out}")
 
 

@@ -1,0 +1,46 @@
+"""Four hand-made snapshots of a 2-layer, 3-head model, as the tracker would hand them to dashboards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from callbacks.lineage import HeadLineage
+from callbacks.report import SnapshotReport
+
+STEPS = [0, 10, 20, 30]
+# base {00, 01, 12} -> {00, 10, 11} -> {00, 01, 10} -> {00, 10}
+CIRCUITS = [{(0, 0), (0, 1), (1, 2)}, {(0, 0), (1, 0), (1, 1)}, {(0, 0), (0, 1), (1, 0)}, {(0, 0), (1, 0)}]
+REWARDS = [None, 0.25, 0.5, 0.75]
+
+
+def _scores(step: int) -> np.ndarray:
+    return np.arange(1, 7, dtype=float).reshape(2, 3) + step / 10
+
+
+def circuit_size(step: int) -> int:
+    """The ``heads/circuit_size`` metric the report at ``step`` carries."""
+    return len(CIRCUITS[STEPS.index(step)])
+
+
+def reports() -> Iterator[SnapshotReport]:
+    """One report per snapshot, each built right after its lineage update (the lineage is shared and grows)."""
+    lineage = HeadLineage()
+    for step, circuit, reward in zip(STEPS, CIRCUITS, REWARDS):
+        scores = _scores(step)
+        events = lineage.update(step, scores, circuit, reward)
+        metrics = {
+            "heads/circuit_size": float(len(circuit)),
+            "heads/births": float(len(lineage.births())),
+            "heads/prunings": float(len(lineage.prunings())),
+            "heads/emergent": float(len(lineage.emergent())),
+        }
+        yield SnapshotReport(step, scores / scores.sum(), sorted(circuit), sorted(lineage.snapshots[-1].heads),
+                             events, metrics, lineage, reward, {"mode": "test"})
+
+
+def final_lineage() -> HeadLineage:
+    """The lineage after all four snapshots."""
+    *_, last = reports()
+    return last.lineage
