@@ -12,13 +12,13 @@ import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from tasks.tiny_model import TinyModelArguments
-from train.arguments import DataArguments, GRPOScriptArguments, RecipeError, check_model_path, parse_recipe
+from train.arguments import GRPOScriptArguments, RecipeArguments, RecipeError, check_model_path, parse_recipe
 from train.pretrain import PretrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
 PARSERS = {
     "grpo": (GRPOScriptArguments, GRPOConfig, ModelConfig),
-    "sft": (DataArguments, SFTConfig, ModelConfig),
+    "sft": (RecipeArguments, SFTConfig, ModelConfig),
     "pretrain": (PretrainArguments, SFTConfig, TinyModelArguments),
 }
 
@@ -77,6 +77,10 @@ def error_line(result: subprocess.CompletedProcess) -> str:
         (("--dataset_name", "gsm9k"), "dataset_name: unknown data set 'gsm9k'"),
         (("--model_name_or_path", "./no/such/model"), "model_name_or_path: './no/such/model' does not exist"),
         (("--levels", "1", "12"), "levels:"),
+        (("--tracker", '{"method": "eap-gi"}'), "tracker.method: unknown method 'eap-gi'"),
+        (("--tracker", '{"every": 0}'), "tracker.every: must be a whole number > 0, got 0"),
+        (("--tracker", '{"pairs": "no/such/pairs.jsonl"}'), "tracker.pairs: pair file 'no/such/pairs.jsonl' does not exist"),
+        (("--tracker", '{"evrey": 10}'), "tracker.evrey: unknown setting"),
     ],
 )
 def test_bad_input_stops_before_training_with_one_line(tmp_path, random_model_dir, overrides, expected):

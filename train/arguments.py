@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from trl import ScriptArguments, TrlParser
 
@@ -16,7 +15,7 @@ from callbacks.config import TrackerConfig
 from tasks import arith
 from tasks.data import DATASETS, DataOptions
 
-T = TypeVar("T")
+OFF = ("off", "none", "null", "false")
 
 
 class RecipeError(ValueError):
@@ -59,12 +58,12 @@ class RecipeArguments(DataArguments):
 
     tracker: dict | str | None = field(
         default=None,
-        metadata={"help": "Head tracker settings: a YAML mapping in the recipe, or JSON on the command line."},
+        metadata={"help": "Head tracker settings: a YAML mapping in the recipe, JSON on the command line, or 'off'."},
     )
 
     def tracker_config(self) -> TrackerConfig | None:
-        """The checked tracker settings, or None when the recipe has no `tracker:` section."""
-        if self.tracker is None:
+        """The checked tracker settings, or None without a `tracker:` section or with `--tracker off`."""
+        if self.tracker is None or (isinstance(self.tracker, str) and self.tracker.strip().lower() in OFF):
             return None
         try:
             return TrackerConfig.from_recipe(self.tracker)

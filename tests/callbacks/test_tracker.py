@@ -70,7 +70,7 @@ def test_snapshots_at_the_start_every_n_steps_and_the_end(tracked_run):
     snapshot = json.loads((store.root / "snapshots/step-00000002/snapshot.json").read_text())
     assert snapshot["pairs"] == len(store.read("pairs.jsonl")) > 0
     tensors = load_file(str(store.root / "snapshots/step-00000002/scores.safetensors"))
-    assert tensors["importance"].shape == (2, 4)
+    assert tensors["importance"].shape == (4, 8)
     assert float(tensors["importance"].sum()) == pytest.approx(1.0)
     assert sorted(map(tuple, snapshot["circuit"])) == sorted(lineage_of(tracked_run).snapshots[1].circuit)
 

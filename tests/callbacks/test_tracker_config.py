@@ -1,0 +1,50 @@
+"""The tracker's settings: parsed from a recipe section, each bad value named before training."""
+
+from __future__ import annotations
+
+import pytest
+
+from callbacks.config import TrackerConfig
+
+
+def test_a_recipe_section_and_its_json_text_give_the_same_settings():
+    section = {"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", "hysteresis": {"leave_rank": 8}}
+    config = TrackerConfig.from_recipe(section)
+    assert (config.every, config.level, config.levels, config.dashboards) == (20, "edge", (1, 2), ("trackio",))
+    assert TrackerConfig.from_recipe('{"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", '
+                                     '"hysteresis": {"leave_rank": 8}}') == config
+    assert TrackerConfig.from_recipe(config.as_dict()) == config
+
+
+def test_defaults_are_node_eap_ig_every_50_steps():
+    config = TrackerConfig.from_recipe({})
+    assert (config.method, config.level, config.metric, config.ig_steps, config.every) == ("eap-ig", "node", "kl", 5, 50)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"every": -5}, "tracker.every: must be a whole number > 0"),
+        ({"every": 2.5}, "tracker.every: must be a whole number > 0"),
+        ({"ig_steps": 0}, "tracker.ig_steps:"),
+        ({"method": "patching"}, "tracker.method: unknown method 'patching'"),
+        ({"level": "layer"}, "tracker.level: unknown level 'layer'"),
+        ({"metric": "l2"}, "tracker.metric: unknown metric 'l2'"),
+        ({"scheme": "words"}, "tracker.scheme: unknown scheme 'words'"),
+        ({"method": "exact", "level": "edge"}, "tracker.method: exact edge patching"),
+        ({"levels": [0, 1]}, "tracker.levels:"),
+        ({"mass": 1.5}, "tracker.mass: must lie in (0, 1]"),
+        ({"tau": -0.1}, "tracker.tau:"),
+        ({"dashboards": ["tensorboard"]}, "tracker.dashboards:"),
+        ({"hysteresis": {"enter_rank": 5}}, "tracker.hysteresis: hysteresis needs leave_rank or leave_score"),
+        ({"hysteresis": {"leave_rank": 3, "enter_rank": 5}}, "tracker.hysteresis: leave_rank must be >= enter_rank"),
+        ({"pairs": "/no/such/file.jsonl"}, "tracker.pairs: pair file '/no/such/file.jsonl' does not exist"),
+        ({"every_steps": 5}, "tracker.every_steps: unknown setting"),
+        ("[1, 2]", "tracker: must be a mapping"),
+        ("{every: 5", "tracker: not a JSON mapping"),
+    ],
+)
+def test_each_bad_setting_is_named(section, message):
+    with pytest.raises(ValueError) as raised:
+        TrackerConfig.from_recipe(section)
+    assert str(raised.value).startswith(message)

@@ -1,0 +1,58 @@
+"""The tracker under `accelerate launch --num_processes 2` on CPU (gloo): pairs split, scores summed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_GRPO = [
+    "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4",
+    "--max_completion_length", "8", "--num_train_examples", "16", "--logging_steps", "1",
+]
+TRACKER = {"every": 1, "num_problems": 13, "dashboards": ["none"], "batch_size": 4}
+
+
+def launch(model_dir: Path, output_dir: Path, processes: int) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu.yaml"),
+        "--num_processes", str(processes), str(REPO / "train/grpo.py"), "--config", str(REPO / "configs/tiny/grpo.yaml"),
+        "--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), *SMALL_GRPO,
+        "--tracker", json.dumps(TRACKER),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(random_model_dir, tmp_path_factory) -> dict[int, tuple[Path, str]]:
+    outputs = {}
+    for processes in (1, 2):
+        output_dir = tmp_path_factory.mktemp(f"tracked-{processes}")
+        result = launch(random_model_dir, output_dir, processes)
+        outputs[processes] = (output_dir / "sparks", result.stdout)
+    return outputs
+
+
+def test_two_processes_score_the_base_model_as_one_does(runs):
+    one, two = (load_file(str(runs[n][0] / "snapshots/step-00000000/scores.safetensors")) for n in (1, 2))
+    pairs = len((runs[1][0] / "pairs.jsonl").read_text().splitlines())
+    assert pairs % 2 == 1, "an odd pair count makes one rank score a padding pair that must not count"
+    for name in ("mean", "mean_abs", "importance"):
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7)
+    assert json.loads((runs[2][0] / "snapshots/step-00000000/snapshot.json").read_text())["pairs"] == pairs
+
+
+def test_only_the_main_process_writes_and_reports(runs):
+    store, stdout = runs[2]
+    assert sorted(path.name for path in (store / "snapshots").iterdir()) == ["step-00000000", "step-00000001", "step-00000002"]
+    assert stdout.count("sparks: step 0:") == 1
+    events = [json.loads(line) for line in (store / "events.jsonl").read_text().splitlines()]
+    assert len(events) == len({(e["step"], e["layer"], e["head"], e["event"]) for e in events})
