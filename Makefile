@@ -29,6 +29,8 @@ $(BASE_MODEL)/model.safetensors: | $(VENV)/.installed
 
 demo: $(BASE_MODEL)/model.safetensors
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/grpo.py --config configs/tiny/grpo.yaml
+	@echo "sparks: head lineage stored in outputs/tiny-grpo/sparks/"
+	@echo "sparks: open the heads dashboard with: $(BIN)/trackio show --project sparks"
 
 sft: $(BASE_MODEL)/model.safetensors
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py --config configs/tiny/sft.yaml
