@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,11 @@ from tasks.tiny_model import TinyModelArguments, build_tiny_model
 from tasks.tokenizer import build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+SCRATCH = Path(tempfile.mkdtemp(prefix="sparks-tests-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
+# Dashboards that training runs in the tests start (the tiny recipes track their heads) write here, not in $HOME.
+os.environ["TRACKIO_DIR"] = str(SCRATCH / "trackio")
+os.environ["WANDB_DIR"] = str(SCRATCH)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
