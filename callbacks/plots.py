@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -24,7 +25,7 @@ MEMBERSHIP = ("not tracked", "kept from base", "emergent")  # category names, in
 MEMBERSHIP_COLOURS = ("#f0f0f0", "#4c72b0", "#dd8452")
 
 
-def _grid_figure(layers: int, heads: int, side: float) -> tuple[Figure, object]:
+def _grid_figure(layers: int, heads: int, side: float) -> tuple[Figure, Axes]:
     """A figure sized to a layer x head grid (and ``side`` inches for a colour bar or legend), layer 0 at the top."""
     figure = Figure(figsize=(max(2.4, 0.9 + 0.45 * heads) + side, max(2.2, 1.1 + 0.4 * layers)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
@@ -75,7 +76,7 @@ def membership_heatmap(shape: tuple[int, int], tracked: Collection[Head], base: 
     return figure
 
 
-def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
+def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(5.0, 3.2), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots()

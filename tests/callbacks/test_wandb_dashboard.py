@@ -27,9 +27,12 @@ def offline(monkeypatch, tmp_path):
     wandb.teardown()
 
 
-def _run_dir(root):
+def _written_run(root):
+    """The offline run's directory and transaction log, once wandb's service has shut down and flushed it."""
+    wandb.teardown()
     (run_dir,) = (root / "wandb").glob("offline-run-*")
-    return run_dir
+    (log,) = run_dir.glob("run-*.wandb")
+    return run_dir, log
 
 
 def _feed(dashboard: WandbDashboard, first_step: int = 0) -> None:
@@ -48,8 +51,7 @@ def test_own_run_logs_heads_on_the_global_step_axis_and_is_finished(offline):
     assert (run.group, run.job_type, run.name, dict(run.config)) == ("exp", "grpo", "grpo-1", {"interval": 10})
     dashboard.close()
     assert wandb.run is None
-    run_dir = _run_dir(offline)
-    (log,) = run_dir.glob("run-*.wandb")
+    run_dir, log = _written_run(offline)
     assert wandb_records.exited(log)
     assert wandb_records.step_metrics(log)["heads/*"] == "train/global_step"
 
@@ -85,8 +87,7 @@ def test_a_restored_tracker_joins_the_trainer_run_leaves_it_running_and_shows_al
     dashboard.close()
     assert dashboard.run is None and wandb.run is trainer_run and trainer_run.config["tracker/interval"] == 10
     trainer_run.finish()
-    run_dir = _run_dir(offline)
-    (log,) = run_dir.glob("run-*.wandb")
+    run_dir, log = _written_run(offline)
     rows = wandb_records.history(log)
     assert [row["train/global_step"] for row in rows] == [15, 20, 30, 40]
     increments = [json.loads((run_dir / "files" / row["heads/events/path"]).read_text())["data"] for row in rows[1:3]]
