@@ -8,7 +8,7 @@ step counter of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -35,7 +35,6 @@ class SnapshotReport:
     metrics: dict[str, float]
     lineage: HeadLineage
     reward: float | None = None
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Dashboard(Protocol):

@@ -284,11 +284,10 @@ class HeadTrackerCallback(TrainerCallback):
         self.store.save_summary(summary)
         report = SnapshotReport(
             step=step, importance=importance.numpy(), circuit=list(circuit.heads), tracked=tracked, events=events,
-            metrics=metrics, lineage=self.lineage, reward=reward, tags={"job_type": self.job_type or ""},
+            metrics=metrics, lineage=self.lineage, reward=reward,
         )
         for dashboard in self.dashboards:
             self._safely(step, lambda: dashboard.snapshot(report))
-            self._safely(step, lambda: dashboard.summary(summary))
         born, pruned = metrics["heads/births"], metrics["heads/prunings"]
         print(f"sparks: step {step}: {len(circuit.heads)} heads in the circuit (+{born} -{pruned}, "
               f"{metrics['heads/emergent']} emergent), scored in {seconds:.2f} s", flush=True)
