@@ -39,12 +39,24 @@ def test_every_cpu_recipe_parses_and_checks(config, tmp_path):
     assert training_args.output_dir == str(tmp_path)
 
 
+@pytest.mark.parametrize("config", [path for path in RECIPES if path.stem in ("grpo", "sft")], ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_training_recipe_tracks_its_heads(config, tmp_path):
+    script_args, _, _ = parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path)])
+    tracker = script_args.tracker_config()
+    assert tracker is not None and tracker.group is not None
+    off, _, _ = parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path), "--tracker", "off"])
+    assert off.tracker_config() is None
+
+
 def test_paper_settings_in_the_gpu_recipes():
     grpo = yaml.safe_load((REPO / "configs/qwen2.5-math-1.5b/grpo.yaml").read_text())
     assert (grpo["num_generations"], grpo["learning_rate"], grpo["warmup_steps"], grpo["bf16"]) == (16, 1e-6, 0.1, True)
     assert grpo["use_vllm"] and grpo["vllm_mode"] == "colocate"
     assert grpo["reward_funcs"] == ["accuracy", "format"] and "<think>" in grpo["system_prompt"]
     assert grpo["model_name_or_path"] == "Qwen/Qwen2.5-Math-1.5B"
+    assert grpo["tracker"] | {"group": None} == {
+        "every": 100, "level": "edge", "scheme": "style", "top_n": 5000, "tau": 0.1, "batch_size": 8, "group": None
+    }
     sft = yaml.safe_load((REPO / "configs/qwen2.5-math-1.5b/sft.yaml").read_text())
     assert (sft["learning_rate"], sft["warmup_steps"]) == (4e-5, 0.03)
 
