@@ -11,6 +11,7 @@ import pytest
 import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
+from callbacks.config import TrackerConfig
 from tasks.tiny_model import TinyModelArguments
 from train.arguments import GRPOScriptArguments, RecipeArguments, RecipeError, check_model_path, parse_recipe
 from train.pretrain import PretrainArguments
@@ -40,12 +41,15 @@ def test_every_cpu_recipe_parses_and_checks(config, tmp_path):
 
 
 @pytest.mark.parametrize("config", [path for path in RECIPES if path.stem in ("grpo", "sft")], ids=lambda path: f"{path.parent.name}/{path.name}")
-def test_every_training_recipe_tracks_its_heads(config, tmp_path):
-    script_args, _, _ = parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path)])
-    tracker = script_args.tracker_config()
-    assert tracker is not None and tracker.group is not None
-    off, _, _ = parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path), "--tracker", "off"])
-    assert off.tracker_config() is None
+def test_every_training_recipe_tracks_its_heads(config):
+    tracker = TrackerConfig.from_recipe(yaml.safe_load(config.read_text())["tracker"])
+    assert tracker.group is not None
+
+
+def test_tracker_off_on_the_command_line(tmp_path):
+    config = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--output_dir", str(tmp_path)]
+    assert parse_recipe(PARSERS["grpo"], config)[0].tracker_config().every == 20
+    assert parse_recipe(PARSERS["grpo"], [*config, "--tracker", "off"])[0].tracker_config() is None
 
 
 def test_paper_settings_in_the_gpu_recipes():
