@@ -65,12 +65,14 @@ class TrackioDashboard:
         self._log({"heads/failed": 1, "heads/failure": trackio.Markdown(f"**step {step}**: {message}")}, step)
 
     def summary(self, values: dict[str, float | int | str | None]) -> None:
-        """Log the numeric values as scalars and all of them as a Markdown table, at the last step seen."""
+        """Log the values as a Markdown table (the Reports page), at the last step seen.
+
+        Not as scalars: one-point charts of run-level figures would crowd out the heads panels.
+        """
         import trackio
 
         lines = ["| key | value |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in values.items())]
-        numbers = {key: value for key, value in values.items() if isinstance(value, int | float) and not isinstance(value, bool)}
-        self._log({**numbers, "heads/summary": trackio.Markdown("\n".join(lines))}, self.last_step)
+        self._log({"heads/summary": trackio.Markdown("\n".join(lines))}, self.last_step)
 
     def close(self) -> None:
         """Finish the run if this dashboard started it; a run started by the trainer is left running."""

@@ -37,7 +37,7 @@ def reports() -> Iterator[SnapshotReport]:
             "heads/emergent": float(len(lineage.emergent())),
         }
         yield SnapshotReport(step, scores / scores.sum(), sorted(circuit), sorted(lineage.snapshots[-1].heads),
-                             events, metrics, lineage, reward, {"mode": "test"})
+                             events, metrics, lineage, reward)
 
 
 def final_lineage() -> HeadLineage:
