@@ -25,10 +25,18 @@ MEMBERSHIP = ("not tracked", "kept from base", "emergent")  # category names, in
 MEMBERSHIP_COLOURS = ("#f0f0f0", "#4c72b0", "#dd8452")
 
 
+def _figure(width: float, height: float, left: float, right: float, bottom: float = 0.5, top: float = 0.3) -> Figure:
+    """A figure with fixed margins in inches: a layout engine would cost more than drawing the figure."""
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
+    return figure
+
+
 def _grid_figure(layers: int, heads: int, side: float) -> tuple[Figure, Axes]:
     """A figure sized to a layer x head grid (and ``side`` inches for a colour bar or legend), layer 0 at the top."""
-    figure = Figure(figsize=(max(2.4, 0.9 + 0.45 * heads) + side, max(2.2, 1.1 + 0.4 * layers)), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
+    grid_width, height = max(1.5, 0.45 * heads), max(2.2, 1.1 + 0.4 * layers)
+    figure = _figure(0.6 + grid_width + side, height, left=0.6, right=side)
     axes = figure.subplots()
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
@@ -53,7 +61,8 @@ def head_heatmap(
     for layer, head in marked:
         axes.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     axes.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, label=label, fraction=0.08, pad=0.03)
+    figure.colorbar(image, cax=figure.add_axes((1 - 0.95 / figure.get_figwidth(), 0.5 / figure.get_figheight(),
+                                                0.12 / figure.get_figwidth(), 1 - 0.8 / figure.get_figheight())), label=label)
     return figure
 
 
@@ -77,8 +86,7 @@ def membership_heatmap(shape: tuple[int, int], tracked: Collection[Head], base: 
 
 
 def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
-    figure = Figure(figsize=(5.0, 3.2), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _figure(5.0, 3.2, left=0.7, right=0.15)
     axes = figure.subplots()
     axes.set_title(title, fontsize=9)
     axes.set_xlabel(xlabel)
