@@ -51,20 +51,22 @@ def node_scores(
     steps = method_steps(method, steps)
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch_size, length = batch.clean_ids.shape
+    deltas: list[Tensor] = []
     with scoring(sites.model, grad=True):
         with torch.no_grad():
-            clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, taps)
-            _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, taps)
-        z_clean = head_outputs(sites, clean, batch)
-        deltas = [zc - z for zc, z in zip(head_outputs(sites, corrupted, batch), z_clean)]
-        dtype = torch.promote_types(z_clean[0].dtype, torch.float32)
-        grad_sums = [torch.zeros_like(z, dtype=dtype) for z in z_clean]
+            corrupted = head_outputs(sites, recorded_run(sites, batch, batch.corrupted_ids, taps)[1], batch)
+        dtype = torch.promote_types(corrupted[0].dtype, torch.float32)
+        grad_sums = [torch.zeros_like(z, dtype=dtype) for z in corrupted]
+
+        def start(clean: dict[str, Tensor]) -> None:
+            deltas.extend(zc - z for zc, z in zip(corrupted, head_outputs(sites, clean, batch)))
+            corrupted.clear()
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
             for layer, grad_sum in enumerate(grad_sums):
-                grad = grads[f"z{layer}"].view(n, batch_size, length, sites.num_heads, sites.head_dim)
+                grad = grads.pop(f"z{layer}").view(n, batch_size, length, sites.num_heads, sites.head_dim)
                 grad_sum += grad.sum(0)
 
-        integrate(sites, batch, metric, clean_logits, steps, chunk_size, taps, list(taps), reduce)
+        integrate(sites, batch, metric, steps, chunk_size, taps, list(taps), start, reduce)
         scores = [(delta.to(dtype) * grad_sum).sum((1, 3)) for delta, grad_sum in zip(deltas, grad_sums)]
     return torch.stack(scores, dim=1) / steps

@@ -136,20 +136,35 @@ def write_deltas(
     return writes, d_z
 
 
+def norm_vjp(norm: nn.Module, x: Tensor, cotangent: Tensor) -> Tensor:
+    """Vector-Jacobian products [N, J, T, D] of ``norm`` at x [N, T, D] for J cotangents [N, J, T, D]."""
+    x = x.unsqueeze(1).expand_as(cotangent).clone().requires_grad_()
+    (grad,) = torch.autograd.grad(norm.forward(x), x, cotangent)
+    return grad
+
+
 def edge_scores(
     model: nn.Module,
     batch: PairBatch,
     metric: str | Metric = "kl",
     method: str = "eap-ig",
     steps: int = 5,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 1,
 ) -> EdgeScores:
-    """Edge and node scores of every example in ``batch``; the model is left exactly as found."""
+    """Edge and node scores of every example in ``batch``; the model is left exactly as found.
+
+    ``chunk_size`` interpolation points run per pass (``None``: all). The default, one, keeps the
+    peak memory near that of a training step (about 1.6x on bench/probe_cost.py's models); k points
+    stacked hold k graphs at once. The norm's vector-Jacobian products, each with several
+    temporaries the size of its cotangents, run on one key-value group's worth of q (or the k, or
+    the v) inputs at a time; a layer's reads are then contracted with the writes in one matmul.
+    """
     sites = resolve(model)
     metric = get_metric(metric)
     steps = method_steps(method, steps)
     graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
     num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
+    block = num_heads // num_kv
     batch_size, length = batch.clean_ids.shape
     taps: dict[str, tuple] = {"final": (sites.norm, "input")}
     for layer, ls in enumerate(sites.layers):
@@ -168,48 +183,56 @@ def edge_scores(
     with scoring(sites.model, grad=True):
         with torch.no_grad():
             maps = [{name: linear_map(getattr(ls, f"{name}_proj")) for name in "qkv"} for ls in sites.layers]
-            clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, write_taps(sites))
             _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
-        dtype = torch.promote_types(clean["z0"].dtype, torch.float32)
-        writes, d_z = write_deltas(sites, batch, clean, corrupted, dtype)
-        del clean, corrupted
+        dtype = torch.promote_types(corrupted["z0"].dtype, torch.float32)
         edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
         nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype)
+        deltas: list[Tensor] = []
         per_layer = num_heads + 2 * num_kv + 1
 
+        def start(clean: dict[str, Tensor]) -> None:
+            deltas.extend(write_deltas(sites, batch, clean, corrupted, dtype))
+            corrupted.clear()
+
         def summed(grad: Tensor, n: int) -> Tensor:
-            return grad.to(dtype).view(n, batch_size, *grad.shape[1:]).sum(0)
+            """Sum over the n stacked points: [n * B, ...] -> [B, ...]."""
+            grad = grad.to(dtype).view(n, batch_size, *grad.shape[1:])
+            return grad[0] if n == 1 else grad.sum(0)
 
         def read_by(grad: Tensor, columns: slice, sources: slice) -> None:
-            """Add (write difference . grad [B, T, J, D]) to the edges from ``sources`` into ``columns``.
+            """Add (write difference . grad [B, J, T, D]) to the edges from ``sources`` into ``columns``.
 
             One batched matmul over (T, D) with the writes left in place (einsum copies them).
             """
-            read = torch.bmm(grad.transpose(1, 2).flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
+            writes = deltas[0]
+            read = torch.bmm(grad.flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
             edges[:, sources, columns] += read.transpose(1, 2)
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
+            writes, d_z = deltas
             rows = n * batch_size
             for layer, ls in enumerate(sites.layers):
-                cotangents = []
+                x = values.pop(f"x{layer}")
+                read = writes.new_empty(batch_size, per_layer, length, writes.shape[-1])
+                column = 0
                 for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
-                    grad = grads[f"{name}{layer}"].view(rows, length, count, head_dim)
-                    weight = maps[layer][name].view(count, head_dim, -1)
-                    cotangents.append(torch.einsum("ntgk,gkd->ntgd", grad, weight.to(grad.dtype)))
-                cotangent = torch.cat(cotangents, dim=2)
-                x = values[f"x{layer}"].unsqueeze(2).expand_as(cotangent).clone().requires_grad_()
-                (qkv,) = torch.autograd.grad(ls.input_layernorm.forward(x), x, cotangent)
-                grad = torch.cat([summed(qkv, n), summed(grads[f"mlp_in{layer}"], n).unsqueeze(2)], dim=2)
-                start, first = layer * per_layer, graph.head_index(layer, 0)
-                read_by(grad, slice(start, start + per_layer), slice(0, first))
-                read_by(grad[:, :, -1:], slice(start + per_layer - 1, start + per_layer), slice(first, first + num_heads))
-                nodes[:, first : first + num_heads] += torch.einsum(
-                    "bthk,bthk->bh", d_z[layer], summed(grads[f"z{layer}"], n).view_as(d_z[layer])
-                )
-                mlp_grad = summed(grads[f"mlp{layer}"], n)
-                nodes[:, graph.mlp_index(layer)] += torch.einsum("btd,btd->b", writes[:, graph.mlp_index(layer)], mlp_grad)
-            read_by(summed(grads["final"], n).unsqueeze(2), slice(-1, None), slice(None))
-            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(grads["inputs_embeds"], n))
+                    grad = grads.pop(f"{name}{layer}").view(rows, length, count, head_dim)
+                    weight = maps[layer][name].view(count, head_dim, -1).to(grad.dtype)
+                    for low in range(0, count, block):
+                        part = slice(low, min(low + block, count))
+                        cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
+                        read[:, column : column + cotangent.shape[1]] = summed(norm_vjp(ls.input_layernorm, x, cotangent), n)
+                        column += cotangent.shape[1]
+                read[:, column] = summed(grads.pop(f"mlp_in{layer}"), n)
+                first, columns = graph.head_index(layer, 0), slice(layer * per_layer, (layer + 1) * per_layer)
+                read_by(read, columns, slice(0, first))
+                read_by(read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
+                z_grad = summed(grads.pop(f"z{layer}"), n).view_as(d_z[layer])
+                nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
+                mlp = graph.mlp_index(layer)
+                nodes[:, mlp] += torch.einsum("btd,btd->b", writes[:, mlp], summed(grads.pop(f"mlp{layer}"), n))
+            read_by(summed(grads.pop("final"), n).unsqueeze(1), slice(-1, None), slice(None))
+            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(grads.pop("inputs_embeds"), n))
 
-        integrate(sites, batch, metric, clean_logits, steps, chunk_size, taps, wrt, reduce)
+        integrate(sites, batch, metric, steps, chunk_size, taps, wrt, start, reduce)
     return EdgeScores(graph, edges / steps, nodes / steps)

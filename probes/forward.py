@@ -43,6 +43,29 @@ def target_logits(
     return logits.gather(1, index)
 
 
+def copies_logits(
+    sites: Sites, batch: PairBatch, n: int, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None
+) -> Tensor:
+    """Logits [n * B, P, V] at the targets of a run over ``n`` stacked copies of the batch (see repeat_rows)."""
+    return target_logits(
+        sites,
+        repeat_rows(batch.attention_mask, n),
+        repeat_rows(batch.target_positions, n),
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+    )
+
+
+def copies_metric(batch: PairBatch, metric: Metric, logits: Tensor, clean_logits: Tensor, n: int) -> Tensor:
+    """Effect metric [n * B] of ``logits`` from ``n`` stacked copies of the batch."""
+    return metric(
+        logits,
+        repeat_rows(clean_logits, n),
+        repeat_rows(batch.clean_answer_ids, n),
+        repeat_rows(batch.corrupted_answer_ids, n),
+    )
+
+
 def copies_effect(
     sites: Sites,
     batch: PairBatch,
@@ -54,19 +77,8 @@ def copies_effect(
     inputs_embeds: Tensor | None = None,
 ) -> Tensor:
     """Effect metric [n * B] of a run over ``n`` stacked copies of the batch (see repeat_rows)."""
-    logits = target_logits(
-        sites,
-        repeat_rows(batch.attention_mask, n),
-        repeat_rows(batch.target_positions, n),
-        input_ids=input_ids,
-        inputs_embeds=inputs_embeds,
-    )
-    return metric(
-        logits,
-        repeat_rows(clean_logits, n),
-        repeat_rows(batch.clean_answer_ids, n),
-        repeat_rows(batch.corrupted_answer_ids, n),
-    )
+    logits = copies_logits(sites, batch, n, input_ids=input_ids, inputs_embeds=inputs_embeds)
+    return copies_metric(batch, metric, logits, clean_logits, n)
 
 
 def recorded_run(

@@ -3,6 +3,10 @@
 The paper's rule: average the metric's gradient over x' + (k/m)(x - x') for k = 1..m, x the clean
 and x' the corrupted input embeddings. m = 1 is the clean input itself, i.e. plain attribution
 patching (EAP). (hannamw/EAP-IG's code sums k = 0..m-1 instead, starting at the corrupted input.)
+
+The point k = m is the clean run, so it is run first and serves as the clean run too: its logits
+are the clean logits the metric compares against, its recorded activations the clean ones. That
+saves the separate clean forward pass.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probes.forward import copies_effect
+from probes.forward import copies_logits, copies_metric
 from probes.hooks import Hooks, Recorder
 from probes.metrics import Metric
 from probes.pairs import PairBatch
@@ -20,8 +24,12 @@ from probes.sites import Sites
 
 METHODS = ("eap", "eap-ig")
 
+Start = Callable[[dict[str, Tensor]], None]
+"""Receives the clean run's recorded activations [B, ...], detached, before any Reduce call."""
+
 Reduce = Callable[[dict[str, Tensor], dict[str, Tensor], int], None]
-"""(recorded activations, their metric gradients, number of points n) for rows [n * B, ...]."""
+"""(recorded activations that are not differentiated, the metric's gradients, number of points n),
+rows [n * B, ...]. It may pop entries to free them early."""
 
 
 def method_steps(method: str, steps: int) -> int:
@@ -37,38 +45,44 @@ def integrate(
     sites: Sites,
     batch: PairBatch,
     metric: Metric,
-    clean_logits: Tensor,
     steps: int,
     chunk_size: int | None,
     taps: dict[str, tuple],
     wrt: list[str],
+    start: Start,
     reduce: Reduce,
 ) -> None:
     """Run the interpolation points ``chunk_size`` at a time and hand each chunk to ``reduce``.
 
+    The chunk holding the clean point (the last) runs first; ``start`` gets its recorded ``taps``.
     ``wrt`` names taps (or ``"inputs_embeds"``) whose gradients of the summed per-example metric
     are wanted; gradients are taken with autograd.grad, so no parameter's .grad is touched.
     """
     chunk = steps if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    batch_size = batch.batch_size
     with torch.no_grad():
         clean = sites.embed_tokens(batch.clean_ids)
         corrupted = sites.embed_tokens(batch.corrupted_ids)
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
-    for start in range(0, steps, chunk):
-        weights = alphas[start : start + chunk].to(clean.dtype).to(clean.device)
+    clean_logits = None
+    for end in range(steps, 0, -chunk):
+        weights = alphas[max(end - chunk, 0) : end].to(clean.dtype).to(clean.device)
         n = len(weights)
         embeds = torch.lerp(corrupted.unsqueeze(0), clean.unsqueeze(0), weights.view(n, 1, 1, 1))
         embeds = embeds.flatten(0, 1).requires_grad_()
-
         with Hooks() as hooks:
             recorder = Recorder(hooks, taps)
-            loss = copies_effect(sites, batch, metric, clean_logits, n, inputs_embeds=embeds).sum()
+            logits = copies_logits(sites, batch, n, inputs_embeds=embeds)
+        if clean_logits is None:
+            clean_logits = logits[-batch_size:].detach()
+            start({name: value[-batch_size:].detach() for name, value in recorder.values.items()})
+        loss = copies_metric(batch, metric, logits, clean_logits, n).sum()
         values = {**recorder.values, "inputs_embeds": embeds}
         grads = torch.autograd.grad(loss, [values[name] for name in wrt], materialize_grads=True)
-        reduce(
-            {name: value.detach() for name, value in values.items()},
-            dict(zip(wrt, grads)),
-            n,
-        )
+        del logits, loss, recorder
+        kept = {name: value.detach() for name, value in values.items() if name not in wrt}
+        del values, embeds
+        reduce(kept, dict(zip(wrt, grads)), n)
+        del kept, grads
