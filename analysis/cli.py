@@ -1,6 +1,7 @@
 """The ``sparks`` command line: build probe pair sets, score heads and edges on a saved model.
 
     sparks pairs --scheme numbers --model outputs/tiny-base --split probe --levels 1 2 3 --count 64 --out pairs.jsonl
+    sparks pairs --scheme style --model outputs/tiny-base --reasoning-model outputs/tiny-grpo --baseline-model outputs/tiny-base --out style.jsonl
     sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
 
 Bad input (mismatched pairs, an empty or missing file, a head out of range, a model without the
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 from callbacks.plots import head_heatmap, save_png
 from probes.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
 from probes.metrics import METRICS
+from probes.openings import sample_openings
 from probes.pairs import load_pairs, save_pairs
 from probes.schemes import (
     BASELINE_OPENING,
@@ -28,6 +30,7 @@ from probes.schemes import (
     SCHEMES,
     arith_style_pairs,
     numbers_pairs,
+    problem_meta,
     read_questions,
     style_pairs,
 )
@@ -53,33 +56,61 @@ def _heads(text: str | None) -> list[tuple[int, int]] | None:
     return heads
 
 
+def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str]) -> tuple[list[str], list[str]]:
+    """Each question's opening written by the reasoning model and by the baseline model."""
+    from transformers import AutoModelForCausalLM
+
+    openings = []
+    for path in (args.reasoning_model, args.baseline_model):
+        model = AutoModelForCausalLM.from_pretrained(_model_dir(path)).to(args.device)
+        openings.append(
+            sample_openings(
+                model, tokenizer, questions, tokens=args.sample_tokens, seed=args.sample_seed, system_prompt=args.system_prompt
+            )
+        )
+        del model
+    return openings[0], openings[1]
+
+
 def pairs_command(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(_model_dir(args.model))
+    sampled = args.reasoning_model is not None or args.baseline_model is not None
+    if sampled and (args.reasoning_model is None or args.baseline_model is None):
+        raise ValueError("--reasoning-model and --baseline-model are given together")
+    if args.questions and args.scheme != "style":
+        raise ValueError("--questions works with --scheme style: a number swap needs the arithmetic world's answers")
+    if sampled and args.scheme != "style":
+        raise ValueError("--reasoning-model and --baseline-model work with --scheme style: they write answer openings")
     if args.questions:
-        if args.scheme != "style":
-            raise ValueError("--questions works with --scheme style: a number swap needs the arithmetic world's answers")
-        rows = read_questions(args.questions)
-        questions = [row["question"] for row in rows]
+        meta = read_questions(args.questions)
+        questions = [row["question"] for row in meta]
+    else:
+        problems = arith.problems(args.split, args.levels, args.count, args.seed)
+        questions, meta = [problem.question for problem in problems], [problem_meta(problem) for problem in problems]
+    if args.scheme == "numbers":
+        pairs = numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)
+    elif not sampled and not args.questions:
+        pairs = arith_style_pairs(
+            tokenizer, problems, role=args.role, opening_tokens=args.opening_tokens, system_prompt=args.system_prompt
+        )
+    else:
+        if sampled:
+            reasoning, baseline = _sampled_openings(args, tokenizer, questions)
+            meta = [{**row, "reasoning_model": args.reasoning_model, "baseline_model": args.baseline_model} for row in meta]
+        else:
+            reasoning, baseline = [args.reasoning_opening] * len(questions), [args.baseline_opening] * len(questions)
         pairs = style_pairs(
             tokenizer,
             questions,
-            [args.reasoning_opening] * len(rows),
-            [args.baseline_opening] * len(rows),
+            reasoning,
+            baseline,
             role=args.role,
             opening_tokens=args.opening_tokens,
             system_prompt=args.system_prompt,
-            meta=rows,
+            meta=meta,
         )
-    else:
-        problems = arith.problems(args.split, args.levels, args.count, args.seed)
-        if args.scheme == "style":
-            pairs = arith_style_pairs(
-                tokenizer, problems, role=args.role, opening_tokens=args.opening_tokens, system_prompt=args.system_prompt
-            )
-        else:
-            pairs = numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)
     if not pairs:
         raise ValueError("no pair could be built from these questions")
     save_pairs(pairs, args.out)
@@ -143,8 +174,13 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--role", choices=ROLES, default="reasoning", help="style scheme: which style is clean")
     pairs.add_argument("--opening-tokens", type=int, help="style scheme: tokens of each opening kept (default: shortest - 1)")
     pairs.add_argument("--questions", help="a real data set's questions: JSONL rows with 'question', or one per line")
-    pairs.add_argument("--reasoning-opening", default=REASONING_OPENING, help="with --questions")
-    pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with --questions")
+    pairs.add_argument("--reasoning-opening", default=REASONING_OPENING, help="with --questions: the reasoning template")
+    pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with --questions: the baseline template")
+    pairs.add_argument("--reasoning-model", help="style scheme: sample each question's reasoning opening from this model")
+    pairs.add_argument("--baseline-model", help="style scheme: sample each question's baseline opening from this model")
+    pairs.add_argument("--sample-tokens", type=int, default=16, help="with the two models: new tokens per opening")
+    pairs.add_argument("--sample-seed", type=int, help="with the two models: sample with this seed (default: greedy)")
+    pairs.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with the two models")
     pairs.add_argument("--system-prompt")
     pairs.set_defaults(run=pairs_command)
 
@@ -157,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", choices=sorted(METRICS), default="kl")
     score.add_argument("--ig-steps", type=int, default=5)
     score.add_argument("--batch-size", type=int, default=16)
-    score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all)")
+    score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all for nodes, one for edges)")
     score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")
     score.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
     score.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")

@@ -46,6 +46,11 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def pair_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None) -> str:
+    """A style pair's prompt: the chat prompt of the question with the generation prompt."""
+    return tokenizer.apply_chat_template(chat_prompt(question, system_prompt), tokenize=False, add_generation_prompt=True)
+
+
 def style_pairs(
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
@@ -60,7 +65,8 @@ def style_pairs(
     """Style pairs from each question's reasoning and baseline openings (templates or samples).
 
     ``opening_tokens`` is N in the module docstring; pairs with an opening shorter than N + 1
-    tokens are left out.
+    tokens are left out, and so are pairs whose openings agree on the N tokens the rows hold
+    (sampled openings can: both models may start alike), since their two rows would be the same.
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
@@ -69,8 +75,7 @@ def style_pairs(
     meta = [{} for _ in questions] if meta is None else meta
     rows = []
     for question, *openings in zip(questions, reasoning, baseline):
-        messages = chat_prompt(question, system_prompt)
-        prompt = _ids(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        prompt = _ids(tokenizer, pair_prompt(tokenizer, question, system_prompt))
         rows.append((prompt, *(_ids(tokenizer, opening) for opening in openings)))
     shortest = min((min(len(think), len(direct)) for _, think, direct in rows), default=0)
     count = shortest - 1 if opening_tokens is None else opening_tokens
@@ -78,7 +83,7 @@ def style_pairs(
         raise ValueError(f"openings must be aligned to at least 1 token, got {count} (shortest opening: {shortest})")
     pairs = []
     for (prompt, think, direct), info in zip(rows, meta):
-        if min(len(think), len(direct)) < count + 1:
+        if min(len(think), len(direct)) < count + 1 or think[:count] == direct[:count]:
             continue
         clean, corrupted = (think, direct) if role == "reasoning" else (direct, think)
         clean_ids, corrupted_ids = prompt + clean[:count], prompt + corrupted[:count]
@@ -95,6 +100,11 @@ def style_pairs(
             )
         )
     return pairs
+
+
+def problem_meta(problem: arith.Problem) -> dict[str, Any]:
+    """What a style pair of the arithmetic world records about its problem."""
+    return {"level": problem.level, "question": problem.question, "answer": problem.answer}
 
 
 def arith_style_pairs(
@@ -114,7 +124,7 @@ def arith_style_pairs(
         role=role,
         opening_tokens=opening_tokens,
         system_prompt=system_prompt,
-        meta=[{"level": problem.level, "question": problem.question, "answer": problem.answer} for problem in problems],
+        meta=[problem_meta(problem) for problem in problems],
     )
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from analysis.cli import main
 from probes.circuit import Circuit
+from probes.openings import sample_openings
 from probes.pairs import load_pairs
 
 
@@ -37,6 +38,26 @@ def test_pairs_writes_a_loadable_set(numbers_file, random_model_dir, tmp_path, c
                  "--out", str(real)]) == 0
     (pair,) = load_pairs(real)
     assert pair.meta["answer"] == "#### 7" and "<think>" in pair.clean_text and pair.corrupted_text.endswith("To determine the answer, w")
+
+
+def test_style_pairs_from_the_openings_two_models_write(random_model_dir, base_model_dir, tmp_path, capsys):
+    """The random model plays the reasoning model, the base model the baseline: greedy openings, aligned."""
+    out = tmp_path / "sampled.jsonl"
+    assert main(["pairs", "--scheme", "style", "--model", str(base_model_dir), "--levels", "1", "2", "--count", "4",
+                 "--reasoning-model", str(random_model_dir), "--baseline-model", str(base_model_dir),
+                 "--sample-tokens", "6", "--opening-tokens", "2", "--role", "baseline", "--out", str(out)]) == 0
+    pairs = load_pairs(out)
+    assert "style pairs" in capsys.readouterr().out and len(pairs) == 4
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model_dir)
+    questions = [pair.meta["question"] for pair in pairs]
+    reasoning = sample_openings(transformers.AutoModelForCausalLM.from_pretrained(random_model_dir), tokenizer, questions, tokens=6)
+    baseline = sample_openings(transformers.AutoModelForCausalLM.from_pretrained(base_model_dir), tokenizer, questions, tokens=6)
+    for pair, think, direct in zip(pairs, reasoning, baseline):
+        assert pair.meta["reasoning_model"] == str(random_model_dir) and pair.meta["baseline_model"] == str(base_model_dir)
+        assert len(pair.clean_ids) == len(pair.corrupted_ids) and len(pair.targets) == 2
+        prompt = pair.clean_ids[: pair.targets[0]]
+        assert pair.clean_ids == prompt + tokenizer(direct, add_special_tokens=False)["input_ids"][:2]
+        assert pair.corrupted_ids == prompt + tokenizer(think, add_special_tokens=False)["input_ids"][:2]
 
 
 def test_score_edges_writes_scores_circuit_and_heatmap(numbers_file, random_model_dir, tmp_path, capsys):
@@ -93,6 +114,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("vocabulary", "token id 999 but the model's vocabulary has"),
         ("heads_syntax", "LAYER.HEAD"),
         ("numbers_questions", "--questions works with --scheme style"),
+        ("one_model", "--reasoning-model and --baseline-model are given together"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, gpt2_dir, tmp_path, capsys):
@@ -117,6 +139,8 @@ def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_mode
     if case == "numbers_questions":
         questions = _write(tmp_path / "q.jsonl", [{"question": "1+2"}])
         argv = ["pairs", "--scheme", "numbers", "--model", model, "--questions", str(questions), "--out", str(tmp_path / "x.jsonl")]
+    elif case == "one_model":
+        argv = ["pairs", "--scheme", "style", "--model", model, "--reasoning-model", model, "--out", str(tmp_path / "x.jsonl")]
     else:
         argv = ["score", "--model", model, "--pairs", pairs, "--out", str(tmp_path / "out"), *extra]
     assert main(argv) == 2

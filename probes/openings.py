@@ -1,0 +1,81 @@
+"""Answer openings sampled from a model, for style pairs (DESIGN.md section 2).
+
+The paper's style pairs follow the same question with the reasoning model's own opening and the
+baseline model's own opening. Here each model continues the chat prompt that the pair rows use
+(probes.schemes.pair_prompt), greedily or sampled with a
+seed, and the new tokens up to the first end-of-sequence are its opening, as text: style_pairs
+tokenizes it and aligns both styles to equal length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from probes.schemes import pair_prompt
+
+
+def _continue(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    tokens: int,
+    decoding: dict[str, Any],
+    system_prompt: str | None,
+) -> list[str]:
+    """One left-padded batch of questions continued by the model; text up to the first end-of-sequence."""
+    prompts = [pair_prompt(tokenizer, question, system_prompt) for question in questions]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    batch = batch.to(next(model.parameters()).device)
+    output = model.generate(
+        **batch,
+        **decoding,
+        max_new_tokens=tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    openings = []
+    for row in output[:, batch["input_ids"].shape[1] :].tolist():
+        end = next((index for index, token in enumerate(row) if token in stops), len(row))
+        openings.append(tokenizer.decode(row[:end]))
+    return openings
+
+
+@torch.no_grad()
+def sample_openings(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    *,
+    tokens: int = 16,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> list[str]:
+    """Each question's opening as ``model`` writes it: at most ``tokens`` new tokens.
+
+    ``seed=None`` decodes greedily; a seed samples at temperature 1 (no top-k or top-p), with the
+    global RNG state restored afterwards. The model's training mode is restored too.
+    """
+    if tokens < 1:
+        raise ValueError(f"tokens must be >= 1, got {tokens}")
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary")
+    decoding = {"do_sample": False} if seed is None else {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    device = next(model.parameters()).device
+    training = model.training
+    openings = []
+    try:
+        model.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(questions), batch_size):
+                openings += _continue(model, tokenizer, questions[start : start + batch_size], tokens, decoding, system_prompt)
+    finally:
+        model.train(training)
+    return openings
