@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 
 from callbacks.lineage import Cohort, Head
 
-DPI = 120
+DPI = 100
 MEMBERSHIP = ("not tracked", "kept from base", "emergent")  # category names, in colour order
 MEMBERSHIP_COLOURS = ("#f0f0f0", "#4c72b0", "#dd8452")
 

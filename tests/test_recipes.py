@@ -48,7 +48,7 @@ def test_every_training_recipe_tracks_its_heads(config):
 
 def test_tracker_off_on_the_command_line(tmp_path):
     config = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--output_dir", str(tmp_path)]
-    assert parse_recipe(PARSERS["grpo"], config)[0].tracker_config().every == 20
+    assert parse_recipe(PARSERS["grpo"], config)[0].tracker_config().num_problems == 32
     assert parse_recipe(PARSERS["grpo"], [*config, "--tracker", "off"])[0].tracker_config() is None
 
 

@@ -20,11 +20,11 @@ from train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GRPO = [
     "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "8",
-    "--num_train_examples", "16", "--logging_steps", "1",
+    "--num_train_examples", "16", "--logging_steps", "1", "--report_to", "none",
 ]
 SMALL_SFT = [
     "--num_train_examples", "64", "--per_device_train_batch_size", "8", "--logging_steps", "1",
-    "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+    "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--report_to", "none",
 ]
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
 RUNTIME_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
