@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/probe_cost.py                      # tiny base model + 28x12 (2 kv) random model
     .venv/bin/python bench/probe_cost.py --steps 5 --batch 16 --repeats 3 --threads 2
+    .venv/bin/python bench/probe_cost.py --batch 8 --threads 1 --clock cpu  # on a machine shared with others
 
 The unit is one plain forward pass (no grad, all logits) of the clean half of the same batch,
 timed in the same process before each method (medians of ``--repeats``; exact patching is timed
-once). The batch is number-swap pairs of the arithmetic world (``--batch`` pairs, levels 1-6). Models: the trained tiny base model
-(``--base``; skipped if absent) and a randomly initialised Qwen2 with Qwen2.5-1.5B's head layout
+once). ``--clock cpu`` times the process's CPU time instead of wall time: with ``--threads 1`` that
+is what one free core would take, and other processes on a shared machine barely move it. The
+batch is number-swap pairs of the arithmetic world (``--batch`` pairs, levels 1-6). Models: the
+trained tiny base model (``--base``; skipped if absent) and a randomly initialised Qwen2 with Qwen2.5-1.5B's head layout
 (28 layers, 12 query heads, 2 kv heads) at head_dim 16 (hidden 192).
 
 Memory (CPU): the rise of the process's peak resident set (VmHWM, reset through
@@ -40,17 +43,18 @@ from tasks import arith
 from tasks.tokenizer import build_tokenizer
 
 MMAP_THRESHOLD = "65536"
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def timed(run: Callable[[], object], device: str) -> float:
-    """Seconds one call of ``run`` takes."""
+def timed(run: Callable[[], object], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds one call of ``run`` takes on ``clock``."""
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     run()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _rss_kib(field: str) -> int:
@@ -106,9 +110,9 @@ def time_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argpars
     graph = EdgeGraph.build(config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads)
     k = args.steps
     runs: dict[str, tuple[Callable[[], object], float | None]] = {
-        f"node eap-ig k={k}": (lambda: node_scores(model, batch, "kl", steps=k), 1.2 * (1 + 2 * k)),
+        f"node eap-ig k={k}, {k} points in a pass": (lambda: node_scores(model, batch, "kl", steps=k, chunk_size=None), 1.2 * (1 + 2 * k)),
         f"node eap-ig k={k}, one point per pass": (lambda: node_scores(model, batch, "kl", steps=k, chunk_size=1), 1.2 * (1 + 2 * k)),
-        f"edge eap-ig k={k}": (lambda: edge_scores(model, batch, "kl", steps=k), None),
+        f"edge eap-ig k={k}, {k} points in a pass": (lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=None), None),
         f"edge eap-ig k={k}, one point per pass": (lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=1), None),
         "exact head patching": (lambda: exact_head_effects(model, batch, "kl"), None),
     }
@@ -123,8 +127,8 @@ def time_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argpars
         for method, (run, _) in runs.items():
             if method.startswith("exact") and repeat > 0:
                 continue  # slow and only for comparison: timed once
-            forwards.append(timed(forward, device))
-            seconds[method].append(timed(run, device))
+            forwards.append(timed(forward, device, CLOCKS[args.clock]))
+            seconds[method].append(timed(run, device, CLOCKS[args.clock]))
     unit = statistics.median(forwards)
     equivalents = {method: statistics.median(values) / unit for method, values in seconds.items()}
     rows = [f"| {name} | plain forward (the unit) | {unit * 1000:.1f} ms | 1.0 | |"]
@@ -144,7 +148,7 @@ def memory_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argpa
     training_step(model, batch)  # warm-up: lazy allocations of the first call are not the method's
     train = peak_memory(lambda: training_step(model, batch), device)
     rows = [f"| {name} | peak memory: training forward + backward | {train:.1f} MiB | 1.00x | |"]
-    for method, chunk in ((f"edge eap-ig k={k}", None), (f"edge eap-ig k={k}, one point per pass", 1)):
+    for method, chunk in ((f"edge eap-ig k={k}, {k} points in a pass", None), (f"edge eap-ig k={k}, one point per pass", 1)):
         run = lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=chunk)  # noqa: E731
         run()
         peak = peak_memory(run, device)
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--head-dim", type=int, default=16, help="head_dim of the 28-layer random model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="cpu: the process's CPU time (CPU only)")
     parser.add_argument("--exact-edge-layers", type=int, default=4, help="run exact edge patching up to this depth")
     parser.add_argument("--memory", action="store_true", help="(internal) print the memory rows only")
     args = parser.parse_args()
@@ -183,6 +188,8 @@ def main() -> None:
         raise SystemExit("--memory is run by the script itself, with MALLOC_MMAP_THRESHOLD_ set")
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.clock == "cpu" and device == "cuda":
+        raise SystemExit("--clock cpu times CPU work; on CUDA use --clock wall")
     tokenizer = build_tokenizer()
     problems = arith.problems("probe", sorted(arith.LEVELS), args.batch, seed=0)
     batch = batch_pairs(numbers_pairs(tokenizer, problems)[: args.batch], tokenizer.pad_token_id).to(device)
@@ -194,7 +201,7 @@ def main() -> None:
     models.append((f"random 28x12 (2 kv), hidden {12 * args.head_dim}", wide_model(len(tokenizer), args)))
     rows = memory_rows if args.memory else time_rows
     if not args.memory:
-        print(f"{device}, {args.threads} threads, float32, batch {batch.batch_size} x {batch.clean_ids.shape[1]} tokens, k = {args.steps}\n")
+        print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {batch.batch_size} x {batch.clean_ids.shape[1]} tokens, k = {args.steps}\n")
         print("| model | method | time | forward equivalents | target |")
         print("|---|---|---|---|---|", flush=True)
     for name, model in models:

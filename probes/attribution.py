@@ -59,7 +59,8 @@ def node_scores(
         grad_sums = [torch.zeros_like(z, dtype=dtype) for z in corrupted]
 
         def start(clean: dict[str, Tensor]) -> None:
-            deltas.extend(zc - z for zc, z in zip(corrupted, head_outputs(sites, clean, batch)))
+            changed = batch.changed[:, :, None, None].to(corrupted[0].dtype)
+            deltas.extend((zc - z) * changed for zc, z in zip(corrupted, head_outputs(sites, clean, batch)))
             corrupted.clear()
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:

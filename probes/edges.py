@@ -111,28 +111,39 @@ def write_taps(sites: Sites) -> dict[str, tuple]:
 
 
 def write_deltas(
-    sites: Sites, batch: PairBatch, clean: dict[str, Tensor], corrupted: dict[str, Tensor], dtype: torch.dtype
+    sites: Sites,
+    batch: PairBatch,
+    clean: dict[str, Tensor],
+    corrupted: dict[str, Tensor],
+    dtype: torch.dtype,
+    first: int = 0,
 ) -> tuple[Tensor, list[Tensor]]:
     """Each upstream node's write difference, corrupted minus clean, as [B, U, T, D] in graph order.
 
-    Also the head-output differences [B, T, H, d_head] per layer. Both are zero at padding, and are
-    computed once per batch (the edge contraction reads them for every downstream layer).
+    Also the head-output differences [B, T, H, d_head] per layer. Both are zero at padding and
+    before each row's first changed token (PairBatch.changed), cover positions ``first`` on only,
+    and are computed once per batch (the edge contraction reads them for every downstream layer).
     """
     num_heads, head_dim = sites.num_heads, sites.head_dim
     batch_size, length = batch.clean_ids.shape
-    mask = batch.attention_mask[:, :, None].to(dtype)
+    length -= first
+    mask = (batch.changed & batch.attention_mask.bool())[:, first:, None].to(dtype)
+
+    def delta(name: str) -> Tensor:
+        return (corrupted[name][:, first:].to(dtype) - clean[name][:, first:].to(dtype)) * mask
+
     with torch.no_grad():
-        d_embed = sites.embed_tokens(batch.corrupted_ids).to(dtype) - sites.embed_tokens(batch.clean_ids).to(dtype)
+        ids = batch.corrupted_ids[:, first:], batch.clean_ids[:, first:]
+        d_embed = sites.embed_tokens(ids[0]).to(dtype) - sites.embed_tokens(ids[1]).to(dtype)
         writes = d_embed.new_empty(batch_size, 1 + sites.num_layers * (num_heads + 1), length, d_embed.shape[-1])
         writes[:, 0] = d_embed * mask
         d_z = []
         for layer, ls in enumerate(sites.layers):
-            delta = (corrupted[f"z{layer}"].to(dtype) - clean[f"z{layer}"].to(dtype)) * mask
-            d_z.append(delta.view(batch_size, length, num_heads, head_dim))
+            d_z.append(delta(f"z{layer}").view(batch_size, length, num_heads, head_dim))
             w_o = linear_map(ls.o_proj).to(dtype).view(-1, num_heads, head_dim)
-            first = 1 + layer * (num_heads + 1)
-            writes[:, first : first + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
-            writes[:, first + num_heads] = (corrupted[f"mlp{layer}"].to(dtype) - clean[f"mlp{layer}"].to(dtype)) * mask
+            start = 1 + layer * (num_heads + 1)
+            writes[:, start : start + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
+            writes[:, start + num_heads] = delta(f"mlp{layer}")
     return writes, d_z
 
 
@@ -158,6 +169,8 @@ def edge_scores(
     stacked hold k graphs at once. The norm's vector-Jacobian products, each with several
     temporaries the size of its cotangents, run on one key-value group's worth of q (or the k, or
     the v) inputs at a time; a layer's reads are then contracted with the writes in one matmul.
+    Positions before the batch's first changed token carry no write difference and are left out
+    of all of it (for style pairs that is the whole shared question).
     """
     sites = resolve(model)
     metric = get_metric(metric)
@@ -189,14 +202,16 @@ def edge_scores(
         nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype)
         deltas: list[Tensor] = []
         per_layer = num_heads + 2 * num_kv + 1
+        begin = batch.first_change  # positions before it carry no write difference
+        length -= begin
 
         def start(clean: dict[str, Tensor]) -> None:
-            deltas.extend(write_deltas(sites, batch, clean, corrupted, dtype))
+            deltas.extend(write_deltas(sites, batch, clean, corrupted, dtype, begin))
             corrupted.clear()
 
         def summed(grad: Tensor, n: int) -> Tensor:
             """Sum over the n stacked points: [n * B, ...] -> [B, ...]."""
-            grad = grad.to(dtype).view(n, batch_size, *grad.shape[1:])
+            grad = grad.to(dtype).unflatten(0, (n, batch_size))
             return grad[0] if n == 1 else grad.sum(0)
 
         def read_by(grad: Tensor, columns: slice, sources: slice) -> None:
@@ -210,29 +225,32 @@ def edge_scores(
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
             writes, d_z = deltas
-            rows = n * batch_size
+
+            def take(name: str) -> Tensor:
+                return grads.pop(name)[:, begin:]
+
             for layer, ls in enumerate(sites.layers):
-                x = values.pop(f"x{layer}")
+                x = values.pop(f"x{layer}")[:, begin:]
                 read = writes.new_empty(batch_size, per_layer, length, writes.shape[-1])
                 column = 0
                 for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
-                    grad = grads.pop(f"{name}{layer}").view(rows, length, count, head_dim)
+                    grad = take(f"{name}{layer}").unflatten(-1, (count, head_dim))
                     weight = maps[layer][name].view(count, head_dim, -1).to(grad.dtype)
                     for low in range(0, count, block):
                         part = slice(low, min(low + block, count))
                         cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
                         read[:, column : column + cotangent.shape[1]] = summed(norm_vjp(ls.input_layernorm, x, cotangent), n)
                         column += cotangent.shape[1]
-                read[:, column] = summed(grads.pop(f"mlp_in{layer}"), n)
+                read[:, column] = summed(take(f"mlp_in{layer}"), n)
                 first, columns = graph.head_index(layer, 0), slice(layer * per_layer, (layer + 1) * per_layer)
                 read_by(read, columns, slice(0, first))
                 read_by(read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
-                z_grad = summed(grads.pop(f"z{layer}"), n).view_as(d_z[layer])
+                z_grad = summed(take(f"z{layer}"), n).unflatten(-1, (num_heads, head_dim))
                 nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
                 mlp = graph.mlp_index(layer)
-                nodes[:, mlp] += torch.einsum("btd,btd->b", writes[:, mlp], summed(grads.pop(f"mlp{layer}"), n))
-            read_by(summed(grads.pop("final"), n).unsqueeze(1), slice(-1, None), slice(None))
-            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(grads.pop("inputs_embeds"), n))
+                nodes[:, mlp] += torch.einsum("btd,btd->b", writes[:, mlp], summed(take(f"mlp{layer}"), n))
+            read_by(summed(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
+            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(take("inputs_embeds"), n))
 
         integrate(sites, batch, metric, steps, chunk_size, taps, wrt, start, reduce)
     return EdgeScores(graph, edges / steps, nodes / steps)

@@ -80,9 +80,9 @@ def integrate(
             start({name: value[-batch_size:].detach() for name, value in recorder.values.items()})
         loss = copies_metric(batch, metric, logits, clean_logits, n).sum()
         values = {**recorder.values, "inputs_embeds": embeds}
-        grads = torch.autograd.grad(loss, [values[name] for name in wrt], materialize_grads=True)
+        grads = dict(zip(wrt, torch.autograd.grad(loss, [values[name] for name in wrt], materialize_grads=True)))
         del logits, loss, recorder
         kept = {name: value.detach() for name, value in values.items() if name not in wrt}
         del values, embeds
-        reduce(kept, dict(zip(wrt, grads)), n)
+        reduce(kept, grads, n)
         del kept, grads

@@ -67,6 +67,21 @@ class PairBatch:
     def batch_size(self) -> int:
         return self.clean_ids.shape[0]
 
+    @property
+    def changed(self) -> Tensor:
+        """[B, T] True from each row's first token that differs between clean and corrupted on.
+
+        Before it a causal model computes the same in both runs, so every clean-minus-corrupted
+        difference there is zero (exactly, whatever rounding the two runs happen to do).
+        """
+        return (self.clean_ids != self.corrupted_ids).cumsum(-1) > 0
+
+    @property
+    def first_change(self) -> int:
+        """The first position at which any row changes (T if none does)."""
+        columns = self.changed.any(0).nonzero()
+        return int(columns[0]) if len(columns) else self.clean_ids.shape[1]
+
     def to(self, device: torch.device | str) -> PairBatch:
         """The same batch on ``device``."""
         moved = {field.name: getattr(self, field.name) for field in fields(self)}

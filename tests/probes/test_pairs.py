@@ -14,6 +14,15 @@ def test_pad_pairs_left_pads_and_targets_last():
     assert batch.batch_size == 2
 
 
+
+def test_changed_positions_start_at_each_rows_first_difference():
+    batch = pad_pairs([[5, 6, 7, 8], [8, 9, 4]], [[5, 6, 1, 8], [8, 2, 4]], pad_id=0)
+    assert batch.changed.tolist() == [[False, False, True, True], [False, False, True, True]]
+    assert batch.first_change == 2
+    same = pad_pairs([[5, 6]], [[5, 6]], pad_id=0)
+    assert not same.changed.any() and same.first_change == 2
+
+
 @pytest.mark.parametrize(
     "clean, corrupted, message",
     [
