@@ -56,6 +56,11 @@ def kept_series(logs: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _finite(value: float) -> float | None:
+    """None for NaN (no usable lag), so summaries stay strict JSON."""
+    return None if math.isnan(value) else value
+
+
 def dashboard_names(config: TrackerConfig) -> list[str]:
     """The configured dashboards with "auto" resolved (W&B with a key, else trackio) and "none" dropped."""
     names: list[str] = []
@@ -325,7 +330,7 @@ class HeadTrackerCallback(TrainerCallback):
         for name, by_method in alignment.items():
             for method, result in by_method.items():
                 prefix = f"alignment/{name}/{method}"
-                summary.update({f"{prefix}/r": result.r, f"{prefix}/p": result.p,
+                summary.update({f"{prefix}/r": _finite(result.r), f"{prefix}/p": _finite(result.p),
                                 f"{prefix}/lag": result.lag, f"{prefix}/n": result.n})
         return summary
 

@@ -92,7 +92,9 @@ def test_reward_window_is_the_mean_reward_since_the_previous_snapshot(tracked_ru
 
 
 def test_summary_counts_the_snapshots(tracked_run):
-    summary = json.loads((tracked_run / "sparks" / "summary.json").read_text())
+    text = (tracked_run / "sparks" / "summary.json").read_text()
+    summary = json.loads(text)
+    assert "NaN" not in text
     assert summary["heads/snapshots"] == 4
     assert summary["alignment/reward_key"] == "reward"
 
