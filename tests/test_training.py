@@ -42,10 +42,18 @@ def test_grpo_two_cpu_processes_run_to_the_end(random_model_dir, tmp_path):
 
 
 def test_grpo_one_process_logs_each_reward(random_model_dir, tmp_path):
-    result = accelerate("train/grpo.py", "configs/tiny/grpo.yaml", random_model_dir, tmp_path, *SMALL_GRPO)
+    run_name = f"grpo-{tmp_path.name}"
+    result = accelerate("train/grpo.py", "configs/tiny/grpo.yaml", random_model_dir, tmp_path, *SMALL_GRPO, "--run_name", run_name)
     assert "GRPO on 1 process" in result.stdout
     assert len(logged(tmp_path, "rewards/accuracy_reward/mean")) == 2
     assert len(logged(tmp_path, "rewards/format_reward/mean")) == 2
+    from trackio.sqlite_storage import SQLiteStorage  # reads the TRACKIO_DIR that conftest set
+
+    rows = SQLiteStorage.get_logs("sparks", run_name)
+    rewards = [row["train/global_step"] for row in rows if "train/rewards/accuracy_reward/mean" in row]
+    heads = [row["train/global_step"] for row in rows if "heads/circuit_size" in row]
+    assert rewards == [1, 2], "the trainer's reward curve goes to the demo's trackio run"
+    assert heads == [0, 2], "the tracker's heads panels join it at the base and the final step"
 
 
 def test_sft_trains_on_think_traces(random_model_dir, tmp_path):
