@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from probes.forward import recorded_run
+from probes.gather import full_parameters
 from probes.hooks import scoring
 from probes.ig import integrate, method_steps
 from probes.metrics import Metric, get_metric
@@ -134,15 +135,17 @@ def write_deltas(
 
     with torch.no_grad():
         ids = batch.corrupted_ids[:, first:], batch.clean_ids[:, first:]
-        d_embed = sites.embed_tokens(ids[0]).to(dtype) - sites.embed_tokens(ids[1]).to(dtype)
+        with full_parameters(sites.model, sites.embed_tokens):
+            d_embed = sites.embed_tokens(ids[0]).to(dtype) - sites.embed_tokens(ids[1]).to(dtype)
         writes = d_embed.new_empty(batch_size, 1 + sites.num_layers * (num_heads + 1), length, d_embed.shape[-1])
         writes[:, 0] = d_embed * mask
         d_z = []
         for layer, ls in enumerate(sites.layers):
             d_z.append(delta(f"z{layer}").view(batch_size, length, num_heads, head_dim))
-            w_o = linear_map(ls.o_proj).to(dtype).view(-1, num_heads, head_dim)
             start = 1 + layer * (num_heads + 1)
-            writes[:, start : start + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
+            with full_parameters(sites.model, ls.o_proj):
+                w_o = linear_map(ls.o_proj).to(dtype).view(-1, num_heads, head_dim)
+                writes[:, start : start + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
             writes[:, start + num_heads] = delta(f"mlp{layer}")
     return writes, d_z
 
@@ -195,7 +198,11 @@ def edge_scores(
     ]
     with scoring(sites.model, grad=True):
         with torch.no_grad():
-            maps = [{name: linear_map(getattr(ls, f"{name}_proj")) for name in "qkv"} for ls in sites.layers]
+            maps = []
+            for ls in sites.layers:
+                projections = {name: getattr(ls, f"{name}_proj") for name in "qkv"}
+                with full_parameters(sites.model, *projections.values()) as keep:
+                    maps.append({name: keep(linear_map(module)) for name, module in projections.items()})
             _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(corrupted["z0"].dtype, torch.float32)
         edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
@@ -233,14 +240,16 @@ def edge_scores(
                 x = values.pop(f"x{layer}")[:, begin:]
                 read = writes.new_empty(batch_size, per_layer, length, writes.shape[-1])
                 column = 0
-                for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
-                    grad = take(f"{name}{layer}").unflatten(-1, (count, head_dim))
-                    weight = maps[layer][name].view(count, head_dim, -1).to(grad.dtype)
-                    for low in range(0, count, block):
-                        part = slice(low, min(low + block, count))
-                        cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
-                        read[:, column : column + cotangent.shape[1]] = summed(norm_vjp(ls.input_layernorm, x, cotangent), n)
-                        column += cotangent.shape[1]
+                with full_parameters(sites.model, ls.input_layernorm):
+                    for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
+                        grad = take(f"{name}{layer}").unflatten(-1, (count, head_dim))
+                        weight = maps[layer][name].view(count, head_dim, -1).to(grad.dtype)
+                        for low in range(0, count, block):
+                            part = slice(low, min(low + block, count))
+                            cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
+                            vjp = norm_vjp(ls.input_layernorm, x, cotangent)
+                            read[:, column : column + cotangent.shape[1]] = summed(vjp, n)
+                            column += cotangent.shape[1]
                 read[:, column] = summed(take(f"mlp_in{layer}"), n)
                 first, columns = graph.head_index(layer, 0), slice(layer * per_layer, (layer + 1) * per_layer)
                 read_by(read, columns, slice(0, first))
