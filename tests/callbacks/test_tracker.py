@@ -166,3 +166,25 @@ def test_resume_drops_what_came_after_the_checkpoint(random_model_dir, tmp_path)
     assert lineage_of(tmp_path).steps == [0, 2]
     shutil.rmtree(tmp_path / "sparks")
     assert RunStore(tmp_path).resume(3) is None
+
+
+def test_gradient_checkpointing_runs_train_the_same_with_the_tracker(base_model_dir, tmp_path):
+    checkpointing = ("--gradient_checkpointing", "true")
+    run_grpo(base_model_dir, tmp_path / "tracked", 3, TRACKER, *checkpointing)
+    run_grpo(base_model_dir, tmp_path / "plain", 3, None, *checkpointing)
+    tracked, plain = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("tracked", "plain"))
+    assert all(tracked[name].equal(plain[name]) for name in plain)
+    assert history(tmp_path / "tracked") == history(tmp_path / "plain")
+    assert lineage_of(tmp_path / "tracked").steps == [0, 2, 3]
+
+
+def test_edge_level_snapshots_store_edges_and_their_circuit(random_model_dir, tmp_path):
+    run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"level": "edge", "top_n": 30, "tau": 0.0})
+    snapshot = tmp_path / "sparks" / "snapshots" / "step-00000002"
+    tensors = load_file(str(snapshot / "scores.safetensors"))
+    circuit = json.loads((snapshot / "circuit" / "circuit.json").read_text())
+    assert tensors["edges_mean_abs"].shape == (len(circuit["upstream"]), len(circuit["downstream"]))
+    assert 0 < len(circuit["edges"]) <= 30
+    senders = {upstream for upstream, _ in circuit["edges"]}
+    assert {f"a{layer}.h{head}" for layer, head in circuit["heads"]} <= senders
+    assert float(tensors["importance"].sum()) == pytest.approx(1.0)
