@@ -93,3 +93,19 @@ def test_a_restored_tracker_joins_the_trainer_run_leaves_it_running_and_shows_al
     increments = [json.loads((run_dir / "files" / row["heads/events/path"]).read_text())["data"] for row in rows[1:3]]
     assert increments[0] + increments[1] == event_rows(final_lineage().events)
     assert {row[0] for row in increments[0]} == {0, 10, 20}  # the first log carries the events from before the resume
+
+
+def test_a_tracked_training_run_shares_one_wandb_run_with_the_trainer(offline, monkeypatch, random_model_dir):
+    from test_tracker import TRACKER, run_grpo
+
+    for name in ("WANDB_JOB_TYPE", "WANDB_RUN_GROUP", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    tracker = TRACKER | {"dashboards": ["wandb"], "group": "exp-7"}
+    run_grpo(random_model_dir, offline / "run", 2, tracker, "--report_to", "wandb", "--run_name", "grpo-tracked")
+    _, log = _written_run(offline)
+    (run,) = [record.run for record in wandb_records.records(log) if record.HasField("run")][:1]
+    assert (run.run_group, run.job_type, run.display_name, run.project) == ("exp-7", "grpo", "grpo-tracked", "sparks")
+    rows = wandb_records.history(log)
+    rewards = [row["train/global_step"] for row in rows if "train/reward" in row]
+    heads = [row["train/global_step"] for row in rows if "heads/circuit_size" in row]
+    assert rewards == [1, 2] and heads == [0, 2]
