@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,15 @@ FORMAT = "sparks-run"
 VERSION = 1
 
 
-def _write_json(path: Path, value: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a crash never leaves half a file."""
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(value, indent=1))
+    temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_text(path, json.dumps(value, indent=1))
 
 
 def snapshot_dir(root: Path, step: int) -> Path:
@@ -86,13 +90,9 @@ class RunStore:
         self.save_lineage(lineage)
         return lineage
 
-    def _keep_lines(self, name: str, keep) -> None:
-        path = self.root / name
-        if path.is_file():
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text("".join(json.dumps(record) + "\n" for record in records if keep(record)))
-            os.replace(temporary, path)
+    def _keep_lines(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+        if (self.root / name).is_file():
+            _write_text(self.root / name, "".join(json.dumps(record) + "\n" for record in self.read(name) if keep(record)))
 
     def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
         """Append JSON lines to ``name`` (events.jsonl, metrics.jsonl, failures.jsonl)."""

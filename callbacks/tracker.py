@@ -121,7 +121,7 @@ class HeadTrackerCallback(TrainerCallback):
         self.pad_id = 0
         self.main_process = True
         self.series: list[tuple[int, dict[str, float]]] = []
-        self.scored_steps: list[int] = []
+        self.last_scored: int | None = None
         self._pending: tuple[int, dict[str, Tensor], float] | None = None
         if job_type:
             os.environ.setdefault("WANDB_JOB_TYPE", job_type)
@@ -138,10 +138,10 @@ class HeadTrackerCallback(TrainerCallback):
             self.pairs = probe_pairs(self.config, tokenizer)
         pad_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = 0 if pad_id is None else int(pad_id)
-        self.series = [
-            (int(entry["step"]), kept_series(entry)) for entry in state.log_history if "step" in entry and kept_series(entry)
-        ]
-        self.scored_steps = list(range(0, state.global_step + 1, self.config.every)) if state.global_step else []
+        self.series = [(int(entry["step"]), values) for entry in state.log_history
+                       if "step" in entry and (values := kept_series(entry))]
+        # Resuming: the last step the schedule scored, the same on every rank whatever the store holds.
+        self.last_scored = state.global_step - state.global_step % self.config.every if state.global_step else None
         if self.main_process:
             self._open_store(args, state, model)
         if state.global_step == 0:
@@ -165,7 +165,7 @@ class HeadTrackerCallback(TrainerCallback):
             self._publish()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
-        if not self.scored_steps or self.scored_steps[-1] < state.global_step:
+        if self.last_scored is None or self.last_scored < state.global_step:
             self._score(kwargs["model"], state.global_step)
         self._publish()
         if self.main_process:
@@ -175,7 +175,7 @@ class HeadTrackerCallback(TrainerCallback):
 
     def _score(self, model: nn.Module, step: int) -> None:
         """Score this rank's share of the pairs and sum over ranks; a failure on any rank fails the snapshot."""
-        self.scored_steps.append(step)
+        self.last_scored = step
         start = time.perf_counter()
         rank, size = world()
         indices, weights = shard(len(self.pairs), rank, size)
@@ -215,13 +215,7 @@ class HeadTrackerCallback(TrainerCallback):
             model, pairs, method=config.method, level=config.level, metric=config.metric, steps=config.ig_steps,
             batch_size=config.batch_size, chunk_size=config.chunk_size, pad_id=self.pad_id, progress=False,
         )
-        if config.level == "edge":
-            graph = self.graph
-            rows = [graph.head_index(layer, 0) for layer in range(graph.num_layers)]
-            heads = torch.stack([scores["nodes"][:, row : row + graph.num_heads] for row in rows], dim=1)
-        else:
-            heads = scores["heads"]
-        heads = heads.double()
+        heads = (self.graph.per_head(scores["nodes"]) if config.level == "edge" else scores["heads"]).double()
         sums = {
             "count": weights.sum().reshape(1),
             "sum": torch.einsum("n,nlh->lh", weights, heads),
@@ -337,9 +331,10 @@ class HeadTrackerCallback(TrainerCallback):
     def _fail(self, step: int, error: str) -> None:
         """Record a failed snapshot (main process), then stop training if strict."""
         if self.main_process and self.store is not None:
-            self.store.append("failures.jsonl", [{"step": step, "error": error.strip().splitlines()[-1], "traceback": error}])
+            reason = error.strip().splitlines()[-1]
+            self.store.append("failures.jsonl", [{"step": step, "error": reason, "traceback": error}])
             for dashboard in self.dashboards:
-                self._safely(step, lambda: dashboard.failure(step, error.strip().splitlines()[-1]), record=False)
+                self._safely(step, lambda: dashboard.failure(step, reason), record=False)
         if self.config.strict:
             raise RuntimeError(f"sparks: the head snapshot at step {step} failed (tracker.strict is on):\n{error}")
 

@@ -83,6 +83,11 @@ class EdgeGraph:
         """Upstream index of layer's MLP."""
         return 1 + layer * (self.num_heads + 1) + self.num_heads
 
+    def per_head(self, values: Tensor) -> Tensor:
+        """The head entries of upstream-indexed ``values`` [..., U] as [..., L, H]."""
+        rows = [self.head_index(layer, 0) for layer in range(self.num_layers)]
+        return torch.stack([values[..., row : row + self.num_heads] for row in rows], dim=-2)
+
 
 @dataclass(frozen=True)
 class EdgeScores:

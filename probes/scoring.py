@@ -88,8 +88,7 @@ def head_importance(scores: dict[str, Tensor], graph: EdgeGraph) -> Tensor:
     examples. Normalised to sum 1; heads that were not scored stay NaN.
     """
     if "edges" in scores:
-        rows = [graph.head_index(layer, 0) for layer in range(graph.num_layers)]
-        per_head = torch.stack([scores["edges"][:, row : row + graph.num_heads].abs().sum((0, 2)) for row in rows])
+        per_head = graph.per_head(scores["edges"].abs().sum((0, 2)))
     else:
         per_head = scores["heads"].abs().sum(0)
     return per_head / per_head.nansum().clamp_min(torch.finfo(per_head.dtype).tiny)
