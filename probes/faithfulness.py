@@ -1,0 +1,300 @@
+"""Circuit faithfulness, as hannamw/EAP-IG's ``evaluate_graph``: the pairs run with all outside a circuit patched.
+
+Per example two effects (probes.metrics: 0 on the clean run, larger = more damage): that of the
+circuit run and that of the empty circuit's run. Over a pair set the faithfulness is
+``1 - sum(circuit effects) / sum(empty effects)``: 1 for the circuit of everything (nothing is
+patched: the clean run), 0 for the empty circuit.
+
+Node level (a circuit of heads, ``circuit.upstream == []``): each head outside the circuit outputs
+its output on the corrupted prompt (its slice of the input of ``self_attn.o_proj``, as in
+probes.patching); embeddings and MLPs run on the clean prompt. The empty run patches every head.
+
+Edge level (a circuit of probes.edges' graph): each downstream input v reads the residual stream in
+which every upstream node u with (u, v) outside the circuit contributes its write in the corrupted
+run instead of its write in the circuit run. The residual stream is the sum of the writes (constant
+biases cancel), so with w'_u - w_u the corrupted-minus-circuit write difference, v reads
+
+    x_circuit + sum over missing (u, v) of (w'_u - w_u)  =  x_corrupted - sum over kept (u, v) of (w'_u - w_u).
+
+Each read takes the shorter sum: a sparse circuit costs its kept edges, a dense one its missing
+edges, and a read with nothing to add is the circuit run's or the corrupted run's own, so the full
+circuit is the clean run and the empty circuit the corrupted run without any rounding. A q/k/v read
+is one head's (key-value head's) slice of the projection of ``input_layernorm`` at the shifted
+residual, computed as the projection's output plus that slice's linear map applied to the change of
+the normalised input (bias and LoRA need no special case); an MLP or the logits read the shifted
+input of ``post_attention_layernorm`` or of the final norm.
+
+Cost: one no-grad forward pass over stacked copies of the batch (probes.forward.repeat_rows), rows
+[clean, corrupted, circuit, empty] at node level and [clean, corrupted, circuit] at edge level (the
+empty edge circuit is the corrupted run). Hooks at each layer patch the circuit (and empty) rows
+from the corrupted rows of the same pass, computed just before them in that layer; the clean rows
+give the logits the metric compares against. Edge level keeps the write differences only of the
+upstream nodes some read needs ([B, T, D] for the input and an MLP, [B, T, H, d_head] for a layer's
+heads) and builds the shifted residuals of at most one key-value group's worth of reads at a time.
+The q/k/v/o maps it reads outside the forward are gathered up front as probes.edges does; the norms
+run inside their own layer's hooks, while the forward has that layer's parameters gathered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from probes.circuit import Circuit
+from probes.edges import EdgeGraph, linear_map
+from probes.forward import copies_logits, copies_metric
+from probes.gather import full_parameters
+from probes.hooks import Hooks, scoring
+from probes.metrics import Metric, get_metric
+from probes.pairs import Pair, PairBatch, batches
+from probes.sites import Sites, resolve
+
+
+def circuit_effects(model: nn.Module, batch: PairBatch, circuit: Circuit, metric: str | Metric = "kl") -> Tensor:
+    """Per example [B, 2]: the effect of the circuit run and of the empty circuit's run.
+
+    A circuit of select_edges (graph names in ``circuit.upstream``) is evaluated at edge level, one
+    of head_circuit at node level (see the module docstring). ``batch`` lives on the model's
+    device, and so does the result. The model is left exactly as found.
+    """
+    sites = resolve(model)
+    metric = get_metric(metric)
+    with scoring(sites.model, grad=False):
+        if circuit.upstream:
+            return _edge_effects(sites, batch, circuit, metric)
+        return _head_effects(sites, batch, circuit.heads, metric)
+
+
+def faithfulness(circuit_effect_sum: float, empty_effect_sum: float) -> float:
+    """``1 - circuit / empty`` over a pair set: the share of the empty circuit's damage the circuit
+    undoes; NaN unless the empty circuit does damage (sum > 0)."""
+    if not empty_effect_sum > 0:
+        return math.nan
+    return float(1.0 - circuit_effect_sum / empty_effect_sum)
+
+
+def pair_effects(
+    model: nn.Module,
+    pairs: Sequence[Pair],
+    circuit: Circuit,
+    *,
+    metric: str | Metric = "kl",
+    batch_size: int = 16,
+    pad_id: int = 0,
+) -> Tensor:
+    """circuit_effects of every pair [N, 2], run batch by batch on the model's device, returned on the CPU."""
+    device = next(model.parameters()).device
+    parts = [
+        circuit_effects(model, batch.to(device), circuit, metric).cpu() for batch in batches(pairs, pad_id, batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def _wide(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _copies_effects(sites: Sites, batch: PairBatch, metric: Metric, copies: Sequence[Tensor]) -> Tensor:
+    """Effect [n, B] of each of the n stacked copies of one run (input ids per copy), against copy 0."""
+    n = len(copies)
+    logits = copies_logits(sites, batch, n, input_ids=torch.cat(list(copies)))
+    return copies_metric(batch, metric, logits, logits[: batch.batch_size], n).view(n, batch.batch_size)
+
+
+def _head_effects(sites: Sites, batch: PairBatch, heads: Sequence[tuple[int, int]], metric: Metric) -> Tensor:
+    """Node level: copies [clean, corrupted, circuit, empty]; heads off the circuit output their corrupted z."""
+    num_heads, head_dim = sites.num_heads, sites.head_dim
+    runs = torch.zeros(sites.num_layers, 4, 1, 1, num_heads, 1, dtype=torch.bool, device=batch.clean_ids.device)
+    runs[:, :2] = True  # the clean and the corrupted copy run unpatched
+    for layer, head in heads:
+        sites.check_head(layer, head)
+        runs[layer, 2, 0, 0, head, 0] = True
+
+    def patch(layer: int) -> Callable[[Tensor], Tensor]:
+        def edit(x: Tensor) -> Tensor:
+            z = x.unflatten(0, (4, -1)).unflatten(-1, (num_heads, head_dim))
+            return torch.where(runs[layer], z, z[1]).flatten(-2).flatten(0, 1)
+
+        return edit
+
+    clean, corrupted = batch.clean_ids, batch.corrupted_ids
+    with Hooks() as hooks:
+        for layer, layer_sites in enumerate(sites.layers):
+            hooks.edit_input(layer_sites.o_proj, patch(layer))
+        effects = _copies_effects(sites, batch, metric, [clean, corrupted, clean, clean])
+    return torch.stack([effects[2], effects[3]], dim=1)
+
+
+def edge_coefficients(graph: EdgeGraph, circuit: Circuit) -> tuple[Tensor, Tensor]:
+    """How each read of an edge circuit's run is shifted (see the module docstring).
+
+    Returns [U, D] coefficients of the write differences (corrupted minus circuit run) each
+    downstream input adds to its base residual, and [D] whether that base is the corrupted run's:
+    an input with fewer kept than missing edges starts from the corrupted residual and takes back
+    its kept edges (-1), any other starts from the circuit run's and adds its missing edges (+1).
+    Both are bookkeeping on the CPU, from names.
+    """
+    if tuple(circuit.upstream) != graph.upstream or tuple(circuit.downstream) != graph.downstream:
+        raise ValueError("the circuit's node names are not those of this model's edge graph")
+    upstream = {name: index for index, name in enumerate(graph.upstream)}
+    downstream = {name: index for index, name in enumerate(graph.downstream)}
+    kept = torch.zeros_like(graph.valid)
+    for source, destination in circuit.edges:
+        kept[upstream[source], downstream[destination]] = True
+    if (kept & ~graph.valid).any():
+        raise ValueError("the circuit has an edge into a read that comes before the write")
+    missing = graph.valid & ~kept
+    from_corrupted = kept.sum(0) < missing.sum(0)
+    coefficients = torch.where(from_corrupted, -kept.double(), missing.double())
+    return coefficients, from_corrupted
+
+
+def _head_reads(graph: EdgeGraph, layer: int) -> list[tuple[str, int, int]]:
+    """(projection, first column, count) of a layer's q, k and v reads."""
+    return [
+        ("q", graph.downstream.index(f"a{layer}.h0<q>"), graph.num_heads),
+        ("k", graph.downstream.index(f"a{layer}.g0<k>"), graph.num_kv_heads),
+        ("v", graph.downstream.index(f"a{layer}.g0<v>"), graph.num_kv_heads),
+    ]
+
+
+def _projection_maps(
+    sites: Sites, graph: EdgeGraph, needed: list[bool], shifted: list[bool]
+) -> list[dict[str, Tensor]]:
+    """Per layer the linear maps the edge run reads outside the forward, gathered as probes.edges does:
+    ``o`` where a head's write difference is added somewhere, ``q``/``k``/``v`` where a read is shifted."""
+    maps = []
+    for layer, ls in enumerate(sites.layers):
+        wanted = {}
+        first = graph.head_index(layer, 0)
+        if any(needed[first : first + graph.num_heads]):
+            wanted["o"] = ls.o_proj
+        for kind, column, count in _head_reads(graph, layer):
+            if any(shifted[column : column + count]):
+                wanted[kind] = getattr(ls, f"{kind}_proj")
+        maps.append({})
+        if wanted:
+            with full_parameters(sites.model, *wanted.values()) as keep:
+                maps[-1] = {kind: keep(linear_map(module)) for kind, module in wanted.items()}
+    return maps
+
+
+def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metric) -> Tensor:
+    """Edge level: copies [clean, corrupted, circuit]; the circuit copy's reads shifted as the circuit says."""
+    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    num_heads, head_dim, batch_size = sites.num_heads, sites.head_dim, batch.batch_size
+    group = num_heads // sites.num_kv_heads
+    coefficients, from_corrupted = edge_coefficients(graph, circuit)
+    weights = coefficients.to(batch.clean_ids.device)
+    needed = coefficients.ne(0).any(1).tolist()  # upstream nodes whose write difference some read adds
+    shifted = coefficients.ne(0).any(0).tolist()  # reads that add write differences
+    starts = [1 if corrupted else 2 for corrupted in from_corrupted.tolist()]  # the copy each read starts from
+    touched = [shift or start == 1 for shift, start in zip(shifted, starts)]  # reads that differ from the copy's own
+    maps = _projection_maps(sites, graph, needed, shifted)
+    changes = (batch.changed & batch.attention_mask.bool())[:, :, None]  # where a write can differ at all
+    node_writes: dict[int, Tensor] = {}  # write differences [B, T, D] of the input and MLPs, by upstream index
+    head_writes: dict[int, Tensor] = {}  # per layer its heads' output differences [B, T, H * d_head]
+    layer_input: dict[str, Tensor] = {}  # the current layer's residual and input_layernorm output [3B, T, D]
+
+    def difference(x: Tensor) -> Tensor:
+        """Corrupted minus circuit copy of a write [3B, T, D'], zero where it cannot differ."""
+        copies = x.unflatten(0, (3, batch_size))
+        return (_wide(copies[1]) - _wide(copies[2])) * changes
+
+    def shift(reads: list[int]) -> Tensor:
+        """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D]."""
+        total = 0
+        for node, write in node_writes.items():
+            if coefficients[node, reads].any():
+                total = total + weights[node, reads].to(write.dtype)[:, None, None, None] * write
+        for layer, z in head_writes.items():
+            first = graph.head_index(layer, 0)
+            heads = coefficients[first : first + num_heads, reads].any(1).nonzero().squeeze(1).tolist()
+            if heads:
+                z = z.unflatten(-1, (num_heads, head_dim))
+                coefficient = weights[first : first + num_heads][heads][:, reads].to(z.dtype)
+                w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
+                total = total + torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
+        return total
+
+    def read_heads(layer: int, kind: str, first: int, count: int) -> Callable[[Tensor], Tensor]:
+        """Edit of a q/k/v projection's output: the circuit copy's head slices become their reads."""
+        norm = sites.layers[layer].input_layernorm
+
+        def edit(output: Tensor) -> Tensor:
+            out = output.unflatten(0, (3, batch_size)).unflatten(-1, (count, head_dim)).clone()
+            for low in range(0, count, group):  # one key-value group's worth of reads at a time
+                heads = range(low, min(low + group, count))
+                copied = [head for head in heads if touched[first + head] and not shifted[first + head]]
+                if copied:
+                    out[2, :, :, copied] = out[1, :, :, copied]
+                patched = [head for head in heads if shifted[first + head]]
+                if not patched:
+                    continue
+                reads = [first + head for head in patched]
+                rows = [starts[read] for read in reads]
+                x = layer_input["x"].unflatten(0, (3, batch_size))
+                normed = layer_input["normed"].unflatten(0, (3, batch_size))
+                residual = (_wide(x[rows]) + shift(reads)).to(x.dtype)
+                change = _wide(norm.forward(residual)) - _wide(normed[rows])
+                weight = maps[layer][kind].view(count, head_dim, -1)[patched].to(change.dtype)
+                value = _wide(out[rows, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)
+                out[2, :, :, patched] = value.permute(1, 2, 0, 3).to(out.dtype)
+            return out.flatten(-2).flatten(0, 1)
+
+        return edit
+
+    def read_residual(read: int) -> Callable[[Tensor], Tensor]:
+        """Edit of a norm's input (an MLP's or the logits' read): the circuit copy's becomes its read."""
+
+        def edit(x: Tensor) -> Tensor:
+            copies = x.unflatten(0, (3, batch_size)).clone()
+            copies[2] = copies[starts[read]]
+            if shifted[read]:
+                copies[2] = (_wide(copies[2]) + shift([read])[0]).to(x.dtype)
+            return copies.flatten(0, 1)
+
+        return edit
+
+    def record(store: dict[int, Tensor], key: int) -> Callable[[Tensor], Tensor]:
+        """Store the write difference of a tensor passing by, and pass it on unchanged."""
+
+        def keep(x: Tensor) -> Tensor:
+            store[key] = difference(x)
+            return x
+
+        return keep
+
+    def remember(name: str) -> Callable[[Tensor], Tensor]:
+        def keep(x: Tensor) -> Tensor:
+            layer_input[name] = x
+            return x
+
+        return keep
+
+    with Hooks() as hooks:
+        if needed[0]:
+            hooks.read_output(sites.embed_tokens, record(node_writes, 0))
+        for layer, ls in enumerate(sites.layers):
+            reads = _head_reads(graph, layer)
+            if any(any(shifted[first : first + count]) for _, first, count in reads):
+                hooks.edit_input(ls.input_layernorm, remember("x"))
+                hooks.read_output(ls.input_layernorm, remember("normed"))
+            for kind, first, count in reads:
+                if any(touched[first : first + count]):
+                    hooks.edit_output(getattr(ls, f"{kind}_proj"), read_heads(layer, kind, first, count))
+            first = graph.head_index(layer, 0)
+            if any(needed[first : first + num_heads]):
+                hooks.edit_input(ls.o_proj, record(head_writes, layer))
+            mlp_read = graph.downstream.index(f"m{layer}")
+            if touched[mlp_read]:
+                hooks.edit_input(ls.post_attention_layernorm, read_residual(mlp_read))
+            if needed[graph.mlp_index(layer)]:
+                hooks.read_output(ls.mlp, record(node_writes, graph.mlp_index(layer)))
+        if touched[-1]:
+            hooks.edit_input(sites.norm, read_residual(len(graph.downstream) - 1))
+        effects = _copies_effects(sites, batch, metric, [batch.clean_ids, batch.corrupted_ids, batch.clean_ids])
+    return torch.stack([effects[2], effects[1]], dim=1)
