@@ -15,6 +15,7 @@ from typing import Any
 from probes.metrics import METRICS
 from probes.schemes import SCHEMES
 from probes.scoring import LEVELS, METHODS
+from probes.statistics import AGGREGATIONS, Selection
 from tasks import arith
 
 DASHBOARDS = ("auto", "wandb", "trackio", "none")
@@ -28,9 +29,12 @@ class TrackerConfig:
     Pairs: a JSONL pair file (``sparks pairs``), or ``num_problems`` problems of the arithmetic
     world's probe split made into ``scheme`` pairs. Circuit: at node level the fewest heads holding
     ``mass`` of the total |score|; at edge level the top ``top_n`` edges pruned and thresholded by
-    ``tau``. ``hysteresis`` (optional: leave_rank, leave_score, enter_rank, enter_score) keeps a
-    head tracked through a brief dip. ``dashboards``: "auto" is W&B when a W&B key is set, trackio
-    otherwise, in the trainer's ``project``; ``group`` puts runs of one experiment side by side. The
+    ``tau``; ranked by ``aggregation`` (probes.statistics). Uncertainty: ``replicates`` Poisson
+    bootstrap replicates of the probe pairs (no extra forward pass); an event is confident when it
+    happens in at least a share ``confidence`` of them. ``dashboards``: "auto" is W&B when a W&B key
+    is set, trackio otherwise, in the trainer's ``project``; ``group`` puts runs of one experiment
+    side by side; they draw the pictures at every ``pictures_every``-th snapshot and the last (the
+    scalars, events and run store at every one). The
     run store under ``<output_dir>/sparks/`` is always written. ``strict`` makes a failed snapshot
     stop training.
     """
@@ -50,8 +54,11 @@ class TrackerConfig:
     mass: float = 0.5
     top_n: int = 5000
     tau: float = 0.1
-    hysteresis: dict[str, float] | None = None
+    aggregation: str = "mean_abs"
+    replicates: int = 100
+    confidence: float = 0.9
     dashboards: tuple[str, ...] = ("auto",)
+    pictures_every: int = 1
     group: str | None = None
     max_lag: int = 3
     strict: bool = False
@@ -60,17 +67,25 @@ class TrackerConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"tracker.{name}: {why}")
 
-        for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n"):
+        for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n", "replicates", "pictures_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(name, f"must be a whole number > 0, got {value!r}")
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size <= 0):
             raise bad("chunk_size", f"must be a whole number > 0 or unset, got {self.chunk_size!r}")
-        for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES)):
+        for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES),
+                              ("aggregation", AGGREGATIONS)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
         if self.method == "exact" and self.level == "edge":
             raise bad("method", "exact edge patching is for tests on small models, not the live loop; use eap-ig")
+        if self.method == "eap" and self.metric == "kl":
+            raise ValueError("tracker.method, tracker.metric: eap with kl scores exactly zero (the KL gradient vanishes "
+                             "at the clean input); use method eap-ig, or metric logit_diff or logprob")
+        if self.replicates < 2:
+            raise bad("replicates", f"needs at least 2 bootstrap replicates, got {self.replicates}")
+        if not 0.5 < self.confidence <= 1.0:
+            raise bad("confidence", f"must lie in (0.5, 1], got {self.confidence}")
         if self.pairs is not None and not Path(self.pairs).is_file():
             raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
         unknown_levels = [level for level in self.levels if level not in arith.LEVELS]
@@ -85,13 +100,6 @@ class TrackerConfig:
         unknown_dashboards = [name for name in self.dashboards if name not in DASHBOARDS]
         if unknown_dashboards or not self.dashboards:
             raise bad("dashboards", f"{list(self.dashboards)}: choose from {', '.join(DASHBOARDS)}")
-        if self.hysteresis is not None:
-            from callbacks.lineage import Hysteresis
-
-            try:
-                Hysteresis(**self.hysteresis)
-            except (TypeError, ValueError) as error:
-                raise bad("hysteresis", str(error)) from None
 
     @classmethod
     def from_recipe(cls, section: Mapping[str, Any] | str) -> TrackerConfig:
@@ -103,6 +111,9 @@ class TrackerConfig:
                 raise ValueError(f"tracker: not a JSON mapping ({error.msg})") from None
         if not isinstance(section, Mapping):
             raise ValueError(f"tracker: must be a mapping of settings, got {type(section).__name__}")
+        if "hysteresis" in section:
+            raise ValueError("tracker.hysteresis: retired; every event now carries its bootstrap confidence, and "
+                             "tracker.confidence sets the share of replicates a confident event needs (see the README)")
         known = {item.name for item in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
@@ -113,6 +124,11 @@ class TrackerConfig:
                 value = values[name]
                 values[name] = (value,) if isinstance(value, (str, int)) else tuple(value)
         return cls(**values)
+
+    @property
+    def selection(self) -> Selection:
+        """How the snapshot's circuit is selected."""
+        return Selection(self.level, self.aggregation, self.mass, self.top_n, self.tau)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able copy, for the run store and the dashboards' run config."""

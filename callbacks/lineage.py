@@ -1,83 +1,51 @@
 """Head lineage across circuit snapshots: births, prunings, emergence, lifespans, cohorts, effect E.
 
 Fed one snapshot at a time (the base model first, then every N training steps), it keeps each
-snapshot's scores and tracked heads and derives everything else from them (DESIGN.md section 2,
+snapshot's scores and circuit and derives everything else from them (DESIGN.md section 2,
 "Emergent heads", "Tracking", "Importance effect"). Heads are (layer, head) tuples; the state is a
 JSON-able dict, so a resumed run continues exactly where the saved one stopped.
+
+Every event also carries its confidence (DESIGN.md section 7): a snapshot may come with its
+bootstrap replicate circuits (probes.statistics), and since every snapshot resamples the same
+probe pairs the same way, replicate b here and replicate b at the previous snapshot (and at the
+base) are comparable. A birth of h happens in replicate b when h is outside replicate b's previous
+circuit and inside its current one; the event's confidence is the share of replicates in which it
+happens, and it is confident when that share reaches ``level``. A pruning, an emergence (h in
+replicate b's circuit and not in replicate b's base circuit) and a base head (h in replicate b's
+base circuit) are judged the same way. Events stay raw: the lineage of reported circuits is kept
+whole, each event marked with how sure it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from callbacks.survival import kaplan_meier
 
 Head = tuple[int, int]
-VERSION = 1
+VERSION = 2
 EPS = 1e-6  # the paper's denominator guard in E (appendix A.6)
-
-
-def _holds(rank: np.ndarray, magnitude: np.ndarray, max_rank: int | None, min_score: float | None) -> np.ndarray:
-    """[L, H] mask of heads with rank <= ``max_rank`` or |score| >= ``min_score`` (unset: never)."""
-    mask = np.zeros(rank.shape, dtype=bool)
-    if max_rank is not None:
-        mask |= rank <= max_rank
-    if min_score is not None:
-        mask |= magnitude >= min_score
-    return mask
-
-
-@dataclass(frozen=True)
-class Hysteresis:
-    """Looser thresholds to stay tracked than to enter, so a head dipping for one snapshot is not pruned.
-
-    Ranks are by |score|, 1 = largest, ties by (layer, head) order. A head enters when it is in the
-    snapshot's circuit, or its rank <= ``enter_rank``, or its |score| >= ``enter_score``. A tracked head
-    stays while it would enter, or its rank <= ``leave_rank``, or its |score| >= ``leave_score``.
-    """
-
-    leave_rank: int | None = None
-    leave_score: float | None = None
-    enter_rank: int | None = None
-    enter_score: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.leave_rank is None and self.leave_score is None:
-            raise ValueError("hysteresis needs leave_rank or leave_score")
-        if self.enter_rank is not None and self.leave_rank is not None and self.leave_rank < self.enter_rank:
-            raise ValueError("leave_rank must be >= enter_rank")
-        if self.enter_score is not None and self.leave_score is not None and self.leave_score > self.enter_score:
-            raise ValueError("leave_score must be <= enter_score")
-
-    def members(self, scores: np.ndarray, circuit: frozenset[Head], previous: frozenset[Head]) -> frozenset[Head]:
-        """The tracked heads given this snapshot's scores and circuit and the previously tracked heads."""
-        magnitude = np.abs(scores)
-        rank = np.empty(magnitude.size, dtype=int)
-        rank[np.argsort(-magnitude, axis=None, kind="stable")] = np.arange(1, magnitude.size + 1)
-        rank = rank.reshape(magnitude.shape)
-        enter = _holds(rank, magnitude, self.enter_rank, self.enter_score)
-        stay = _holds(rank, magnitude, self.leave_rank, self.leave_score)
-        entering = {(int(layer), int(head)) for layer, head in np.argwhere(enter)}
-        return frozenset(circuit | entering | {head for head in previous if stay[head]})
+KINDS = ("base", "prune", "birth", "emerge")
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One scoring: the step, the [L, H] scores as given, the selected circuit, the tracked heads, the reward."""
+    """One scoring: the step, the [L, H] scores as given, the circuit's heads, the reward, and the
+    [B, L, H] bool heads of the bootstrap replicate circuits (None without replicates)."""
 
     step: int
     scores: np.ndarray
-    circuit: frozenset[Head]
     heads: frozenset[Head]
     reward: float | None
+    replicates: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Cohort:
-    """Heads first tracked at one snapshot, and the share of them tracked at that and every later snapshot."""
+    """Heads first in the circuit at one snapshot, and the share of them in it at that and every later snapshot."""
 
     heads: list[Head]
     steps: list[int]
@@ -89,13 +57,15 @@ def _heads(pairs: Iterable[Iterable[int]]) -> frozenset[Head]:
 
 
 class HeadLineage:
-    """Tracked heads per snapshot; the first snapshot is the base model's circuit.
+    """Circuit heads per snapshot; the first snapshot is the base model's circuit.
 
-    Without ``hysteresis`` the tracked heads are exactly each snapshot's circuit.
+    ``level``: the share of bootstrap replicates in which an event must happen to be confident.
     """
 
-    def __init__(self, hysteresis: Hysteresis | None = None) -> None:
-        self.hysteresis = hysteresis
+    def __init__(self, level: float = 0.9) -> None:
+        if not 0.0 < level <= 1.0:
+            raise ValueError(f"level must lie in (0, 1], got {level}")
+        self.level = level
         self.snapshots: list[Snapshot] = []
 
     def __len__(self) -> int:
@@ -111,57 +81,100 @@ class HeadLineage:
 
     @property
     def base(self) -> frozenset[Head]:
-        """The base model's tracked heads."""
+        """The base model's circuit heads."""
         return self.snapshots[0].heads
 
-    def update(self, step: int, scores: np.ndarray, circuit: Iterable[Head], reward: float | None = None) -> list[dict]:
+    def update(
+        self,
+        step: int,
+        scores: np.ndarray,
+        circuit: Iterable[Head],
+        reward: float | None = None,
+        replicates: np.ndarray | None = None,
+    ) -> list[dict]:
         """Add a snapshot and return its events (see ``events``).
 
-        ``scores`` may be signed or |score| (hysteresis and E use the magnitude); ``reward`` is whatever
-        the caller wants attached to the snapshot's events, e.g. the mean reward since the last one.
+        ``scores`` may be signed or |score| (E uses the magnitude); ``reward`` is whatever the caller
+        wants attached to the snapshot's events, e.g. the mean reward since the last one;
+        ``replicates`` the [B, L, H] bool heads of the snapshot's bootstrap replicate circuits, with
+        the same B at every snapshot (or None at every snapshot).
         """
         scores = np.array(scores, dtype=float)
-        circuit = _heads(circuit)
+        heads = _heads(circuit)
         if scores.ndim != 2 or not np.isfinite(scores).all():
             raise ValueError(f"scores must be a finite [layers, heads] array, got shape {scores.shape}")
         if self.snapshots and scores.shape != self.shape:
             raise ValueError(f"scores shape {scores.shape} differs from the first snapshot's {self.shape}")
         if self.snapshots and step <= self.steps[-1]:
             raise ValueError(f"step {step} is not after the last snapshot's step {self.steps[-1]}")
-        if any(not (0 <= layer < scores.shape[0] and 0 <= head < scores.shape[1]) for layer, head in circuit):
-            raise ValueError(f"circuit heads {sorted(circuit)} fall outside scores of shape {scores.shape}")
-        heads = circuit
-        if self.hysteresis is not None:
-            previous = self.snapshots[-1].heads if self.snapshots else frozenset()
-            heads = self.hysteresis.members(scores, circuit, previous)
+        if any(not (0 <= layer < scores.shape[0] and 0 <= head < scores.shape[1]) for layer, head in heads):
+            raise ValueError(f"circuit heads {sorted(heads)} fall outside scores of shape {scores.shape}")
+        if replicates is not None:
+            replicates = np.asarray(replicates, dtype=bool)
+            expected = self.snapshots[0].replicates.shape if self.snapshots and self.snapshots[0].replicates is not None else None
+            if replicates.ndim != 3 or replicates.shape[1:] != scores.shape or (expected and replicates.shape != expected):
+                raise ValueError(f"replicates {replicates.shape} must be [B, {scores.shape[0]}, {scores.shape[1]}] "
+                                 f"with the first snapshot's B")
+        if self.snapshots and (replicates is None) != (self.snapshots[0].replicates is None):
+            raise ValueError("every snapshot has replicate circuits, or none has")
         reward = None if reward is None else float(reward)
-        self.snapshots.append(Snapshot(int(step), scores, circuit, heads, reward))
+        self.snapshots.append(Snapshot(int(step), scores, heads, reward, replicates))
         return self._events_at(len(self) - 1)
 
     def _index(self, index: int) -> int:
         return range(len(self))[index]
 
     def births(self, index: int = -1) -> set[Head]:
-        """Heads tracked at snapshot ``index`` and not at the one before (none at the base)."""
+        """Circuit heads at snapshot ``index`` that were not at the one before (none at the base)."""
         index = self._index(index)
         return set() if index == 0 else set(self.snapshots[index].heads - self.snapshots[index - 1].heads)
 
     def prunings(self, index: int = -1) -> set[Head]:
-        """Heads tracked at the snapshot before ``index`` and not at ``index``."""
+        """Circuit heads at the snapshot before ``index`` that are not at ``index``."""
         index = self._index(index)
         return set() if index == 0 else set(self.snapshots[index - 1].heads - self.snapshots[index].heads)
 
     def emergent(self, index: int = -1) -> set[Head]:
-        """Heads tracked at snapshot ``index`` and absent from the base (the paper's set difference)."""
+        """Circuit heads at snapshot ``index`` absent from the base (the paper's set difference)."""
         return set(self.snapshots[index].heads - self.base)
 
     def kept_from_base(self, index: int = -1) -> set[Head]:
-        """Base heads still tracked at snapshot ``index``."""
+        """Base heads still in the circuit at snapshot ``index``."""
         return set(self.snapshots[index].heads & self.base)
 
     def churn(self) -> np.ndarray:
         """Births + prunings per snapshot (0 at the base)."""
         return np.array([len(self.births(i)) + len(self.prunings(i)) for i in range(len(self))])
+
+    def confidence(self, index: int, kind: str) -> np.ndarray | None:
+        """[L, H] share of replicates in which the event ``kind`` happens to each head at snapshot ``index``.
+
+        ``kind`` is one of KINDS: "base" (in the replicate's base circuit), "birth" / "prune" (enters
+        / leaves the replicate's circuit since the previous snapshot), "emerge" (in the replicate's
+        circuit and not in its base circuit). None without replicates.
+        """
+        index = self._index(index)
+        now = self.snapshots[index].replicates
+        if now is None:
+            return None
+        if kind == "base":
+            happens = self.snapshots[0].replicates
+        elif index == 0:
+            happens = np.zeros_like(now)
+        elif kind == "birth":
+            happens = now & ~self.snapshots[index - 1].replicates
+        elif kind == "prune":
+            happens = self.snapshots[index - 1].replicates & ~now
+        elif kind == "emerge":
+            happens = now & ~self.snapshots[0].replicates
+        else:
+            raise ValueError(f"unknown event kind {kind!r}; choose from {KINDS}")
+        return happens.mean(0)
+
+    def confident(self, heads: Iterable[Head], index: int, kind: str) -> set[Head]:
+        """Those of ``heads`` whose ``kind`` event at snapshot ``index`` is confident (none without replicates)."""
+        shares = self.confidence(index, kind)
+        return set() if shares is None else {head for head in heads if shares[head] >= self.level}
 
     def _events_at(self, index: int) -> list[dict]:
         snapshot = self.snapshots[index]
@@ -171,25 +184,34 @@ class HeadLineage:
             seen = frozenset().union(*(earlier.heads for earlier in self.snapshots[:index]))
             births = self.births(index)
             kinds = [("prune", self.prunings(index)), ("birth", births), ("emerge", births - seen)]
-        return [
-            {"step": snapshot.step, "layer": layer, "head": head, "event": kind,
-             "score": float(snapshot.scores[layer, head]), "reward": snapshot.reward}
-            for kind, heads in kinds
-            for layer, head in sorted(heads)
-        ]
+        events = []
+        for kind, heads in kinds:
+            shares = self.confidence(index, "base" if kind == "base" else kind)
+            for layer, head in sorted(heads):
+                share = None if shares is None else float(shares[layer, head])
+                events.append({
+                    "step": snapshot.step, "layer": layer, "head": head, "event": kind,
+                    "score": float(snapshot.scores[layer, head]), "reward": snapshot.reward,
+                    "confidence": share, "confident": None if share is None else share >= self.level,
+                })
+        return events
 
     @property
     def events(self) -> list[dict]:
-        """Every snapshot's events in order, append-only: {step, layer, head, event, score, reward}.
+        """Every snapshot's events in order, append-only: {step, layer, head, event, score, reward,
+        confidence, confident}.
 
         ``event`` is "base" per base head, then per later snapshot "prune", "birth" and "emerge" (the
-        birth of a head never tracked before, base included), each in (layer, head) order; ``score``
-        is the head's score as given at that snapshot and ``reward`` the snapshot's reward.
+        birth of a head never in a circuit before, base included), each in (layer, head) order;
+        ``score`` is the head's score as given at that snapshot, ``reward`` the snapshot's reward,
+        ``confidence`` the share of replicates in which the event happens (see ``confidence``; an
+        "emerge" event's is that of the head's emergence against the base) and ``confident``
+        whether it reaches ``level`` (both None without replicates).
         """
         return [event for index in range(len(self)) for event in self._events_at(index)]
 
     def lifespans(self) -> dict[Head, list[tuple[int, int | None]]]:
-        """Per head ever tracked, its lives as (birth step, death step or None while alive).
+        """Per head ever in a circuit, its lives as (birth step, death step or None while alive).
 
         A base head's first life starts at the base step; a death is the first snapshot without it.
         """
@@ -216,7 +238,7 @@ class HeadLineage:
         return kaplan_meier(durations, [death is not None for _, death in lives])
 
     def cohorts(self) -> dict[int, Cohort]:
-        """Heads grouped by the step of the snapshot where each was first tracked (the base is one cohort)."""
+        """Heads grouped by the step of the snapshot where each was first in the circuit (the base is one cohort)."""
         first: dict[Head, int] = {}
         for index, snapshot in enumerate(self.snapshots):
             for head in snapshot.heads:
@@ -230,7 +252,7 @@ class HeadLineage:
         return cohorts
 
     def activation_frequency(self) -> np.ndarray:
-        """[L, H] share of snapshots (base included) in which each head was tracked."""
+        """[L, H] share of snapshots (base included) in which each head was in the circuit."""
         counts = np.zeros(self.shape)
         for snapshot in self.snapshots:
             for head in snapshot.heads:
@@ -253,19 +275,20 @@ class HeadLineage:
 
     def until(self, step: int) -> HeadLineage:
         """The lineage as it stood after its last snapshot at or before ``step`` (for resuming there)."""
-        lineage = HeadLineage(self.hysteresis)
+        lineage = HeadLineage(self.level)
         lineage.snapshots = [snapshot for snapshot in self.snapshots if snapshot.step <= step]
         return lineage
 
     def state_dict(self) -> dict:
-        """A JSON-able copy of the state, versioned."""
+        """A JSON-able copy of the state, versioned; replicate circuits as one hex string of packed bits each."""
         return {
             "version": VERSION,
-            "hysteresis": None if self.hysteresis is None else asdict(self.hysteresis),
+            "level": self.level,
             "snapshots": [
                 {"step": snapshot.step, "scores": snapshot.scores.tolist(),
-                 "circuit": [list(head) for head in sorted(snapshot.circuit)],
-                 "heads": [list(head) for head in sorted(snapshot.heads)], "reward": snapshot.reward}
+                 "heads": [list(head) for head in sorted(snapshot.heads)], "reward": snapshot.reward,
+                 "replicates": None if snapshot.replicates is None else [
+                     np.packbits(replicate.reshape(-1)).tobytes().hex() for replicate in snapshot.replicates]}
                 for snapshot in self.snapshots
             ],
         }
@@ -275,11 +298,13 @@ class HeadLineage:
         """The lineage that ``state_dict`` saved."""
         if state.get("version") != VERSION:
             raise ValueError(f"lineage state version {state.get('version')!r}, expected {VERSION}")
-        hysteresis = None if state["hysteresis"] is None else Hysteresis(**state["hysteresis"])
-        lineage = cls(hysteresis)
-        lineage.snapshots = [
-            Snapshot(record["step"], np.array(record["scores"], dtype=float), _heads(record["circuit"]),
-                     _heads(record["heads"]), record["reward"])
-            for record in state["snapshots"]
-        ]
+        lineage = cls(state["level"])
+        for record in state["snapshots"]:
+            scores = np.array(record["scores"], dtype=float)
+            replicates = None
+            if record["replicates"] is not None:
+                bits = [np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[: scores.size]
+                        for text in record["replicates"]]
+                replicates = np.stack(bits).astype(bool).reshape(len(bits), *scores.shape)
+            lineage.snapshots.append(Snapshot(record["step"], scores, _heads(record["heads"]), record["reward"], replicates))
         return lineage

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from callbacks.lineage import Cohort, Head
 
 DPI = 100
-MEMBERSHIP = ("not tracked", "kept from base", "emergent")  # category names, in colour order
+MEMBERSHIP = ("not in the circuit", "kept from base", "emergent")  # category names, in colour order
 MEMBERSHIP_COLOURS = ("#f0f0f0", "#4c72b0", "#dd8452")
 
 
@@ -66,19 +66,19 @@ def head_heatmap(
     return figure
 
 
-def membership_grid(shape: tuple[int, int], tracked: Collection[Head], base: Collection[Head]) -> np.ndarray:
-    """[L, H] category per head: 0 not tracked, 1 tracked and in the base circuit, 2 tracked and emergent."""
+def membership_grid(shape: tuple[int, int], circuit: Collection[Head], base: Collection[Head]) -> np.ndarray:
+    """[L, H] category per head: 0 outside the circuit, 1 in it and in the base circuit, 2 in it and emergent."""
     grid = np.zeros(shape, dtype=int)
-    for head in tracked:
+    for head in circuit:
         grid[head] = 1 if head in base else 2
     return grid
 
 
-def membership_heatmap(shape: tuple[int, int], tracked: Collection[Head], base: Collection[Head], title: str) -> Figure:
-    """Which heads are tracked, colouring those kept from the base circuit apart from emergent ones."""
+def membership_heatmap(shape: tuple[int, int], circuit: Collection[Head], base: Collection[Head], title: str) -> Figure:
+    """Which heads are in the circuit, colouring those kept from the base circuit apart from emergent ones."""
     figure, axes = _grid_figure(*shape, side=1.6)
     colours = ListedColormap(MEMBERSHIP_COLOURS)
-    axes.imshow(membership_grid(shape, tracked, base), cmap=colours, vmin=0, vmax=len(MEMBERSHIP) - 1, aspect="auto")
+    axes.imshow(membership_grid(shape, circuit, base), cmap=colours, vmin=0, vmax=len(MEMBERSHIP) - 1, aspect="auto")
     axes.set_title(title, fontsize=9)
     handles = [Patch(facecolor=colour, edgecolor="grey", label=name) for name, colour in zip(MEMBERSHIP, MEMBERSHIP_COLOURS)]
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
@@ -98,14 +98,14 @@ def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
 
 def survival_plot(times: Sequence[float], survival: Sequence[float], title: str) -> Figure:
     """A Kaplan-Meier step curve S(t) over head life durations (``HeadLineage.survival()``)."""
-    figure, axes = _line_figure(title, "steps since birth", "share of heads still tracked")
+    figure, axes = _line_figure(title, "steps since birth", "share of heads still in the circuit")
     axes.step(times, survival, where="post", color="#4c72b0")
     return figure
 
 
 def cohort_plot(cohorts: Mapping[int, Cohort], title: str) -> Figure:
-    """One line per cohort (heads first tracked at one snapshot): the share of it tracked at each later step."""
-    figure, axes = _line_figure(title, "training step", "share of cohort tracked")
+    """One line per cohort (heads first in the circuit at one snapshot): the share of it in the circuit at each later step."""
+    figure, axes = _line_figure(title, "training step", "share of cohort in the circuit")
     for start, cohort in sorted(cohorts.items()):
         axes.plot(cohort.steps, cohort.fraction, marker="o", markersize=3, label=f"step {start} ({len(cohort.heads)} heads)")
     if cohorts:

@@ -20,21 +20,23 @@ from callbacks.lineage import Head, HeadLineage
 class SnapshotReport:
     """One snapshot as the dashboards see it.
 
-    ``importance`` is the [L, H] share of |score| per head (sums to 1); ``circuit`` the heads the
-    selection kept, ``tracked`` the heads the lineage tracks (the circuit, widened by hysteresis);
-    ``events`` this snapshot's lineage events ({step, layer, head, event, score, reward});
-    ``metrics`` the ``heads/...`` scalars; ``lineage`` everything so far (survival, cohorts,
-    activation frequency, effect E).
+    ``importance`` is the [L, H] share of |score| per head (sums to 1); ``membership`` the [L, H]
+    share of bootstrap replicate circuits holding each head; ``circuit`` the heads the selection
+    kept; ``events`` this snapshot's lineage events ({step, layer, head, event, score, reward,
+    confidence, confident}); ``metrics`` the ``heads/...`` scalars; ``lineage`` everything so far
+    (survival, cohorts, activation frequency, effect E); ``pictures`` whether the dashboards draw the
+    pictures this time (TrackerConfig.pictures_every).
     """
 
     step: int
     importance: np.ndarray
+    membership: np.ndarray
     circuit: list[Head]
-    tracked: list[Head]
     events: list[dict]
     metrics: dict[str, float]
     lineage: HeadLineage
     reward: float | None = None
+    pictures: bool = True
 
 
 class Dashboard(Protocol):

@@ -1,16 +1,21 @@
 """The run store: everything the tracker learns, on disk under ``<output_dir>/sparks/``.
 
 Written by the main process only, so nothing is lost when a dashboard is unreachable and a run can
-be analysed later. Layout (format ``sparks-run``, version 1):
+be analysed later. Layout (format ``sparks-run``, version 2):
 
 - ``run.json``: format, version, tracker config, model head layout, job type, pair count.
 - ``pairs.jsonl``: the probe pairs scored at every snapshot (probes.pairs format).
-- ``snapshots/step-XXXXXXXX/snapshot.json``: step, seconds, circuit heads, tracked heads, windowed
-  series (e.g. the reward since the previous snapshot), pairs scored.
+- ``snapshots/step-XXXXXXXX/snapshot.json``: step, seconds, circuit heads, windowed series (e.g.
+  the reward since the previous snapshot), pairs scored, and the uncertainty (probes.statistics):
+  ``stability``, ``null_churn``, ``faithfulness`` (null when it could not be measured),
+  ``replicates`` (bootstrap replicate count) and ``membership`` ([L][H] share of replicate circuits).
 - ``snapshots/step-XXXXXXXX/scores.safetensors``: ``mean`` (signed) and ``mean_abs`` [L, H] head
-  scores, ``importance`` [L, H] (share of |score|), and at edge level ``edges_mean_abs`` [U, D].
+  scores, ``importance`` [L, H] (share of the ranking) with its 95% bootstrap interval
+  ``importance_low``/``importance_high``, ``membership`` [L, H], and ``ranking``, what the circuit
+  was selected from ([L, H] at node level, [U, D] at edge level).
 - ``snapshots/step-XXXXXXXX/circuit/``: the selected circuit (probes.circuit.Circuit.save).
-- ``events.jsonl``: append-only lineage events {step, layer, head, event, score, reward}.
+- ``events.jsonl``: append-only lineage events {step, layer, head, event, score, reward,
+  confidence, confident} (callbacks.lineage).
 - ``metrics.jsonl``: the trainer's logged series, one {step, ...} line per log call.
 - ``failures.jsonl``: snapshots that failed: {step, error, traceback}.
 - ``lineage.json``: the lineage state (callbacks.lineage.HeadLineage.state_dict), for resuming.
@@ -34,7 +39,7 @@ from probes.circuit import Circuit
 from probes.pairs import Pair, save_pairs
 
 FORMAT = "sparks-run"
-VERSION = 1
+VERSION = 2
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from probes.attribution import node_scores
-from probes.circuit import Circuit, head_circuit, select_edges
 from probes.edges import EdgeGraph, edge_scores
 from probes.pairs import Pair, batches
 from probes.patching import exact_edge_effects, exact_head_effects
@@ -79,24 +78,3 @@ def graph_of(model: nn.Module) -> EdgeGraph:
     """The edge graph of ``model``'s head layout."""
     sites = resolve(model)
     return EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
-
-
-def head_importance(scores: dict[str, Tensor], graph: EdgeGraph) -> Tensor:
-    """[L, H] share of the total |score| per head (DESIGN.md section 2, importance effect).
-
-    Edge level: the sum over examples and over the edges leaving the head; node level: over
-    examples. Normalised to sum 1; heads that were not scored stay NaN.
-    """
-    if "edges" in scores:
-        per_head = graph.per_head(scores["edges"].abs().sum((0, 2)))
-    else:
-        per_head = scores["heads"].abs().sum(0)
-    return per_head / per_head.nansum().clamp_min(torch.finfo(per_head.dtype).tiny)
-
-
-def circuit_from(scores: dict[str, Tensor], graph: EdgeGraph, top_n: int, tau: float, mass: float) -> Circuit:
-    """Edge level: the top ``top_n`` edges pruned to paths and thresholded by ``tau``; node level:
-    the fewest heads holding fraction ``mass`` of the total |score|."""
-    if "edges" in scores:
-        return select_edges(scores["edges"], graph, top_n, tau)
-    return head_circuit(scores["heads"].nan_to_num(0.0), mass=mass)

@@ -24,20 +24,34 @@ def circuit_size(step: int) -> int:
     return len(CIRCUITS[STEPS.index(step)])
 
 
+def _replicates(circuit: set, step: int) -> np.ndarray:
+    """Ten replicate circuits: the circuit itself, except that replicate (step / 10) also holds head (1, 1)."""
+    replicates = np.zeros((10, 2, 3), dtype=bool)
+    for head in circuit:
+        replicates[(slice(None), *head)] = True
+    replicates[step // 10, 1, 1] = True
+    return replicates
+
+
 def reports() -> Iterator[SnapshotReport]:
     """One report per snapshot, each built right after its lineage update (the lineage is shared and grows)."""
-    lineage = HeadLineage()
+    lineage = HeadLineage(level=0.9)
     for step, circuit, reward in zip(STEPS, CIRCUITS, REWARDS):
         scores = _scores(step)
-        events = lineage.update(step, scores, circuit, reward)
+        replicates = _replicates(circuit, step)
+        events = lineage.update(step, scores, circuit, reward, replicates)
         metrics = {
             "heads/circuit_size": float(len(circuit)),
             "heads/births": float(len(lineage.births())),
             "heads/prunings": float(len(lineage.prunings())),
             "heads/emergent": float(len(lineage.emergent())),
+            "heads/confident_births": float(len(lineage.confident(lineage.births(), -1, "birth"))),
+            "heads/confident_prunings": float(len(lineage.confident(lineage.prunings(), -1, "prune"))),
+            "heads/null_churn": 0.18,
+            "heads/stability": 0.95,
+            "heads/faithfulness": 0.5 + step / 100,
         }
-        yield SnapshotReport(step, scores / scores.sum(), sorted(circuit), sorted(lineage.snapshots[-1].heads),
-                             events, metrics, lineage, reward)
+        yield SnapshotReport(step, scores / scores.sum(), replicates.mean(0), sorted(circuit), events, metrics, lineage, reward)
 
 
 def final_lineage() -> HeadLineage:

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from callbacks.lineage import Cohort, HeadLineage, Hysteresis
+from callbacks.lineage import Cohort, HeadLineage
 
 # 2 layers x 3 heads; base {00, 01, 12} -> {00, 10, 11} -> {00, 01, 10}
 STEPS = [0, 100, 200]
@@ -42,7 +42,8 @@ def test_events():
         (100, "emerge", (1, 0)), (100, "emerge", (1, 1)),
         (200, "prune", (1, 1)), (200, "birth", (0, 1)),  # (0, 1) is back, but it was in the base: no "emerge"
     ]
-    assert events[3] == {"step": 100, "layer": 0, "head": 1, "event": "prune", "score": 101.0, "reward": 0.25}
+    assert events[3] == {"step": 100, "layer": 0, "head": 1, "event": "prune", "score": 101.0, "reward": 0.25,
+                         "confidence": None, "confident": None}
     assert events[0]["reward"] is None and events[-1]["score"] == 201.0
 
 
@@ -90,43 +91,6 @@ def test_importance_effect_2x2():
     assert lineage.importance_effect() == pytest.approx((first + second) / 2, rel=1e-12)
 
 
-def test_hysteresis_keeps_a_head_that_dips_between_the_thresholds():
-    lineage = HeadLineage(Hysteresis(enter_score=3.0, leave_score=2.0))
-    tracked = []
-    for step, scores in enumerate([[4.0, 2.5], [2.5, 2.5], [-3.5, 1.0], [1.9, 1.0]]):
-        lineage.update(step, [scores], set())
-        tracked.append(lineage.snapshots[-1].heads)
-    # head 0 enters at 4, stays at 2.5 and |-3.5|, leaves at 1.9; head 1 sits at 2.5 but never entered
-    assert tracked == [{(0, 0)}, {(0, 0)}, {(0, 0)}, set()]
-    assert [e["event"] for e in lineage.events] == ["base", "prune"]
-
-
-def test_hysteresis_by_rank_on_top_of_the_circuit():
-    scores = [[[5.0, 4.0, 3.0, 1.0]], [[5.0, 1.0, 3.0, 4.0]], [[5.0, 3.0, 4.0, 2.0]], [[5.0, 4.0, 3.0, 1.0]]]
-    circuits = [{(0, 1)}, {(0, 2)}, set(), set()]
-    plain, damped = HeadLineage(), HeadLineage(Hysteresis(leave_rank=2))
-    for step, (score, circuit) in enumerate(zip(scores, circuits)):
-        plain.update(step, score, circuit)
-        damped.update(step, score, circuit)
-    assert [s.heads for s in plain.snapshots] == circuits
-    # (0, 1) drops to rank 4 at step 1: pruned; (0, 2) is rank 2 at step 2 (stays), rank 3 at step 3 (pruned)
-    assert [s.heads for s in damped.snapshots] == [{(0, 1)}, {(0, 2)}, {(0, 2)}, set()]
-    assert [s.circuit for s in damped.snapshots] == circuits
-    # ties in |score| rank by (layer, head): of the tied 3.0 heads only (1, 0) is rank 1
-    tied = HeadLineage(Hysteresis(leave_rank=1, enter_rank=1))
-    tied.update(0, [[1.0] * 20, [-3.0] * 20, [3.0] * 20], set())
-    assert tied.snapshots[0].heads == {(1, 0)}
-
-
-def test_hysteresis_rejects_thresholds_the_wrong_way_round():
-    with pytest.raises(ValueError):
-        Hysteresis(enter_rank=5, leave_rank=3)
-    with pytest.raises(ValueError):
-        Hysteresis(enter_score=1.0, leave_score=2.0)
-    with pytest.raises(ValueError):
-        Hysteresis(enter_rank=3)
-
-
 def test_update_rejects_malformed_snapshots():
     lineage = HeadLineage()
     lineage.update(10, np.zeros((2, 3)), [(1, 2)])
@@ -146,34 +110,78 @@ def _random_run(rng: np.random.Generator, count: int) -> list[tuple]:
     for index in range(count):
         scores = rng.normal(size=(3, 4))
         circuit = {(int(l), int(h)) for l, h in np.argwhere(rng.random((3, 4)) < 0.3)}
-        run.append((index * 50, scores, circuit, None if index == 0 else float(rng.random())))
+        replicates = rng.random((16, 3, 4)) < 0.4
+        run.append((index * 50, scores, circuit, None if index == 0 else float(rng.random()), replicates))
     return run
 
 
 def test_resume_from_a_json_state_continues_identically():
     run = _random_run(np.random.default_rng(0), 12)
-    hysteresis = Hysteresis(leave_rank=4, enter_score=1.5)
-    whole = HeadLineage(hysteresis)
+    whole = HeadLineage(level=0.25)
     for snapshot in run:
         whole.update(*snapshot)
-    first = HeadLineage(hysteresis)
+    first = HeadLineage(level=0.25)
     for snapshot in run[:6]:
         first.update(*snapshot)
     resumed = HeadLineage.from_state_dict(json.loads(json.dumps(first.state_dict())))
     for snapshot in run[6:]:
         resumed.update(*snapshot)
     assert resumed.events == whole.events and len(whole.events) > 12
+    assert any(event["confident"] for event in whole.events) and not all(event["confident"] for event in whole.events)
     assert resumed.lifespans() == whole.lifespans()
     assert resumed.state_dict() == whole.state_dict()
     assert resumed.cohorts() == whole.cohorts()
     assert np.array_equal(resumed.importance_effect(), whole.importance_effect())
     assert all(np.array_equal(a, b) for a, b in zip(resumed.survival(), whole.survival()))
-    # hysteresis mattered: the tracked set is not just the circuit
-    assert any(s.heads != s.circuit for s in whole.snapshots)
+    assert all(np.array_equal(a.replicates, b.replicates) for a, b in zip(resumed.snapshots, whole.snapshots))
 
 
 def test_state_version_is_checked():
     state = _three_snapshots().state_dict()
-    assert state["version"] == 1
+    assert state["version"] == 2
     with pytest.raises(ValueError):
-        HeadLineage.from_state_dict({**state, "version": 2})
+        HeadLineage.from_state_dict({**state, "version": 1})
+
+
+def _replicates(*circuits_per_replicate: set) -> np.ndarray:
+    """[B, 2, 3] membership from one head set per replicate."""
+    members = np.zeros((len(circuits_per_replicate), 2, 3), dtype=bool)
+    for index, heads in enumerate(circuits_per_replicate):
+        for head in heads:
+            members[(index, *head)] = True
+    return members
+
+
+def test_event_confidence_is_the_share_of_replicates_in_which_it_happens():
+    lineage = HeadLineage(level=0.75)
+    # base {00, 01}; replicates: 01 is in 2 of 4 base replicates
+    lineage.update(0, _scores(0), {(0, 0), (0, 1)}, None, _replicates({(0, 0), (0, 1)}, {(0, 0)}, {(0, 0), (0, 1)}, {(0, 0)}))
+    # step 100: 10 born (in 3 of 4 replicates, out of all earlier ones), 01 pruned (out of every replicate now)
+    events = lineage.update(100, _scores(100), {(0, 0), (1, 0)}, 0.5,
+                            _replicates({(0, 0), (1, 0)}, {(0, 0), (1, 0)}, {(0, 0), (1, 0)}, {(0, 0)}))
+    confidence = {(e["event"], e["layer"], e["head"]): (e["confidence"], e["confident"]) for e in events}
+    assert confidence == {
+        ("prune", 0, 1): (0.5, False),  # only the 2 replicates that held it at the base can lose it
+        ("birth", 1, 0): (0.75, True),
+        ("emerge", 1, 0): (0.75, True),
+    }
+    assert [e["confidence"] for e in lineage.events[:2]] == [1.0, 0.5]  # base heads: membership of the base replicates
+    assert lineage.confident(lineage.births(), -1, "birth") == {(1, 0)}
+    assert lineage.confident(lineage.prunings(), -1, "prune") == set()
+    # step 200: 10 stays in the reported circuit, drops from replicate 0: no event, but its emergence is now 2/4
+    lineage.update(200, _scores(200), {(0, 0), (1, 0)}, 0.6,
+                   _replicates({(0, 0)}, {(0, 0), (1, 0)}, {(0, 0), (1, 0)}, {(0, 0)}))
+    assert lineage.confidence(-1, "emerge")[1, 0] == 0.5
+    assert lineage.confident(lineage.emergent(), -1, "emerge") == set()
+
+
+def test_replicates_must_match_the_scores_and_each_other():
+    lineage = HeadLineage()
+    lineage.update(0, _scores(0), {(0, 0)}, None, np.zeros((4, 2, 3), dtype=bool))
+    with pytest.raises(ValueError):
+        lineage.update(10, _scores(10), {(0, 0)}, None, np.zeros((5, 2, 3), dtype=bool))
+    with pytest.raises(ValueError):
+        lineage.update(10, _scores(10), {(0, 0)}, None, np.zeros((4, 3, 2), dtype=bool))
+    with pytest.raises(ValueError):
+        lineage.update(10, _scores(10), {(0, 0)}, None, None)
+    assert len(lineage) == 1

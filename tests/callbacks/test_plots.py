@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from matplotlib.patches import Rectangle
 from snapshot_reports import STEPS, final_lineage, reports
@@ -36,7 +38,7 @@ def test_membership_tells_emergent_heads_from_heads_kept_from_base():
     assert grid.tolist() == [[1, 0, 0], [2, 0, 0]]
     axes = membership_heatmap((2, 3), tracked, base, "membership").axes[0]
     np.testing.assert_array_equal(axes.images[0].get_array(), grid)
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["not tracked", "kept from base", "emergent"]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["not in the circuit", "kept from base", "emergent"]
 
 
 def test_survival_curve_is_the_lineage_kaplan_meier_estimate():
@@ -48,7 +50,7 @@ def test_survival_curve_is_the_lineage_kaplan_meier_estimate():
     assert line.get_drawstyle() == "steps-post"
 
 
-def test_one_cohort_line_per_first_tracked_step():
+def test_one_cohort_line_per_first_step_in_the_circuit():
     cohorts = final_lineage().cohorts()
     lines = cohort_plot(cohorts, "cohorts").axes[0].get_lines()
     assert len(lines) == len(cohorts) == 2
@@ -59,7 +61,8 @@ def test_one_cohort_line_per_first_tracked_step():
 
 def test_report_panels_and_their_pixels():
     names = [set(figures(report)) for report in reports()]  # each drawn before the shared lineage grows
-    base_panels = {"heads/importance", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"}
+    base_panels = {"heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency",
+                   "heads/survival", "heads/cohorts"}
     assert names == [base_panels] + [base_panels | {"heads/effect"}] * (len(STEPS) - 1)  # E needs a later snapshot
     *_, last = reports()
     panels = figures(last)
@@ -67,6 +70,8 @@ def test_report_panels_and_their_pixels():
     np.testing.assert_allclose(
         panels["heads/activation_frequency"].axes[0].images[0].get_array(), last.lineage.activation_frequency()
     )
+    np.testing.assert_allclose(panels["heads/membership"].axes[0].images[0].get_array(), last.membership)
+    assert figures(dataclasses.replace(last, pictures=False)) == {}  # TrackerConfig.pictures_every skips them
     assert last.step == STEPS[-1] and panels["heads/importance"].axes[0].get_title().startswith(f"step {last.step}:")
     pixels = figure_pixels(panels["heads/circuit"])
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3

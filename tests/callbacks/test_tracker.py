@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-import callbacks.tracker
+import callbacks.snapshot
 from callbacks.lineage import HeadLineage
 from callbacks.store import RunStore
 from train import grpo, sft
@@ -72,11 +72,20 @@ def test_snapshots_at_the_start_every_n_steps_and_the_end(tracked_run):
     tensors = load_file(str(store.root / "snapshots/step-00000002/scores.safetensors"))
     assert tensors["importance"].shape == (4, 8)
     assert float(tensors["importance"].sum()) == pytest.approx(1.0)
-    assert sorted(map(tuple, snapshot["circuit"])) == sorted(lineage_of(tracked_run).snapshots[1].circuit)
+    assert sorted(map(tuple, snapshot["circuit"])) == sorted(lineage_of(tracked_run).snapshots[1].heads)
+    assert snapshot["replicates"] == 100 and np.array(snapshot["membership"]).shape == (4, 8)
+    membership = np.array(snapshot["membership"])
+    assert ((membership >= 0) & (membership <= 1)).all()
+    assert all(membership[layer, head] > 0 for layer, head in snapshot["circuit"])
+    assert 0.0 < snapshot["stability"] <= 1.0 and snapshot["null_churn"] >= 0.0
+    assert np.isfinite(snapshot["faithfulness"])
+    assert (tensors["importance_low"] <= tensors["importance_high"]).all()
 
 
-def test_event_log_is_the_lineage_events(tracked_run):
-    assert RunStore(tracked_run).read("events.jsonl") == lineage_of(tracked_run).events
+def test_event_log_is_the_lineage_events_with_their_confidence(tracked_run):
+    events = RunStore(tracked_run).read("events.jsonl")
+    assert events == lineage_of(tracked_run).events
+    assert all(0.0 <= event["confidence"] <= 1.0 and event["confident"] == (event["confidence"] >= 0.9) for event in events)
 
 
 def test_reward_window_is_the_mean_reward_since_the_previous_snapshot(tracked_run):
@@ -111,7 +120,7 @@ def test_same_seed_same_weights_and_logs_with_and_without_the_tracker(base_model
 
 
 def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tmp_path, monkeypatch):
-    real_score_pairs = callbacks.tracker.score_pairs
+    real_score_pairs = callbacks.snapshot.score_pairs
     calls = []
 
     def failing_second_time(*args, **kwargs):
@@ -120,7 +129,7 @@ def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tm
             raise RuntimeError("scoring broke")
         return real_score_pairs(*args, **kwargs)
 
-    monkeypatch.setattr(callbacks.tracker, "score_pairs", failing_second_time)
+    monkeypatch.setattr(callbacks.snapshot, "score_pairs", failing_second_time)
     run_grpo(random_model_dir, tmp_path, 4, TRACKER)
     failures = RunStore(tmp_path).read("failures.jsonl")
     assert [(failure["step"], failure["error"]) for failure in failures] == [(2, "RuntimeError: scoring broke")]
@@ -133,13 +142,13 @@ def test_strict_makes_a_failed_snapshot_fatal(random_model_dir, tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("scoring broke")
 
-    monkeypatch.setattr(callbacks.tracker, "score_pairs", broken)
+    monkeypatch.setattr(callbacks.snapshot, "score_pairs", broken)
     with pytest.raises(RuntimeError, match="tracker.strict"):
         run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"strict": True})
     assert not (tmp_path / "model.safetensors").exists()
 
 
-def test_resuming_gives_the_events_of_one_uninterrupted_run(random_model_dir, tmp_path):
+def test_resuming_gives_the_events_and_confidences_of_one_uninterrupted_run(random_model_dir, tmp_path):
     tracker = TRACKER | {"every": 3}
     saving = ("--save_strategy", "steps", "--save_steps", "3")
     run_sft(random_model_dir, tmp_path / "whole", 6, tracker)
@@ -151,8 +160,12 @@ def test_resuming_gives_the_events_of_one_uninterrupted_run(random_model_dir, tm
     assert split.steps == whole.steps == [0, 3, 6]
     for one, other in zip(whole.snapshots, split.snapshots):
         np.testing.assert_allclose(one.scores, other.scores, rtol=1e-5, atol=1e-7)
-        assert one.circuit == other.circuit and one.reward == pytest.approx(other.reward, nan_ok=True)
-    assert RunStore(tmp_path / "split").read("events.jsonl") == RunStore(tmp_path / "whole").read("events.jsonl")
+        assert one.heads == other.heads and one.reward == pytest.approx(other.reward, nan_ok=True)
+    events = RunStore(tmp_path / "split").read("events.jsonl")
+    assert events == RunStore(tmp_path / "whole").read("events.jsonl")  # confidences included
+    assert all(event["confidence"] is not None for event in events)
+    for one, other in zip(whole.snapshots, split.snapshots):
+        assert np.array_equal(one.replicates, other.replicates)
     steps = [record["step"] for record in RunStore(tmp_path / "split").read("metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 6
 
@@ -183,7 +196,9 @@ def test_edge_level_snapshots_store_edges_and_their_circuit(random_model_dir, tm
     snapshot = tmp_path / "sparks" / "snapshots" / "step-00000002"
     tensors = load_file(str(snapshot / "scores.safetensors"))
     circuit = json.loads((snapshot / "circuit" / "circuit.json").read_text())
-    assert tensors["edges_mean_abs"].shape == (len(circuit["upstream"]), len(circuit["downstream"]))
+    assert tensors["ranking"].shape == (len(circuit["upstream"]), len(circuit["downstream"]))
+    record = json.loads((snapshot / "snapshot.json").read_text())
+    assert 0.0 < record["faithfulness"] <= 1.0 + 1e-6 and 0.0 < record["stability"] <= 1.0
     assert 0 < len(circuit["edges"]) <= 30
     senders = {upstream for upstream, _ in circuit["edges"]}
     assert {f"a{layer}.h{head}" for layer, head in circuit["heads"]} <= senders

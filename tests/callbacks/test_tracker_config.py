@@ -8,11 +8,12 @@ from callbacks.config import TrackerConfig
 
 
 def test_a_recipe_section_and_its_json_text_give_the_same_settings():
-    section = {"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", "hysteresis": {"leave_rank": 8}}
+    section = {"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", "aggregation": "abs_mean"}
     config = TrackerConfig.from_recipe(section)
     assert (config.every, config.level, config.levels, config.dashboards) == (20, "edge", (1, 2), ("trackio",))
+    assert config.selection.aggregation == "abs_mean" and config.selection.level == "edge"
     assert TrackerConfig.from_recipe('{"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", '
-                                     '"hysteresis": {"leave_rank": 8}}') == config
+                                     '"aggregation": "abs_mean"}') == config
     assert TrackerConfig.from_recipe(config.as_dict()) == config
 
 
@@ -36,8 +37,12 @@ def test_defaults_are_node_eap_ig_every_50_steps():
         ({"mass": 1.5}, "tracker.mass: must lie in (0, 1]"),
         ({"tau": -0.1}, "tracker.tau:"),
         ({"dashboards": ["tensorboard"]}, "tracker.dashboards:"),
-        ({"hysteresis": {"enter_rank": 5}}, "tracker.hysteresis: hysteresis needs leave_rank or leave_score"),
-        ({"hysteresis": {"leave_rank": 3, "enter_rank": 5}}, "tracker.hysteresis: leave_rank must be >= enter_rank"),
+        ({"hysteresis": {"leave_rank": 8}}, "tracker.hysteresis: retired; every event now carries its bootstrap confidence"),
+        ({"method": "eap"}, "tracker.method, tracker.metric: eap with kl scores exactly zero"),
+        ({"aggregation": "median"}, "tracker.aggregation: unknown aggregation 'median'"),
+        ({"replicates": 1}, "tracker.replicates: needs at least 2"),
+        ({"replicates": 0}, "tracker.replicates: must be a whole number > 0"),
+        ({"confidence": 0.4}, "tracker.confidence: must lie in (0.5, 1]"),
         ({"pairs": "/no/such/file.jsonl"}, "tracker.pairs: pair file '/no/such/file.jsonl' does not exist"),
         ({"every_steps": 5}, "tracker.every_steps: unknown setting"),
         ("[1, 2]", "tracker: must be a mapping"),
@@ -48,3 +53,8 @@ def test_each_bad_setting_is_named(section, message):
     with pytest.raises(ValueError) as raised:
         TrackerConfig.from_recipe(section)
     assert str(raised.value).startswith(message)
+
+
+def test_eap_is_refused_with_kl_only():
+    assert TrackerConfig(method="eap", metric="logit_diff").method == "eap"
+    assert TrackerConfig(method="eap-ig", metric="kl").method == "eap-ig"

@@ -50,6 +50,20 @@ def test_two_processes_score_the_base_model_as_one_does(runs):
     assert json.loads((runs[2][0] / "snapshots/step-00000000/snapshot.json").read_text())["pairs"] == pairs
 
 
+def test_two_processes_give_the_uncertainty_and_confident_events_of_one(runs):
+    for step in ("00000000", "00000001", "00000002"):
+        one, two = (json.loads((runs[n][0] / f"snapshots/step-{step}/snapshot.json").read_text()) for n in (1, 2))
+        for name in ("stability", "null_churn"):
+            assert two[name] == pytest.approx(one[name], rel=1e-9), (step, name)
+        # the random model's effects are ~1e-5 (float32 KL), so other batch compositions move them by ~1e-7
+        assert two["faithfulness"] == pytest.approx(one["faithfulness"], abs=1e-3)
+        assert two["membership"] == one["membership"] and two["circuit"] == one["circuit"]
+    one, two = ([json.loads(line) for line in (runs[n][0] / "events.jsonl").read_text().splitlines()] for n in (1, 2))
+    assert [(e["step"], e["layer"], e["head"], e["event"], e["confidence"], e["confident"]) for e in two] == \
+           [(e["step"], e["layer"], e["head"], e["event"], e["confidence"], e["confident"]) for e in one]
+    assert all(event["confidence"] is not None for event in one)
+
+
 def test_only_the_main_process_writes_and_reports(runs):
     store, stdout = runs[2]
     assert sorted(path.name for path in (store / "snapshots").iterdir()) == ["step-00000000", "step-00000001", "step-00000002"]

@@ -18,8 +18,10 @@ import pytest
 from test_trackio_dashboard import SESSION, session_env
 
 CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome", "chrome"])), None)
-SCALARS = ["heads/circuit_size", "heads/births", "heads/prunings", "heads/emergent", "heads/failed"]
-PICTURES = ["heads/importance", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts", "heads/effect"]
+SCALARS = ["heads/circuit_size", "heads/births", "heads/prunings", "heads/emergent", "heads/failed",
+           "heads/confident_births", "heads/confident_prunings", "heads/null_churn", "heads/stability", "heads/faithfulness"]
+PICTURES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival",
+            "heads/cohorts", "heads/effect"]
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (make install puts Debian's chromium there as root)")
 

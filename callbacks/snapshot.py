@@ -1,0 +1,82 @@
+"""One snapshot on every process: score this rank's share of the probe pairs, sum over ranks, select.
+
+Every rank scores the same number of pairs (callbacks.distributed) with the live model, sums them
+with their weights and their Poisson bootstrap weights (probes.bootstrap) into ScoreSums, and one
+all-reduce gives every rank the totals; the statistics, the circuit included, then come out the
+same on every rank. The circuit's faithfulness needs the circuit, so its two effect sums take a
+second, small all-reduce. Each all-reduce also carries a failure flag, so a failure on any rank
+fails the snapshot on all of them, and all ranks keep joining the same collective calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from callbacks.config import TrackerConfig
+from callbacks.distributed import shard, sum_over_ranks, world
+from probes.bootstrap import poisson_weights
+from probes.edges import EdgeGraph
+from probes.faithfulness import faithfulness, pair_effects
+from probes.pairs import Pair
+from probes.scoring import score_pairs
+from probes.statistics import ScoreSums, SnapshotStats
+
+logger = logging.getLogger(__name__)
+
+
+class SnapshotFailed(RuntimeError):
+    """A snapshot failed on some rank; raised on every rank, with the failing rank's traceback where known."""
+
+
+def _summed(compute: Callable[[], Tensor], size: int, device: torch.device, step: int) -> Tensor:
+    """``compute()``'s float64 vector summed over ranks, or SnapshotFailed on every rank if it raised on any.
+
+    ``size`` is the vector's length, so a rank that failed still joins the all-reduce with zeros.
+    """
+    error = None
+    try:
+        values = compute().double().reshape(-1)
+    except Exception:  # noqa: BLE001 - any scoring error is isolated and reported on every rank
+        error = traceback.format_exc()
+        logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, world()[0], error)
+        values = torch.zeros(size, dtype=torch.float64)
+    flagged = torch.cat([torch.tensor([float(error is not None)], dtype=torch.float64), values.cpu()])
+    total = sum_over_ranks(flagged.to(device)).cpu()
+    if total[0] > 0:
+        raise SnapshotFailed(error or "scoring failed on another rank")
+    return total[1:]
+
+
+def score_snapshot(
+    model: nn.Module, pairs: Sequence[Pair], config: TrackerConfig, graph: EdgeGraph, pad_id: int, step: int
+) -> SnapshotStats:
+    """The snapshot's statistics with faithfulness, the same on every rank; SnapshotFailed if any rank failed."""
+    rank, size = world()
+    indices, weights = shard(len(pairs), rank, size)
+    own = [pairs[index] for index in indices]
+    replicate_weights = poisson_weights(indices, config.replicates, config.seed) * weights
+    shapes = ScoreSums.shapes(graph, config.level, config.replicates)
+    device = next(model.parameters()).device
+
+    def local_sums() -> Tensor:
+        scores = score_pairs(
+            model, own, method=config.method, level=config.level, metric=config.metric, steps=config.ig_steps,
+            batch_size=config.batch_size, chunk_size=config.chunk_size, pad_id=pad_id, progress=False,
+        )
+        return ScoreSums.of(scores, graph, config.selection, weights, replicate_weights).flatten()
+
+    length = sum(torch.Size(shape).numel() for shape in shapes.values())
+    stats = SnapshotStats.of(ScoreSums.unflatten(_summed(local_sums, length, device, step), shapes), graph, config.selection)
+
+    def local_effects() -> Tensor:
+        effects = pair_effects(model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id)
+        return weights.double() @ effects.double()
+
+    circuit_effect, empty_effect = _summed(local_effects, 2, device, step).tolist()
+    return replace(stats, faithfulness=faithfulness(circuit_effect, empty_effect))
