@@ -19,7 +19,10 @@ import torch
 from safetensors.torch import save_file
 
 from callbacks.plots import head_heatmap, save_png
-from probes.scoring import LEVELS, METHODS, circuit_from, graph_of, head_importance, score_pairs
+from probes.bootstrap import poisson_weights
+from probes.faithfulness import faithfulness, pair_effects
+from probes.scoring import LEVELS, METHODS, graph_of, score_pairs
+from probes.statistics import AGGREGATIONS, ScoreSums, Selection, SnapshotStats
 from probes.metrics import METRICS
 from probes.openings import sample_openings
 from probes.pairs import load_pairs, save_pairs
@@ -120,9 +123,15 @@ def pairs_command(args: argparse.Namespace) -> None:
 def score_command(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM
 
+    if args.method == "eap" and args.metric == "kl":
+        raise ValueError("--method eap with --metric kl scores exactly zero (the KL gradient vanishes at the clean input)")
+    if args.replicates < 2:
+        raise ValueError(f"--replicates needs at least 2 bootstrap replicates, got {args.replicates}")
+    selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
     pairs = load_pairs(args.pairs)
     model = AutoModelForCausalLM.from_pretrained(_model_dir(args.model), dtype=getattr(torch, args.dtype))
     model.to(args.device)
+    pad_id = model.config.pad_token_id or 0
     scores = score_pairs(
         model,
         pairs,
@@ -133,15 +142,24 @@ def score_command(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         heads=_heads(args.heads),
-        pad_id=model.config.pad_token_id or 0,
+        pad_id=pad_id,
     )
     graph = graph_of(model)
-    importance = head_importance(scores, graph)
-    circuit = circuit_from(scores, graph, args.top_n, args.tau, args.mass)
+    weights = torch.ones(len(pairs), dtype=torch.float64)
+    replicate_weights = poisson_weights(range(len(pairs)), args.replicates, args.seed)
+    stats = SnapshotStats.of(ScoreSums.of(scores, graph, selection, weights, replicate_weights), graph, selection)
+    circuit_effect, empty_effect = pair_effects(
+        model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id
+    ).double().sum(0).tolist()
+    circuit_faithfulness = faithfulness(circuit_effect, empty_effect)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))
-    circuit.save(out / "circuit")
+    stats.circuit.save(out / "circuit")
+
+    def plain(values: torch.Tensor) -> list:
+        return [[None if value != value else value for value in row] for row in values.tolist()]
+
     summary = {
         "model": args.model,
         "pairs": args.pairs,
@@ -150,13 +168,22 @@ def score_command(args: argparse.Namespace) -> None:
         "level": args.level,
         "metric": args.metric,
         "ig_steps": args.ig_steps,
-        "importance": [[None if value != value else value for value in row] for row in importance.tolist()],
-        "circuit_heads": [list(head) for head in circuit.heads],
+        "aggregation": args.aggregation,
+        "importance": plain(stats.importance),
+        "importance_low": plain(stats.importance_interval[0]),
+        "importance_high": plain(stats.importance_interval[1]),
+        "circuit_heads": [list(head) for head in stats.circuit.heads],
+        "replicates": args.replicates,
+        "membership": plain(stats.membership),
+        "stability": stats.stability,
+        "null_churn": stats.null_churn,
+        "faithfulness": None if circuit_faithfulness != circuit_faithfulness else circuit_faithfulness,
     }
     (out / "scores.json").write_text(json.dumps(summary, indent=1))
     title = f"{Path(args.model).name}: {args.method} {args.level} {args.metric}, {len(pairs)} pairs"
-    save_png(head_heatmap(importance.float().numpy(), title, marked=circuit.heads), out / "heatmap.png")
-    print(f"scored {len(pairs)} pairs; {len(circuit.heads)} heads in the circuit; wrote {out}")
+    save_png(head_heatmap(stats.importance.float().numpy(), title, marked=stats.circuit.heads), out / "heatmap.png")
+    print(f"scored {len(pairs)} pairs; {len(stats.circuit.heads)} heads in the circuit (stability {stats.stability:.2f}, "
+          f"faithfulness {circuit_faithfulness:.2f}, null churn {stats.null_churn:.1f} heads); wrote {out}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -198,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
     score.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")
     score.add_argument("--mass", type=float, default=0.5, help="node level: share of |score| the circuit's heads hold")
+    score.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs",
+                       help="per-pair scores to a ranking: mean of |score| or |mean of signed score|")
+    score.add_argument("--replicates", type=int, default=100, help="Poisson bootstrap replicates of the pairs")
+    score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap weights")
     score.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     score.set_defaults(run=score_command)

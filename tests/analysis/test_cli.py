@@ -76,6 +76,12 @@ def test_score_edges_writes_scores_circuit_and_heatmap(numbers_file, random_mode
     assert circuit.heads and [list(head) for head in circuit.heads] == summary["circuit_heads"]
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "scored 6 pairs" in capsys.readouterr().out
+    membership = torch.tensor(summary["membership"])
+    assert summary["replicates"] == 100 and membership.shape == (2, 4) and ((membership >= 0) & (membership <= 1)).all()
+    assert (torch.tensor(summary["importance_low"]) <= importance + 1e-9).all()
+    assert (importance <= torch.tensor(summary["importance_high"]) + 1e-9).all()
+    assert 0 < summary["stability"] <= 1 and summary["null_churn"] >= 0
+    assert summary["faithfulness"] is not None and summary["faithfulness"] <= 1 + 1e-6
 
 
 def test_score_exact_heads_subset(numbers_file, random_model_dir, tmp_path):
@@ -115,6 +121,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("heads_syntax", "LAYER.HEAD"),
         ("numbers_questions", "--questions works with --scheme style"),
         ("one_model", "--reasoning-model and --baseline-model are given together"),
+        ("eap_kl", "--method eap with --metric kl scores exactly zero"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, gpt2_dir, tmp_path, capsys):
@@ -136,6 +143,8 @@ def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_mode
         pairs = str(_write(tmp_path / "p.jsonl", [{"clean_ids": [1, 999], "corrupted_ids": [1, 2], "targets": [1]}]))
     elif case == "heads_syntax":
         extra = ["--method", "exact", "--heads", "3"]
+    elif case == "eap_kl":
+        extra = ["--method", "eap", "--metric", "kl"]
     if case == "numbers_questions":
         questions = _write(tmp_path / "q.jsonl", [{"question": "1+2"}])
         argv = ["pairs", "--scheme", "numbers", "--model", model, "--questions", str(questions), "--out", str(tmp_path / "x.jsonl")]
