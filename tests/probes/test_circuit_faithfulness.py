@@ -9,14 +9,13 @@ from probes.attribution import node_scores
 from probes.circuit import Circuit, head_circuit
 from probes.edges import EdgeGraph
 from probes.faithfulness import circuit_effects, edge_coefficients, faithfulness, pair_effects
-from probes.forward import target_logits
 from probes.metrics import get_metric
 from probes.pairs import Pair, batch_pairs
 from probes.patching import edit_heads, exact_edge_effects, exact_head_effects
 from probes.schemes import numbers_pairs
 from probes.sites import resolve
 from tasks import arith
-from tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
+from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
 
 def _heads(chosen, layers=2, heads=4):
@@ -36,21 +35,6 @@ def _edges(graph, kept):
 def _graph(model):
     sites = resolve(model)
     return EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
-
-
-def _run(model, batch, ids):
-    """Logits at the targets and each layer's o_proj input [B, T, H, d_head] (the test's own hooks)."""
-    seen, handles = {}, []
-    for layer, block in enumerate(model.model.layers):
-        record = lambda m, args, layer=layer: seen.__setitem__(layer, args[0].unflatten(-1, (4, 16)).clone())
-        handles.append(block.self_attn.o_proj.register_forward_pre_hook(record))
-    try:
-        with torch.no_grad():
-            logits = target_logits(resolve(model), batch.attention_mask, batch.target_positions, input_ids=ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits, seen
 
 
 def _effect(batch, metric, logits, clean_logits):
@@ -79,15 +63,15 @@ def test_full_and_empty_head_circuits():
 @pytest.mark.parametrize("metric", ["kl", "logit_diff"])
 def test_a_head_circuit_is_patching_the_other_heads_with_their_corrupted_outputs(metric, float64_norms):
     model, batch = tiny_model(), random_pairs(batch=4)
-    clean_logits, _ = _run(model, batch, batch.clean_ids)
-    _, corrupted = _run(model, batch, batch.corrupted_ids)
+    clean_logits, _ = recorded_run(model, batch, batch.clean_ids)
+    _, corrupted = recorded_run(model, batch, batch.corrupted_ids)
     everything = [(layer, head) for layer in range(2) for head in range(4)]
     order = torch.randperm(8, generator=torch.Generator().manual_seed(3)).tolist()
     chosen = [everything[index] for index in order[:3]]
     effects = circuit_effects(model, batch, _heads(chosen), metric)
     for patched, column in ((set(everything) - set(chosen), 0), (everything, 1)):
-        with edit_heads(model, patched, lambda layer, z: corrupted[layer]):
-            logits, _ = _run(model, batch, batch.clean_ids)
+        with edit_heads(model, patched, lambda layer, z: corrupted[f"z{layer}"].unflatten(-1, (4, 16))):
+            logits, _ = recorded_run(model, batch, batch.clean_ids)
         expected = _effect(batch, metric, logits, clean_logits)
         torch.testing.assert_close(effects[:, column], expected, rtol=1e-9, atol=1e-12)
     assert effects[:, 0].abs().min() > 1e-4
@@ -111,8 +95,8 @@ def test_all_edges_and_no_edges(float64_norms):
     assert full[:, 0].abs().max() <= 1e-12
     assert _faithfulness(full) == pytest.approx(1.0, abs=1e-6)
     empty = circuit_effects(model, batch, _edges(graph, torch.zeros_like(graph.valid)))
-    clean_logits, _ = _run(model, batch, batch.clean_ids)
-    corrupted_logits, _ = _run(model, batch, batch.corrupted_ids)
+    clean_logits, _ = recorded_run(model, batch, batch.clean_ids)
+    corrupted_logits, _ = recorded_run(model, batch, batch.corrupted_ids)
     corrupted_run = _effect(batch, "kl", corrupted_logits, clean_logits)
     torch.testing.assert_close(empty[:, 0], corrupted_run, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(empty[:, 1], corrupted_run, rtol=1e-9, atol=1e-12)

@@ -8,22 +8,7 @@ from probes.forward import target_logits
 from probes.metrics import get_metric
 from probes.patching import exact_edge_effects
 from probes.sites import resolve
-from tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
-
-
-def _run(model, batch, ids):
-    """Logits at the targets, and each layer's o_proj input and MLP output (the test's own hooks)."""
-    seen, handles = {}, []
-    for layer, block in enumerate(model.model.layers):
-        handles.append(block.self_attn.o_proj.register_forward_pre_hook(lambda m, a, l=layer: seen.__setitem__(f"z{l}", a[0])))
-        handles.append(block.mlp.register_forward_hook(lambda m, a, out, l=layer: seen.__setitem__(f"m{l}", out)))
-    try:
-        with torch.no_grad():
-            logits = target_logits(resolve(model), batch.attention_mask, batch.target_positions, input_ids=ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits, seen
+from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
 
 class _PatchedProjection(nn.Module):
@@ -42,8 +27,8 @@ class _PatchedProjection(nn.Module):
 @pytest.mark.parametrize("destination, kind, index", [("a1.h2<q>", "q", 2), ("a1.g1<k>", "k", 1), ("a1.g0<v>", "v", 0)])
 def test_a_head_input_edge_matches_the_tests_own_patch(destination, kind, index, float64_norms):
     model, batch = tiny_model(layers=2), random_pairs(batch=3)
-    clean_logits, clean = _run(model, batch, batch.clean_ids)
-    _, corrupted = _run(model, batch, batch.corrupted_ids)
+    clean_logits, clean = recorded_run(model, batch, batch.clean_ids)
+    _, corrupted = recorded_run(model, batch, batch.corrupted_ids)
     mask = batch.attention_mask[:, :, None].double()
     span = slice(16, 32)  # head 1 of layer 0
     w_o = model.model.layers[0].self_attn.o_proj.weight
@@ -71,8 +56,8 @@ def test_a_head_input_edge_matches_the_tests_own_patch(destination, kind, index,
 def test_last_mlp_to_logits_is_patching_that_mlp(float64_norms):
     """The last MLP feeds the logits alone, so its one edge is the whole node."""
     model, batch = tiny_model(layers=2), random_pairs()
-    clean_logits, _ = _run(model, batch, batch.clean_ids)
-    _, corrupted = _run(model, batch, batch.corrupted_ids)
+    clean_logits, _ = recorded_run(model, batch, batch.clean_ids)
+    _, corrupted = recorded_run(model, batch, batch.corrupted_ids)
     mask = batch.attention_mask[:, :, None].bool()
     hook = model.model.layers[1].mlp.register_forward_hook(lambda m, a, out: torch.where(mask, corrupted["m1"], out))
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import transformers
 
+from probes.forward import target_logits
 from probes.pairs import PairBatch, pad_pairs
+from probes.sites import resolve
 
 ARCHS = {
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
@@ -118,3 +120,18 @@ def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
     assert after["tensor_hooks"] == before["tensor_hooks"]
     assert torch.equal(after["rng"], before["rng"])
     assert after["grad_enabled"] == before["grad_enabled"]
+
+
+def recorded_run(model: torch.nn.Module, batch: PairBatch, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits at the targets, and each layer's o_proj input (``z{l}``) and MLP output (``m{l}``), by the test's own hooks."""
+    seen, handles = {}, []
+    for layer, block in enumerate(model.model.layers):
+        handles.append(block.self_attn.o_proj.register_forward_pre_hook(lambda m, a, l=layer: seen.__setitem__(f"z{l}", a[0])))
+        handles.append(block.mlp.register_forward_hook(lambda m, a, out, l=layer: seen.__setitem__(f"m{l}", out)))
+    try:
+        with torch.no_grad():
+            logits = target_logits(resolve(model), batch.attention_mask, batch.target_positions, input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, seen
