@@ -77,6 +77,8 @@ class TrackerConfig:
                               ("aggregation", AGGREGATIONS)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
+        if self.method == "ceap" and self.level == "edge":
+            raise bad("method", "ceap (conductance) scores heads at node level only; use eap-ig for edges")
         if self.method == "exact" and self.level == "edge":
             raise bad("method", "exact edge patching is for tests on small models, not the live loop; use eap-ig")
         if self.method == "eap" and self.metric == "kl":

@@ -51,12 +51,14 @@ def integrate(
     wrt: list[str],
     start: Start,
     reduce: Reduce,
+    keep: list[str] | None = None,
 ) -> None:
     """Run the interpolation points ``chunk_size`` at a time and hand each chunk to ``reduce``.
 
     The chunk holding the clean point (the last) runs first; ``start`` gets its recorded ``taps``.
     ``wrt`` names taps (or ``"inputs_embeds"``) whose gradients of the summed per-example metric
-    are wanted; gradients are taken with autograd.grad, so no parameter's .grad is touched.
+    are wanted; gradients are taken with autograd.grad, so no parameter's .grad is touched. The
+    recorded values of ``wrt`` taps reach ``reduce`` only when named in ``keep`` (they cost memory).
     """
     chunk = steps if chunk_size is None else chunk_size
     if chunk < 1:
@@ -82,7 +84,7 @@ def integrate(
         values = {**recorder.values, "inputs_embeds": embeds}
         grads = dict(zip(wrt, torch.autograd.grad(loss, [values[name] for name in wrt], materialize_grads=True)))
         del logits, loss, recorder
-        kept = {name: value.detach() for name, value in values.items() if name not in wrt}
+        kept = {name: value.detach() for name, value in values.items() if name not in wrt or name in (keep or ())}
         del values, embeds
         reduce(kept, grads, n)
         del kept, grads

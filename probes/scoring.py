@@ -1,7 +1,8 @@
 """Scoring a pair set with a chosen method, batch by batch, and summarising it per head.
 
-Methods: ``eap`` and ``eap-ig`` (attribution, probes.attribution / probes.edges) and ``exact``
-(activation patching, probes.patching); levels: ``node`` (one score per head) and ``edge``.
+Methods: ``eap`` and ``eap-ig`` (attribution, probes.attribution / probes.edges), ``ceap``
+(conductance, probes.conductance; node level) and ``exact`` (activation patching,
+probes.patching); levels: ``node`` (one score per head) and ``edge``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from probes.attribution import node_scores
+from probes.conductance import conductance_scores
 from probes.edges import EdgeGraph, edge_scores
 from probes.pairs import Pair, batches
 from probes.patching import exact_edge_effects, exact_head_effects
 from probes.sites import resolve
 
-METHODS = ("eap", "eap-ig", "exact")
+METHODS = ("eap", "eap-ig", "ceap", "exact")
 LEVELS = ("node", "edge")
 
 
@@ -46,6 +48,8 @@ def score_pairs(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
+    if method == "ceap" and level == "edge":
+        raise ValueError("ceap (conductance) scores heads at node level only; use eap-ig for edges")
     if heads is not None and (method, level) != ("exact", "node"):
         raise ValueError("a list of heads only applies to exact node patching (--method exact --level node)")
     sites = resolve(model)
@@ -62,6 +66,8 @@ def score_pairs(
         batch = batch.to(device)
         if level == "node" and method == "exact":
             result = {"heads": exact_head_effects(model, batch, metric, heads=heads)}
+        elif method == "ceap":
+            result = {"heads": conductance_scores(model, batch, metric, steps, chunk_size)}
         elif level == "node":
             result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size)}
         elif method == "exact":

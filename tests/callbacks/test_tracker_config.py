@@ -33,6 +33,7 @@ def test_defaults_are_node_eap_ig_every_50_steps():
         ({"metric": "l2"}, "tracker.metric: unknown metric 'l2'"),
         ({"scheme": "words"}, "tracker.scheme: unknown scheme 'words'"),
         ({"method": "exact", "level": "edge"}, "tracker.method: exact edge patching"),
+        ({"method": "ceap", "level": "edge"}, "tracker.method: ceap (conductance) scores heads at node level only"),
         ({"levels": [0, 1]}, "tracker.levels:"),
         ({"mass": 1.5}, "tracker.mass: must lie in (0, 1]"),
         ({"tau": -0.1}, "tracker.tau:"),
