@@ -168,7 +168,9 @@ class SnapshotRecorder:
         reward_key = next((key for key in REWARD_KEYS if any(key in logged for _, logged in self.series)), None)
         if reward_key is None or len(lineage) < 2:
             return summary
-        series = {"confident_churn": confident_churn, "confident_emergent": confident_emergent}
+        # The emergent count trends; its change from snapshot to snapshot suits a null without trends.
+        emergent_change = [0] + np.diff(confident_emergent).tolist()
+        series = {"confident_churn": confident_churn, "confident_emergent_change": emergent_change}
         alignment = reward_alignment([snapshot.reward for snapshot in lineage.snapshots], series, self.config.max_lag)
         return {**summary, "alignment/reward_key": reward_key, **alignment_summary(alignment)}
 

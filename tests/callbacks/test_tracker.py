@@ -106,6 +106,11 @@ def test_summary_counts_the_snapshots(tracked_run):
     assert "NaN" not in text
     assert summary["heads/snapshots"] == 4
     assert summary["alignment/reward_key"] == "reward"
+    # 4 snapshots give 2 usable reward changes: no correlation is stated
+    for series in ("confident_churn", "confident_emergent_change"):
+        assert summary[f"alignment/{series}/pearson/insufficient"] is True
+        assert summary[f"alignment/{series}/pearson/r"] is None and summary[f"alignment/{series}/spearman/p"] is None
+    assert summary["heads/confident_churn_total"] <= summary["heads/raw_churn_total"]
 
 
 def test_same_seed_same_weights_and_logs_with_and_without_the_tracker(base_model_dir, tracked_run, tmp_path):
