@@ -104,11 +104,6 @@ class HeadTrackerCallback(TrainerCallback):
         if self.config.group:
             os.environ.setdefault("WANDB_RUN_GROUP", self.config.group)
 
-    @property
-    def lineage(self) -> HeadLineage | None:
-        """The head lineage so far (main process only)."""
-        return None if self.recorder is None else self.recorder.lineage
-
     # -- the trainer's events -------------------------------------------------------------------
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
