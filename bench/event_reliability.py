@@ -12,8 +12,8 @@ is scored exactly as the tracker scores a snapshot (callbacks.snapshot.score_sna
 (births + prunings, today's rule) and confident events per snapshot are counted, next to the null
 churn and the stability the snapshot reports. Power, at the first ``--problems`` value: at the
 middle snapshot one head is changed surgically, the top base-circuit head zeroed (its o_proj input
-columns) or the best head outside the base circuit scaled by 3; reported is the share of draws in
-which that head's event (a pruning, a birth) is raw and confident.
+columns) or a head outside the base circuit scaled by 3 (see ``power``); reported is the share of
+draws in which that head's event (a pruning, a birth) is raw and confident.
 
 ``real``: the demo's GRPO run and a tracked SFT run, from the same base, saving a checkpoint at
 every snapshot, then every checkpoint re-scored on ``--draws`` probe draws; reported is the mean
@@ -120,31 +120,47 @@ def null_command(args: argparse.Namespace) -> dict:
         print(f"{count} problems: raw events per snapshot {statistics.mean(raw):.2f}, confident "
               f"{statistics.mean(confident):.3f} (target <= 0.1), null churn {statistics.mean(null_churn):.2f}, "
               f"stability {statistics.mean(stability):.2f}, over {args.draws} draws", flush=True)
-    results["power"] = power(chain, sizes, args, tokenizer)
+    results["power"] = power(chain, args, tokenizer)
     return results
 
 
-def power(chain: list, sizes: dict[str, float], args: argparse.Namespace, tokenizer) -> dict:
-    """Share of draws in which a surgically changed head's event is raw and confident."""
+def planted(model, head: tuple[int, int], factor: float):
+    """A copy of ``model`` with ``head``'s o_proj input columns multiplied by ``factor``."""
+    changed = copy.deepcopy(model)
+    sites = resolve(changed)
+    columns = slice(head[1] * sites.head_dim, (head[1] + 1) * sites.head_dim)
+    with torch.no_grad():
+        sites.layers[head[0]].o_proj.weight[:, columns] *= factor
+    return changed
+
+
+def power(chain: list, args: argparse.Namespace, tokenizer) -> dict:
+    """Share of draws in which a surgically changed head's event is raw and confident.
+
+    Changes: the top base-circuit head zeroed; the best head outside the base circuit scaled by 3;
+    and the best outside head whose scaling by 3 puts it into the circuit on a reference draw of 256
+    other problems (a change the population circuit really makes).
+    """
     config = replace(args.config, num_problems=args.problems[0])
     middle = len(chain) // 2
     reference = replace(config, num_problems=256, seed=10_000)
-    base_stats = score_snapshot(chain[0], probe_pairs(reference, tokenizer), reference, graph_of(chain[0]),
-                                tokenizer.pad_token_id, 0)
-    importance = base_stats.importance.clone()
-    circuit = set(base_stats.circuit.heads)
-    top = max(circuit, key=lambda head: float(importance[head]))
-    outside = max((head for head in itertools.product(*map(range, importance.shape)) if head not in circuit),
-                  key=lambda head: float(importance[head]))
+    reference_pairs = probe_pairs(reference, tokenizer)
+
+    def reference_circuit(model) -> tuple[set, torch.Tensor]:
+        stats = score_snapshot(model, reference_pairs, reference, graph_of(model), tokenizer.pad_token_id, 0)
+        return set(stats.circuit.heads), stats.importance
+
+    circuit, importance = reference_circuit(chain[0])
+    outside = sorted((head for head in itertools.product(*map(range, importance.shape)) if head not in circuit),
+                     key=lambda head: -float(importance[head]))
+    entering = next((head for head in outside[:8] if head in reference_circuit(planted(chain[middle], head, 3.0))[0]), None)
+    changes = [("zeroed circuit head", max(circuit, key=lambda head: float(importance[head])), 0.0, "prune"),
+               ("scaled non-circuit head x3", outside[0], 3.0, "birth")]
+    if entering is not None:
+        changes.append(("scaled x3 into the reference circuit", entering, 3.0, "birth"))
     results = {}
-    for name, head, factor, kind in (("zeroed circuit head", top, 0.0, "prune"), ("scaled non-circuit head x3", outside, 3.0, "birth")):
-        changed = copy.deepcopy(chain[middle])
-        sites = resolve(changed)
-        o_proj = sites.layers[head[0]].o_proj
-        columns = slice(head[1] * sites.head_dim, (head[1] + 1) * sites.head_dim)
-        with torch.no_grad():
-            o_proj.weight[:, columns] *= factor
-        models = chain[:middle] + [changed]
+    for name, head, factor, kind in changes:
+        models = chain[:middle] + [planted(chain[middle], head, factor)]
         hits, raw_hits, confidences = 0, 0, []
         for draw in range(args.draws):
             lineage, _ = lineage_of(models, replace(config, seed=draw), tokenizer)
@@ -178,14 +194,15 @@ def real_command(args: argparse.Namespace) -> dict:
     results = {}
     for kind, run in runs.items():
         steps_models = [(step, AutoModelForCausalLM.from_pretrained(path)) for step, path in checkpoints(run)]
-        by_draw = {"raw": [], "confident": []}
+        by_draw, confidences = {"raw": [], "confident": []}, []
         for draw in range(args.draws):
             lineage, _ = lineage_of([model for _, model in steps_models], replace(args.config, seed=draw), tokenizer)
             by_draw["raw"].append(events(lineage, False))
             by_draw["confident"].append(events(lineage, True))
+            confidences += [e["confidence"] for e in lineage.events if e["event"] in ("birth", "prune")]
         agreement = {name: statistics.mean(jaccard(a, b) for a, b in itertools.combinations(sets, 2))
                      for name, sets in by_draw.items()}
-        results[kind] = {"snapshots": len(steps_models), "agreement": agreement,
+        results[kind] = {"snapshots": len(steps_models), "agreement": agreement, "raw_event_confidences": confidences,
                          "events_per_draw": {name: [len(s) for s in sets] for name, sets in by_draw.items()}}
         print(f"{kind}: {len(steps_models)} snapshots, {args.draws} probe draws; Jaccard of event sets across draws: raw "
               f"{agreement['raw']:.2f} ({results[kind]['events_per_draw']['raw']} events), confident "
@@ -212,7 +229,8 @@ def main() -> None:
     args.config = TrackerConfig.from_recipe({"dashboards": ["none"], **json.loads(args.tracker)})
     args.out.mkdir(parents=True, exist_ok=True)
     results = null_command(args) if args.command == "null" else real_command(args)
-    path = args.out / f"{args.command}-{args.config.method}-{args.config.aggregation}.json"
+    setting = f"x{args.noise_scale:g}" if args.command == "null" else f"{args.config.num_problems}"
+    path = args.out / f"{args.command}-{args.config.method}-{args.config.aggregation}-{setting}.json"
     path.write_text(json.dumps({"tracker": args.config.as_dict(), **results}, indent=1))
     print(f"written to {path}")
 
