@@ -169,7 +169,8 @@ def power(chain: list, args: argparse.Namespace, tokenizer) -> dict:
             hits += bool(found and found[0]["confident"])
             confidences.append(found[0]["confidence"] if found else 0.0)
         results[name] = {"head": list(head), "event": kind, "raw_share": raw_hits / args.draws,
-                         "confident_share": hits / args.draws, "mean_confidence": statistics.mean(confidences)}
+                         "confident_share": hits / args.draws, "mean_confidence": statistics.mean(confidences),
+                         "confidences": confidences}
         print(f"power, {name} {head} at snapshot {middle}: {kind} raw in {raw_hits}/{args.draws} draws, confident in "
               f"{hits}/{args.draws} (target >= 90%), mean confidence {statistics.mean(confidences):.2f}", flush=True)
     return results
