@@ -14,7 +14,7 @@ from snapshot_reports import STEPS, circuit_size, reports
 from callbacks.panels import EVENT_COLUMNS
 
 SESSION = Path(__file__).with_name("trackio_session.py")
-IMAGES = ["heads/importance", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
+IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 
 
 def session_env(trackio_dir: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from snapshot_reports import STEPS, circuit_size, final_lineage, reports
 from callbacks.panels import EVENT_COLUMNS, event_rows
 from callbacks.wandb_dashboard import WandbDashboard
 
-IMAGES = ["heads/importance", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
+IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 
 
 @pytest.fixture
@@ -61,6 +61,8 @@ def test_own_run_logs_heads_on_the_global_step_axis_and_is_finished(offline):
     for row in rows[:-1]:
         step = row["train/global_step"]
         assert row["heads/circuit_size"] == circuit_size(step) and row["heads/failed"] == 0
+        assert row["heads/faithfulness"] == 0.5 + step / 100 and row["heads/null_churn"] == 0.18
+        assert {"heads/confident_births", "heads/confident_prunings", "heads/stability"} <= set(row)
         for name in IMAGES:
             image = run_dir / "files" / row[f"{name}/path"]
             assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and row[f"{name}/_type"] == "image-file"
