@@ -192,11 +192,16 @@ class SnapshotRecorder:
             self._safely(step, dashboard.close, record=False)
 
     def _safely(self, step: int, call: Callable[[], None], record: bool = True) -> None:
-        """Run one dashboard call; a dashboard that fails is logged (and recorded), the run store already holds the data."""
+        """Run one dashboard call; a dashboard that fails is logged (and recorded), the run store already holds the data.
+
+        With ``strict`` a recorded failure is raised instead, for the callback to record and stop on.
+        """
         try:
             call()
         except Exception:  # noqa: BLE001
             error = traceback.format_exc()
             logger.error("sparks: a dashboard failed at step %d:\n%s", step, error)
+            if record and self.config.strict:
+                raise
             if record:
                 self.fail(step, error)

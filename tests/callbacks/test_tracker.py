@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
+import callbacks.dashboards
 import callbacks.snapshot
 from callbacks.lineage import HeadLineage
 from callbacks.store import RunStore
@@ -151,6 +152,32 @@ def test_strict_makes_a_failed_snapshot_fatal(random_model_dir, tmp_path, monkey
     with pytest.raises(RuntimeError, match="tracker.strict"):
         run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"strict": True})
     assert not (tmp_path / "model.safetensors").exists()
+
+
+class BrokenDashboard:
+    def snapshot(self, report) -> None:
+        raise RuntimeError("dashboard down")
+
+    def failure(self, step: int, message: str) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_dashboard_is_recorded_and_fatal_only_when_strict(random_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks.dashboards, "make_dashboards", lambda *args, **kwargs: [BrokenDashboard()])
+    run_grpo(random_model_dir, tmp_path / "lenient", 2, TRACKER)
+    failures = RunStore(tmp_path / "lenient").read("failures.jsonl")
+    assert [failure["step"] for failure in failures] == [0, 2]
+    assert all(failure["error"] == "RuntimeError: dashboard down" for failure in failures)
+    assert lineage_of(tmp_path / "lenient").steps == [0, 2]  # the run store holds every snapshot
+    with pytest.raises(RuntimeError, match="tracker.strict"):
+        run_grpo(random_model_dir, tmp_path / "strict", 2, TRACKER | {"strict": True})
+    assert not (tmp_path / "strict" / "model.safetensors").exists()
 
 
 def test_resuming_gives_the_events_and_confidences_of_one_uninterrupted_run(random_model_dir, tmp_path):
