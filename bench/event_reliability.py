@@ -138,26 +138,26 @@ def power(chain: list, args: argparse.Namespace, tokenizer) -> dict:
     """Share of draws in which a surgically changed head's event is raw and confident.
 
     Changes: the top base-circuit head zeroed; the best head outside the base circuit scaled by 3;
-    and the best outside head whose scaling by 3 puts it into the circuit on a reference draw of 256
-    other problems (a change the population circuit really makes).
+    and the best outside head whose scaling by 3 puts it into at least 90% of the bootstrap circuits
+    of a reference draw of 256 other problems (a birth the population circuit decisively makes).
     """
     config = replace(args.config, num_problems=args.problems[0])
     middle = len(chain) // 2
     reference = replace(config, num_problems=256, seed=10_000)
     reference_pairs = probe_pairs(reference, tokenizer)
 
-    def reference_circuit(model) -> tuple[set, torch.Tensor]:
-        stats = score_snapshot(model, reference_pairs, reference, graph_of(model), tokenizer.pad_token_id, 0)
-        return set(stats.circuit.heads), stats.importance
+    def reference_stats(model):
+        return score_snapshot(model, reference_pairs, reference, graph_of(model), tokenizer.pad_token_id, 0)
 
-    circuit, importance = reference_circuit(chain[0])
+    base = reference_stats(chain[0])
+    circuit, importance = set(base.circuit.heads), base.importance
     outside = sorted((head for head in itertools.product(*map(range, importance.shape)) if head not in circuit),
                      key=lambda head: -float(importance[head]))
-    entering = next((head for head in outside[:8] if head in reference_circuit(planted(chain[middle], head, 3.0))[0]), None)
+    decisive = next((head for head in outside if reference_stats(planted(chain[middle], head, 3.0)).membership[head] >= 0.9), None)
     changes = [("zeroed circuit head", max(circuit, key=lambda head: float(importance[head])), 0.0, "prune"),
                ("scaled non-circuit head x3", outside[0], 3.0, "birth")]
-    if entering is not None:
-        changes.append(("scaled x3 into the reference circuit", entering, 3.0, "birth"))
+    if decisive is not None:
+        changes.append(("scaled x3 into 90% of the reference's bootstrap circuits", decisive, 3.0, "birth"))
     results = {}
     for name, head, factor, kind in changes:
         models = chain[:middle] + [planted(chain[middle], head, factor)]
