@@ -34,10 +34,10 @@ class SnapshotFailed(RuntimeError):
     """A snapshot failed on some rank; raised on every rank, with the failing rank's traceback where known."""
 
 
-def _summed(compute: Callable[[], Tensor], size: int, device: torch.device, step: int) -> Tensor:
+def _summed(compute: Callable[[], Tensor], zeros: Tensor, device: torch.device, step: int) -> Tensor:
     """``compute()``'s float64 vector summed over ranks, or SnapshotFailed on every rank if it raised on any.
 
-    ``size`` is the vector's length, so a rank that failed still joins the all-reduce with zeros.
+    A rank that failed joins the all-reduce with ``zeros``, a vector of the same length.
     """
     error = None
     try:
@@ -45,7 +45,7 @@ def _summed(compute: Callable[[], Tensor], size: int, device: torch.device, step
     except Exception:  # noqa: BLE001 - any scoring error is isolated and reported on every rank
         error = traceback.format_exc()
         logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, world()[0], error)
-        values = torch.zeros(size, dtype=torch.float64)
+        values = zeros.double()
     flagged = torch.cat([torch.tensor([float(error is not None)], dtype=torch.float64), values.cpu()])
     total = sum_over_ranks(flagged.to(device)).cpu()
     if total[0] > 0:
@@ -71,12 +71,12 @@ def score_snapshot(
         )
         return ScoreSums.of(scores, graph, config.selection, weights, replicate_weights).flatten()
 
-    length = sum(torch.Size(shape).numel() for shape in shapes.values())
-    stats = SnapshotStats.of(ScoreSums.unflatten(_summed(local_sums, length, device, step), shapes), graph, config.selection)
+    totals = _summed(local_sums, ScoreSums.zeros(shapes).flatten(), device, step)
+    stats = SnapshotStats.of(ScoreSums.unflatten(totals, shapes), graph, config.selection)
 
     def local_effects() -> Tensor:
         effects = pair_effects(model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id)
         return weights.double() @ effects.double()
 
-    circuit_effect, empty_effect = _summed(local_effects, 2, device, step).tolist()
+    circuit_effect, empty_effect = _summed(local_effects, torch.zeros(2), device, step).tolist()
     return replace(stats, faithfulness=faithfulness(circuit_effect, empty_effect))
