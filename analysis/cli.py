@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from callbacks.plots import head_heatmap, save_png
 from probes.bootstrap import poisson_weights
-from probes.faithfulness import faithfulness, pair_effects
+from probes.faithfulness import pair_effects
 from probes.scoring import LEVELS, METHODS, graph_of, score_pairs
 from probes.statistics import AGGREGATIONS, ScoreSums, Selection, SnapshotStats
 from probes.metrics import METRICS
@@ -148,10 +148,8 @@ def score_command(args: argparse.Namespace) -> None:
     weights = torch.ones(len(pairs), dtype=torch.float64)
     replicate_weights = poisson_weights(range(len(pairs)), args.replicates, args.seed)
     stats = SnapshotStats.of(ScoreSums.of(scores, graph, selection, weights, replicate_weights), graph, selection)
-    circuit_effect, empty_effect = pair_effects(
-        model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id
-    ).double().sum(0).tolist()
-    circuit_faithfulness = faithfulness(circuit_effect, empty_effect)
+    effects = pair_effects(model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id)
+    stats = stats.with_faithfulness(torch.cat([weights[None], replicate_weights]) @ effects.double())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))
@@ -177,13 +175,14 @@ def score_command(args: argparse.Namespace) -> None:
         "membership": plain(stats.membership),
         "stability": stats.stability,
         "null_churn": stats.null_churn,
-        "faithfulness": None if circuit_faithfulness != circuit_faithfulness else circuit_faithfulness,
+        "faithfulness": plain(torch.tensor([[stats.faithfulness]]))[0][0],
+        "faithfulness_interval": plain(torch.tensor([stats.faithfulness_interval]))[0],
     }
     (out / "scores.json").write_text(json.dumps(summary, indent=1))
     title = f"{Path(args.model).name}: {args.method} {args.level} {args.metric}, {len(pairs)} pairs"
     save_png(head_heatmap(stats.importance.float().numpy(), title, marked=stats.circuit.heads), out / "heatmap.png")
     print(f"scored {len(pairs)} pairs; {len(stats.circuit.heads)} heads in the circuit (stability {stats.stability:.2f}, "
-          f"faithfulness {circuit_faithfulness:.2f}, null churn {stats.null_churn:.1f} heads); wrote {out}")
+          f"faithfulness {stats.faithfulness:.2f} [{stats.faithfulness_interval[0]:.2f}, {stats.faithfulness_interval[1]:.2f}], null churn {stats.null_churn:.1f} heads); wrote {out}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -64,6 +64,8 @@ def snapshot_metrics(lineage: HeadLineage, stats: SnapshotStats, seconds: float)
         "heads/kept_from_base": len(lineage.kept_from_base()),
         "heads/stability": stats.stability,
         "heads/faithfulness": math.nan if stats.faithfulness is None else stats.faithfulness,
+        "heads/faithfulness_low": math.nan if stats.faithfulness_interval is None else stats.faithfulness_interval[0],
+        "heads/faithfulness_high": math.nan if stats.faithfulness_interval is None else stats.faithfulness_interval[1],
         "heads/snapshot_seconds": seconds,
         "heads/failed": 0,
     }
@@ -113,7 +115,10 @@ class SnapshotRecorder:
             step,
             {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
              "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
-             "faithfulness": _plain(stats.faithfulness), "replicates": int(stats.replicates.shape[0]),
+             "faithfulness": _plain(stats.faithfulness),
+             "faithfulness_interval": None if stats.faithfulness_interval is None else [
+                 _plain(value) for value in stats.faithfulness_interval],
+             "replicates": int(stats.replicates.shape[0]),
              "membership": membership.tolist()},
             {"mean": stats.mean, "mean_abs": stats.mean_abs, "importance": stats.importance,
              "importance_low": stats.importance_interval[0], "importance_high": stats.importance_interval[1],
@@ -130,7 +135,8 @@ class SnapshotRecorder:
         for dashboard in self.dashboards:
             self._safely(step, lambda: dashboard.snapshot(report))
         print(f"sparks: step {step}: {metrics['heads/circuit_size']} heads in the circuit "
-              f"(stability {stats.stability:.2f}, faithfulness {metrics['heads/faithfulness']:.2f}); "
+              f"(stability {stats.stability:.2f}, faithfulness {metrics['heads/faithfulness']:.2f} "
+              f"[{metrics['heads/faithfulness_low']:.2f}, {metrics['heads/faithfulness_high']:.2f}]); "
               f"confident/raw births {metrics['heads/confident_births']}/{metrics['heads/births']}, "
               f"prunings {metrics['heads/confident_prunings']}/{metrics['heads/prunings']} "
               f"against a null churn of {stats.null_churn:.1f}; "

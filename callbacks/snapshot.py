@@ -3,8 +3,8 @@
 Every rank scores the same number of pairs (callbacks.distributed) with the live model, sums them
 with their weights and their Poisson bootstrap weights (probes.bootstrap) into ScoreSums, and one
 all-reduce gives every rank the totals; the statistics, the circuit included, then come out the
-same on every rank. The circuit's faithfulness needs the circuit, so its two effect sums take a
-second, small all-reduce. Each all-reduce also carries a failure flag, so a failure on any rank
+same on every rank. The circuit's faithfulness needs the circuit, so its effect sums (plain and per
+replicate) take a second, small all-reduce. Each all-reduce also carries a failure flag, so a failure on any rank
 fails the snapshot on all of them, and all ranks keep joining the same collective calls.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +21,7 @@ from callbacks.config import TrackerConfig
 from callbacks.distributed import shard, sum_over_ranks, world
 from probes.bootstrap import poisson_weights
 from probes.edges import EdgeGraph
-from probes.faithfulness import faithfulness, pair_effects
+from probes.faithfulness import pair_effects
 from probes.pairs import Pair
 from probes.scoring import score_pairs
 from probes.statistics import ScoreSums, SnapshotStats
@@ -74,9 +73,11 @@ def score_snapshot(
     totals = _summed(local_sums, ScoreSums.zeros(shapes).flatten(), device, step)
     stats = SnapshotStats.of(ScoreSums.unflatten(totals, shapes), graph, config.selection)
 
+    all_weights = torch.cat([weights.double()[None], replicate_weights.double()])
+
     def local_effects() -> Tensor:
         effects = pair_effects(model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id)
-        return weights.double() @ effects.double()
+        return all_weights @ effects.double()
 
-    circuit_effect, empty_effect = _summed(local_effects, torch.zeros(2), device, step).tolist()
-    return replace(stats, faithfulness=faithfulness(circuit_effect, empty_effect))
+    effect_sums = _summed(local_effects, torch.zeros(len(all_weights), 2), device, step)
+    return stats.with_faithfulness(effect_sums.view(-1, 2))

@@ -7,7 +7,8 @@ be analysed later. Layout (format ``sparks-run``, version 2):
 - ``pairs.jsonl``: the probe pairs scored at every snapshot (probes.pairs format).
 - ``snapshots/step-XXXXXXXX/snapshot.json``: step, seconds, circuit heads, windowed series (e.g.
   the reward since the previous snapshot), pairs scored, and the uncertainty (probes.statistics):
-  ``stability``, ``null_churn``, ``faithfulness`` (null when it could not be measured),
+  ``stability``, ``null_churn``, ``faithfulness`` and its 95% bootstrap ``faithfulness_interval``
+  (null when it could not be measured),
   ``replicates`` (bootstrap replicate count) and ``membership`` ([L][H] share of replicate circuits).
 - ``snapshots/step-XXXXXXXX/scores.safetensors``: ``mean`` (signed) and ``mean_abs`` [L, H] head
   scores, ``importance`` [L, H] (share of the ranking) with its 95% bootstrap interval

@@ -76,6 +76,14 @@ def faithfulness(circuit_effect_sum: float, empty_effect_sum: float) -> float:
     return float(1.0 - circuit_effect_sum / empty_effect_sum)
 
 
+def faithfulness_interval(circuit_effect_sums: Tensor, empty_effect_sums: Tensor) -> tuple[float, float]:
+    """The 2.5% and 97.5% points of the faithfulness over bootstrap replicates' effect sums [B] each
+    (replicates without an empty-circuit effect left out; NaN when none has one)."""
+    values = torch.where(empty_effect_sums > 0, 1.0 - circuit_effect_sums / empty_effect_sums, math.nan).double()
+    low, high = torch.nanquantile(values, torch.tensor((0.025, 0.975), dtype=torch.float64)).tolist()
+    return low, high
+
+
 def pair_effects(
     model: nn.Module,
     pairs: Sequence[Pair],

@@ -18,13 +18,14 @@ probes.bootstrap: replicate b's sums. Sums add up over processes, so one all-red
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
 
 from probes.circuit import Circuit, head_circuit, select_edges
 from probes.edges import EdgeGraph
+from probes.faithfulness import faithfulness, faithfulness_interval
 
 AGGREGATIONS = ("mean_abs", "abs_mean")
 INTERVAL = (0.025, 0.975)
@@ -154,7 +155,8 @@ class SnapshotStats:
     ``pairs``: the pairs' total weight; ``mean``/``mean_abs``: [L, H] signed and absolute mean head
     scores; ``ranking``: what the circuit is selected from; ``importance`` [L, H] and its
     ``importance_interval`` [2, L, H] (2.5% and 97.5% over replicates); ``replicates`` [B, L, H]
-    bool, the heads of each replicate circuit; ``faithfulness`` of the circuit when measured.
+    bool, the heads of each replicate circuit; ``faithfulness`` of the circuit and its 95% bootstrap
+    ``faithfulness_interval`` when measured (``with_faithfulness``).
     """
 
     pairs: float
@@ -166,6 +168,7 @@ class SnapshotStats:
     circuit: Circuit
     replicates: Tensor
     faithfulness: float | None = None
+    faithfulness_interval: tuple[float, float] | None = None
 
     @classmethod
     def of(cls, sums: ScoreSums, graph: EdgeGraph, selection: Selection) -> SnapshotStats:
@@ -190,6 +193,13 @@ class SnapshotStats:
             circuit=circuit,
             replicates=_membership(replicate_circuits, shape),
         )
+
+    def with_faithfulness(self, effect_sums: Tensor) -> SnapshotStats:
+        """These statistics with the circuit's faithfulness, from effect sums [1 + B, 2]: (circuit run,
+        empty circuit run) summed over the pairs with their weights, then with each replicate's weights."""
+        circuit_sums, empty_sums = effect_sums.double().unbind(-1)
+        return replace(self, faithfulness=faithfulness(float(circuit_sums[0]), float(empty_sums[0])),
+                       faithfulness_interval=faithfulness_interval(circuit_sums[1:], empty_sums[1:]))
 
     @property
     def membership(self) -> Tensor:

@@ -82,6 +82,8 @@ def test_score_edges_writes_scores_circuit_and_heatmap(numbers_file, random_mode
     assert (importance <= torch.tensor(summary["importance_high"]) + 1e-9).all()
     assert 0 < summary["stability"] <= 1 and summary["null_churn"] >= 0
     assert summary["faithfulness"] is not None and summary["faithfulness"] <= 1 + 1e-6
+    low, high = summary["faithfulness_interval"]
+    assert low <= summary["faithfulness"] <= high
 
 
 def test_score_exact_heads_subset(numbers_file, random_model_dir, tmp_path):

@@ -79,7 +79,8 @@ def test_snapshots_at_the_start_every_n_steps_and_the_end(tracked_run):
     assert ((membership >= 0) & (membership <= 1)).all()
     assert all(membership[layer, head] > 0 for layer, head in snapshot["circuit"])
     assert 0.0 < snapshot["stability"] <= 1.0 and snapshot["null_churn"] >= 0.0
-    assert np.isfinite(snapshot["faithfulness"])
+    low, high = snapshot["faithfulness_interval"]
+    assert low <= snapshot["faithfulness"] <= high and low < high
     assert (tensors["importance_low"] <= tensors["importance_high"]).all()
 
 

@@ -57,6 +57,7 @@ def test_two_processes_give_the_uncertainty_and_confident_events_of_one(runs):
             assert two[name] == pytest.approx(one[name], rel=1e-9), (step, name)
         # the random model's effects are ~1e-5 (float32 KL), so other batch compositions move them by ~1e-7
         assert two["faithfulness"] == pytest.approx(one["faithfulness"], abs=1e-3)
+        assert two["faithfulness_interval"] == pytest.approx(one["faithfulness_interval"], abs=1e-3)
         assert two["membership"] == one["membership"] and two["circuit"] == one["circuit"]
     one, two = ([json.loads(line) for line in (runs[n][0] / "events.jsonl").read_text().splitlines()] for n in (1, 2))
     assert [(e["step"], e["layer"], e["head"], e["event"], e["confidence"], e["confident"]) for e in two] == \

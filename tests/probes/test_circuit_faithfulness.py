@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from probes.attribution import node_scores
 from probes.circuit import Circuit, head_circuit
 from probes.edges import EdgeGraph
-from probes.faithfulness import circuit_effects, edge_coefficients, faithfulness, pair_effects
+from probes.faithfulness import circuit_effects, edge_coefficients, faithfulness, faithfulness_interval, pair_effects
 from probes.metrics import get_metric
 from probes.pairs import Pair, batch_pairs
 from probes.patching import edit_heads, exact_edge_effects, exact_head_effects
@@ -211,3 +211,14 @@ def test_the_selected_head_circuit_of_the_base_model_beats_random_heads(base_mod
     print(f"base model, numbers pairs, {len(circuit.heads)} heads (mass 0.5): faithfulness {selected:.3f}, "
           f"random heads {[round(value, 3) for value in random]}")
     assert selected > max(random)
+
+
+def test_the_faithfulness_interval_spans_the_replicates():
+    # every pair undoes half its damage: every replicate says 0.5
+    empty = torch.tensor([1.0, 2.0, 4.0])
+    assert faithfulness_interval(0.5 * empty, empty) == (0.5, 0.5)
+    # replicates of 0.0 .. 1.0 in steps of 0.01; one without an empty-circuit effect is left out
+    circuit = torch.cat([1.0 - torch.arange(101) / 100, torch.tensor([0.0])])
+    low, high = faithfulness_interval(circuit, torch.cat([torch.ones(101), torch.zeros(1)]))
+    assert (low, high) == pytest.approx((0.025, 0.975))
+    assert faithfulness_interval(torch.ones(3), torch.zeros(3)) != faithfulness_interval(torch.ones(3), torch.zeros(3))
