@@ -4,8 +4,9 @@
     sparks pairs --scheme style --model outputs/tiny-base --reasoning-model outputs/tiny-grpo --baseline-model outputs/tiny-base --out style.jsonl
     sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
 
-Bad input (mismatched pairs, an empty or missing file, a head out of range, a model without the
-expected modules) ends with one ``sparks: error: ...`` line and exit status 2.
+Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
+range, a model without the expected modules, a model whose scores are NaN or inf) ends with one
+``sparks: error: ...`` line and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from callbacks.plots import head_heatmap, save_png
 from probes.bootstrap import poisson_weights
 from probes.faithfulness import pair_effects
 from probes.scoring import LEVELS, METHODS, graph_of, score_pairs
-from probes.statistics import AGGREGATIONS, ScoreSums, Selection, SnapshotStats
+from probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
 from probes.metrics import METRICS
 from probes.openings import sample_openings
 from probes.pairs import load_pairs, save_pairs
@@ -121,15 +122,23 @@ def pairs_command(args: argparse.Namespace) -> None:
 
 
 def score_command(args: argparse.Namespace) -> None:
-    from transformers import AutoModelForCausalLM
+    """Score heads or edges; every check (pair file, heads, finite scores) passes before ``--out`` is written."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if args.method == "eap" and args.metric == "kl":
         raise ValueError("--method eap with --metric kl scores exactly zero (the KL gradient vanishes at the clean input)")
     if args.replicates < 2:
         raise ValueError(f"--replicates needs at least 2 bootstrap replicates, got {args.replicates}")
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
-    pairs = load_pairs(args.pairs)
-    model = AutoModelForCausalLM.from_pretrained(_model_dir(args.model), dtype=getattr(torch, args.dtype))
+    heads = _heads(args.heads)
+    model_dir = _model_dir(args.model)
+    config = AutoConfig.from_pretrained(model_dir)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    # A weights-only directory has no tokenizer to check the ids against (transformers would make an empty one).
+    has_tokenizer = any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else None
+    pairs = load_pairs(args.pairs, vocab_size=text_config.vocab_size, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
     model.to(args.device)
     pad_id = model.config.pad_token_id or 0
     scores = score_pairs(
@@ -141,15 +150,23 @@ def score_command(args: argparse.Namespace) -> None:
         steps=args.ig_steps,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
-        heads=_heads(args.heads),
+        heads=heads,
         pad_id=pad_id,
     )
     graph = graph_of(model)
+    scored = None
+    if heads is not None:
+        scored = torch.zeros(graph.num_layers, graph.num_heads, dtype=torch.bool)
+        for layer, head in heads:
+            scored[layer, head] = True
     weights = torch.ones(len(pairs), dtype=torch.float64)
     replicate_weights = poisson_weights(range(len(pairs)), args.replicates, args.seed)
-    stats = SnapshotStats.of(ScoreSums.of(scores, graph, selection, weights, replicate_weights), graph, selection)
-    effects = pair_effects(model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id)
-    stats = stats.with_faithfulness(torch.cat([weights[None], replicate_weights]) @ effects.double())
+    try:
+        stats = SnapshotStats.of(ScoreSums.of(scores, graph, selection, weights, replicate_weights), graph, selection, scored)
+        effects = pair_effects(model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id)
+        stats = stats.with_faithfulness(torch.cat([weights[None], replicate_weights]) @ effects.double())
+    except NonFiniteScores as error:
+        raise ValueError(f"{args.model}: {error}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))

@@ -12,10 +12,13 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -194,40 +197,103 @@ def save_pairs(pairs: Sequence[Pair], path: str | Path) -> None:
             file.write(json.dumps(asdict(pair)) + "\n")
 
 
-def load_pairs(path: str | Path) -> list[Pair]:
-    """Read a JSONL pair file, checking every pair (equal lengths, targets in range, answers per target)."""
+def load_pairs(
+    path: str | Path, *, vocab_size: int | None = None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> list[Pair]:
+    """Read a JSONL pair file, refusing any pair that would score silently wrong or crash later.
+
+    Every row must be a JSON object of Pair's fields with the right types (ids: lists of
+    non-negative ints), equal clean and corrupted lengths, targets in range, one answer per target,
+    and clean and corrupted rows that differ. With ``vocab_size`` every id must lie below it; with
+    ``tokenizer`` the ids must decode to the stored texts (where given), which catches pair files
+    made with another model's tokenizer. Errors are one line: ``path:line: field: why``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pair file {path} does not exist")
-    names = {f.name for f in fields(Pair)}
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not names >= set(record) >= {"clean_ids", "corrupted_ids", "targets"}:
-            raise ValueError(f"{path}:{number}: a pair needs clean_ids, corrupted_ids and targets and nothing but {sorted(names)}")
-        pair = Pair(**{"clean_text": "", "corrupted_text": ""} | record)
-        _check(pair, f"{path}:{number}")
+            raise ValueError(f"{where}: not JSON ({error.msg})") from None
+        pair = _pair(record, where, vocab_size)
+        _check(pair, where)
+        if tokenizer is not None:
+            _check_encoding(pair, tokenizer, where)
         pairs.append(pair)
     if not pairs:
         raise ValueError(f"pair file {path} holds no pairs")
     return pairs
 
 
+def _kind(value: Any) -> str:
+    """How JSON names a decoded value's type."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _pair(record: Any, where: str, vocab_size: int | None) -> Pair:
+    """A decoded row as a Pair, once every field has Pair's type (ids are ints: not bools, floats or strings)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: a pair must be a JSON object, got {_kind(record)}")
+    names = [f.name for f in fields(Pair)]
+    for name in record:
+        if name not in names:
+            raise ValueError(f"{where}: {name}: unknown field; a pair holds nothing but {', '.join(names)}")
+    for name in ("clean_ids", "corrupted_ids", "targets"):
+        if name not in record:
+            raise ValueError(f"{where}: {name}: missing; a pair needs clean_ids, corrupted_ids and targets")
+    for name in ("clean_text", "corrupted_text"):
+        if not isinstance(record.get(name, ""), str):
+            raise ValueError(f"{where}: {name}: must be a string, got {_kind(record[name])}")
+    if not isinstance(record.get("meta", {}), dict):
+        raise ValueError(f"{where}: meta: must be an object, got {_kind(record['meta'])}")
+    for name in ("targets", "clean_ids", "corrupted_ids", "clean_answer_ids", "corrupted_answer_ids"):
+        value = record.get(name)
+        if value is None and name.endswith("_answer_ids"):
+            continue
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: {name}: must be a list of integers, got {_kind(value)}")
+        for index, item in enumerate(value):
+            if type(item) is not int:
+                raise ValueError(f"{where}: {name}: item {index} is {json.dumps(item)}, not an integer")
+            if name == "targets":
+                continue
+            if item < 0:
+                raise ValueError(f"{where}: {name}: id {item} is negative")
+            if vocab_size is not None and item >= vocab_size:
+                raise ValueError(f"{where}: {name}: id {item} is outside the model's vocabulary of {vocab_size} tokens")
+    return Pair(**{"clean_text": "", "corrupted_text": ""} | record)
+
+
 def _check(pair: Pair, where: str) -> None:
+    """Lengths, targets and answers agree, and there is something to patch."""
     if len(pair.clean_ids) != len(pair.corrupted_ids):
         raise ValueError(
-            f"{where}: clean has {len(pair.clean_ids)} tokens, corrupted has {len(pair.corrupted_ids)}; they must match"
+            f"{where}: corrupted_ids: clean has {len(pair.clean_ids)} tokens, corrupted has {len(pair.corrupted_ids)}; they must match"
         )
     if not pair.clean_ids:
-        raise ValueError(f"{where}: empty pair")
+        raise ValueError(f"{where}: clean_ids: empty pair")
     if not pair.targets or any(not 0 <= position < len(pair.clean_ids) for position in pair.targets):
-        raise ValueError(f"{where}: targets {pair.targets} must be positions in its {len(pair.clean_ids)} tokens")
+        raise ValueError(f"{where}: targets: {pair.targets} must be positions in its {len(pair.clean_ids)} tokens")
     for name in ("clean_answer_ids", "corrupted_answer_ids"):
         value = getattr(pair, name)
         if value is not None and len(value) != len(pair.targets):
-            raise ValueError(f"{where}: {len(value)} {name} for {len(pair.targets)} targets")
+            raise ValueError(f"{where}: {name}: {len(value)} {name} for {len(pair.targets)} targets")
+    if pair.clean_ids == pair.corrupted_ids:
+        raise ValueError(f"{where}: corrupted_ids: clean and corrupted are identical; the pair has nothing to patch")
+
+
+def _check_encoding(pair: Pair, tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    """The ids decode to the stored texts, as probes.schemes writes them (``tokenizer.decode(ids)``)."""
+    for side in ("clean", "corrupted"):
+        text = getattr(pair, f"{side}_text")
+        if text and tokenizer.decode(getattr(pair, f"{side}_ids")) != text:
+            raise ValueError(
+                f"{where}: {side}_ids: not this tokenizer's encoding of {side}_text (made with another tokenizer?)"
+            )

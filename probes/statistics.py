@@ -31,6 +31,21 @@ AGGREGATIONS = ("mean_abs", "abs_mean")
 INTERVAL = (0.025, 0.975)
 
 
+class NonFiniteScores(ValueError):
+    """Summed scores or effects hold NaN or inf: the model's logits were not finite, and no circuit is meaningful."""
+
+
+def _check_finite(values: list[Tensor], what: str) -> None:
+    """Raise NonFiniteScores naming how many of ``values``' entries are NaN or inf.
+
+    Called on sums after the all-reduce, so every rank sees the same totals and raises alike.
+    """
+    bad = sum(int((~value.isfinite()).sum()) for value in values)
+    if bad:
+        total = sum(value.numel() for value in values)
+        raise NonFiniteScores(f"non-finite {what}: {bad} of {total} summed values are NaN or inf (does the model produce NaN/inf logits?)")
+
+
 @dataclass(frozen=True)
 class Selection:
     """How scores become a circuit: level, aggregation over pairs, and the level's selection rule.
@@ -171,11 +186,19 @@ class SnapshotStats:
     faithfulness_interval: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, sums: ScoreSums, graph: EdgeGraph, selection: Selection) -> SnapshotStats:
-        """The statistics of summed scores."""
+    def of(cls, sums: ScoreSums, graph: EdgeGraph, selection: Selection, scored: Tensor | None = None) -> SnapshotStats:
+        """The statistics of summed scores; NonFiniteScores if they hold NaN or inf.
+
+        ``scored`` [L, H] bool marks the heads that were scored when only some were (exact patching
+        of chosen heads): the others hold NaN by design and are left out of the finiteness check.
+        """
         count = float(sums.count)
         if count <= 0:
             raise ValueError("no probe pair was scored")
+        parts = [sums.heads, sums.ranked, sums.replicate_ranked]
+        if scored is not None:
+            parts = [part[..., scored] if part.shape[-2:] == scored.shape else part for part in parts]
+        _check_finite(parts, "head scores")
         ranking = (sums.ranked / count).abs()
         replicate_rankings = (sums.replicate_ranked / sums.replicate_count.clamp_min(1.0).view(-1, *[1] * ranking.dim())).abs()
         shape = (graph.num_layers, graph.num_heads)
@@ -197,6 +220,7 @@ class SnapshotStats:
     def with_faithfulness(self, effect_sums: Tensor) -> SnapshotStats:
         """These statistics with the circuit's faithfulness, from effect sums [1 + B, 2]: (circuit run,
         empty circuit run) summed over the pairs with their weights, then with each replicate's weights."""
+        _check_finite([effect_sums], "circuit effects")
         circuit_sums, empty_sums = effect_sums.double().unbind(-1)
         return replace(self, faithfulness=faithfulness(float(circuit_sums[0]), float(empty_sums[0])),
                        faithfulness_interval=faithfulness_interval(circuit_sums[1:], empty_sums[1:]))

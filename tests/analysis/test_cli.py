@@ -119,7 +119,6 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("modules", "has no module 'model.layers'"),
         ("missing_pairs", "does not exist"),
         ("missing_model", "model directory"),
-        ("vocabulary", "token id 999 but the model's vocabulary has"),
         ("heads_syntax", "LAYER.HEAD"),
         ("numbers_questions", "--questions works with --scheme style"),
         ("one_model", "--reasoning-model and --baseline-model are given together"),
@@ -141,8 +140,6 @@ def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_mode
         pairs = str(tmp_path / "nothing.jsonl")
     elif case == "missing_model":
         model = str(tmp_path / "no-model")
-    elif case == "vocabulary":
-        pairs = str(_write(tmp_path / "p.jsonl", [{"clean_ids": [1, 999], "corrupted_ids": [1, 2], "targets": [1]}]))
     elif case == "heads_syntax":
         extra = ["--method", "exact", "--heads", "3"]
     elif case == "eap_kl":
@@ -160,9 +157,76 @@ def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_mode
     assert last.startswith("sparks: error: ") and message in last and err.count("sparks: error") == 1
 
 
-def test_console_script_is_installed(tmp_path):
+def test_console_script_is_installed(random_model_dir, tmp_path):
     script = Path(sys.executable).parent / "sparks"
     assert script.exists()
-    result = subprocess.run([str(script), "score", "--model", str(tmp_path), "--pairs", str(tmp_path / "none.jsonl"),
+    result = subprocess.run([str(script), "score", "--model", str(random_model_dir), "--pairs", str(tmp_path / "none.jsonl"),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("sparks: error: pair file")
+
+
+@pytest.fixture
+def no_model_weights(monkeypatch):
+    """Loading any model's weights fails the test: pair-file checks come before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model's weights were loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    "change, field, why",
+    [
+        ({"corrupted_ids": "clean_ids"}, "corrupted_ids", "clean and corrupted are identical; the pair has nothing to patch"),
+        ({"clean_ids": "shifted"}, "clean_ids", "not this tokenizer's encoding of clean_text (made with another tokenizer?)"),
+        ({"clean_ids": [5, 6.0]}, "clean_ids", "item 1 is 6.0, not an integer"),
+        ({"corrupted_ids": ["5", 7]}, "corrupted_ids", 'item 0 is "5", not an integer'),
+        ({"meta": "level 1"}, "meta", "must be an object, got a string"),
+        ({"targets": {"last": 1}}, "targets", "must be a list of integers, got an object"),
+        ({"clean_text": ["a"]}, "clean_text", "must be a string, got an array"),
+        ({"clean_ids": "beyond"}, "clean_ids", "id 50000 is outside the model's vocabulary of 264 tokens"),
+        ({"corrupted_answer_ids": [264]}, "corrupted_answer_ids", "id 264 is outside the model's vocabulary of 264 tokens"),
+    ],
+)
+def test_score_refuses_a_bad_pair_file_before_loading_the_model(
+    change, field, why, numbers_file, random_model_dir, no_model_weights, tmp_path, capsys
+):
+    good, record = (json.loads(line) for line in numbers_file.read_text().splitlines()[:2])
+    for name, value in change.items():
+        if value == "clean_ids":
+            value = record["clean_ids"]
+        elif value == "shifted":
+            value = [index + 1 for index in record["clean_ids"]]
+        elif value == "beyond":
+            value = record["clean_ids"][:-1] + [50000]
+        record[name] = value
+    pairs = _write(tmp_path / "p.jsonl", [good, record])
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(random_model_dir), "--pairs", str(pairs), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"sparks: error: {pairs}:2: {field}: {why}"]
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def nan_model_dir(random_model_dir, tmp_path_factory):
+    """The random tiny model with one layer's MLP output weights NaN, and its tokenizer."""
+    directory = tmp_path_factory.mktemp("nan-model")
+    model = transformers.AutoModelForCausalLM.from_pretrained(random_model_dir)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.fill_(float("nan"))
+    model.save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(random_model_dir).save_pretrained(directory)
+    return directory
+
+
+# summed values checked: heads, ranked and 4 replicates' ranked per head; 8 heads, or the 2 scored ones
+@pytest.mark.parametrize("extra, values", [([], 48), (["--method", "exact", "--metric", "logit_diff", "--heads", "0.1,1.3"], 12)])
+def test_score_refuses_a_model_with_non_finite_scores(extra, values, numbers_file, nan_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(nan_model_dir), "--pairs", str(numbers_file), "--ig-steps", "2",
+                 "--replicates", "4", "--out", str(out), *extra]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "sparks: error" in line]
+    assert errors == [f"sparks: error: {nan_model_dir}: non-finite head scores: {values} of {values} "
+                      "summed values are NaN or inf (does the model produce NaN/inf logits?)"]
+    assert not out.exists()

@@ -1,9 +1,17 @@
 import json
+import re
+from dataclasses import replace
 
 import pytest
 import torch
 
+from tokenizers import pre_tokenizers
+from transformers import Qwen2Tokenizer
+
 from probes.pairs import Pair, batch_pairs, batches, load_pairs, pad_pairs, save_pairs
+from probes.schemes import arith_style_pairs, numbers_pairs
+from tasks import arith
+from tasks.tokenizer import build_tokenizer
 
 
 def _pair(clean, corrupted, targets, answers=None, **meta):
@@ -71,3 +79,75 @@ def test_load_pairs_empty_missing_and_not_json(tmp_path):
         load_pairs(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="batch_size"):
         next(batches([_pair([1], [2], [0])], pad_id=0, batch_size=0))
+
+
+GOOD = {"clean_ids": [5, 6], "corrupted_ids": [5, 7], "targets": [1]}
+
+
+def _exactly(message: str) -> str:
+    """A pattern matching ``message`` and nothing more (one line, nothing around it)."""
+    return f"^{re.escape(message)}$"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"clean_ids": [5, 6.0]}, "clean_ids: item 1 is 6.0, not an integer"),
+        ({"corrupted_ids": ["5", 7]}, 'corrupted_ids: item 0 is "5", not an integer'),
+        ({"clean_ids": [True, 6]}, "clean_ids: item 0 is true, not an integer"),
+        ({"targets": [1.0]}, "targets: item 0 is 1.0, not an integer"),
+        ({"targets": 1}, "targets: must be a list of integers, got a number"),
+        ({"clean_ids": "5 6"}, "clean_ids: must be a list of integers, got a string"),
+        ({"clean_answer_ids": {"a": 1}}, "clean_answer_ids: must be a list of integers, got an object"),
+        ({"corrupted_answer_ids": [-3]}, "corrupted_answer_ids: id -3 is negative"),
+        ({"clean_ids": [-1, 6], "corrupted_ids": [-1, 7]}, "clean_ids: id -1 is negative"),
+        ({"clean_text": 5}, "clean_text: must be a string, got a number"),
+        ({"corrupted_text": None}, "corrupted_text: must be a string, got null"),
+        ({"meta": ["level", 1]}, "meta: must be an object, got an array"),
+        ({"corrupted_ids": [5, 6]}, "corrupted_ids: clean and corrupted are identical; the pair has nothing to patch"),
+    ],
+)
+def test_load_pairs_refuses_mistyped_fields_naming_line_and_field(tmp_path, change, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | change) + "\n")
+    with pytest.raises(ValueError, match=_exactly(f"{path}:2: {message}")):
+        load_pairs(path)
+
+
+@pytest.mark.parametrize("row, kind", [([1, 2, 3], "an array"), (7, "a number"), ("pair", "a string"), (None, "null")])
+def test_load_pairs_refuses_rows_that_are_not_objects(tmp_path, row, kind):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=_exactly(f"{path}:2: a pair must be a JSON object, got {kind}")):
+        load_pairs(path)
+
+
+@pytest.mark.parametrize("field", ["clean_ids", "corrupted_ids", "clean_answer_ids", "corrupted_answer_ids"])
+def test_load_pairs_with_vocab_size_refuses_ids_outside_it(tmp_path, field):
+    row = GOOD | {"clean_answer_ids": [8], "corrupted_answer_ids": [9]}
+    bad = row | {field: row[field][:-1] + [259]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
+    assert load_pairs(path, vocab_size=260)[1] == Pair("", "", **bad)
+    with pytest.raises(ValueError, match=_exactly(f"{path}:2: {field}: id 259 is outside the model's vocabulary of 259 tokens")):
+        load_pairs(path, vocab_size=259)
+
+
+def test_load_pairs_with_a_tokenizer_refuses_ids_of_another_tokenizer(tmp_path):
+    world = build_tokenizer()
+    # byte tokens numbered backwards and no tags: the same files decode to other texts
+    other = Qwen2Tokenizer(vocab={token: index for index, token in enumerate(
+        ("<|endoftext|>", *sorted(pre_tokenizers.ByteLevel.alphabet(), reverse=True)))}, merges=[], unk_token=None)
+    problems = arith.problems("probe", [1, 2], 3, 0)
+    path = tmp_path / "pairs.jsonl"
+    made = numbers_pairs(world, problems) + arith_style_pairs(world, problems)
+    save_pairs([Pair("", "", [9, 8], [9, 7], [1])] + made, path)
+    assert load_pairs(path, tokenizer=world) == load_pairs(path) == [Pair("", "", [9, 8], [9, 7], [1])] + made
+    expected = f"{path}:2: clean_ids: not this tokenizer's encoding of clean_text (made with another tokenizer?)"
+    with pytest.raises(ValueError, match=_exactly(expected)):
+        load_pairs(path, tokenizer=other)
+    shifted = made[0].corrupted_ids[:-1] + [made[0].corrupted_ids[-1] + 1]
+    save_pairs([replace(made[0], corrupted_ids=shifted)], path)
+    expected = f"{path}:1: corrupted_ids: not this tokenizer's encoding of corrupted_text (made with another tokenizer?)"
+    with pytest.raises(ValueError, match=_exactly(expected)):
+        load_pairs(path, tokenizer=world)

@@ -4,6 +4,8 @@ stability and null churn, checked against cases with a known answer."""
 from __future__ import annotations
 
 import itertools
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from probes.bootstrap import poisson_weights
 from probes.circuit import select_edges
 from probes.edges import EdgeGraph
-from probes.statistics import ScoreSums, Selection, SnapshotStats
+from probes.statistics import NonFiniteScores, ScoreSums, Selection, SnapshotStats
 
 GRAPH = EdgeGraph.build(num_layers=2, num_heads=2, num_kv_heads=1)
 
@@ -135,3 +137,56 @@ def test_no_pairs_is_an_error():
     sums = ScoreSums.zeros(ScoreSums.shapes(GRAPH, "node", 4))
     with pytest.raises(ValueError, match="no probe pair"):
         SnapshotStats.of(sums, GRAPH, Selection())
+
+
+def _finite_sums(replicates: int = 4) -> ScoreSums:
+    """Node-level sums over 3 pairs, by hand: 4 heads, every replicate weighting the pairs alike."""
+    heads = torch.tensor([[1.0, -2.0], [0.5, 6.0]], dtype=torch.float64)
+    return ScoreSums(count=torch.tensor([3.0], dtype=torch.float64), heads=heads, heads_abs=heads.abs(),
+                     ranked=heads.abs(), replicate_count=torch.full((replicates,), 3.0, dtype=torch.float64),
+                     replicate_ranked=heads.abs().expand(replicates, 2, 2).clone())
+
+
+@pytest.mark.parametrize(
+    "field, index, value, message",
+    [
+        ("heads", (0, 1), float("nan"), "1 of 24"),
+        ("ranked", (1, 0), float("inf"), "1 of 24"),
+        ("replicate_ranked", (2, 1, 1), float("-inf"), "1 of 24"),
+        ("replicate_ranked", (slice(None), 0, 0), float("nan"), "4 of 24"),
+    ],
+)
+def test_non_finite_head_sums_are_refused(field, index, value, message):
+    sums = _finite_sums()
+    assert SnapshotStats.of(sums, GRAPH, Selection()).circuit.heads == [(1, 1)]
+    broken = getattr(sums, field).clone()
+    broken[index] = value
+    expected = f"non-finite head scores: {message} summed values are NaN or inf (does the model produce NaN/inf logits?)"
+    with pytest.raises(NonFiniteScores, match=f"^{re.escape(expected)}$"):
+        SnapshotStats.of(replace(sums, **{field: broken}), GRAPH, Selection())
+
+
+def test_unscored_heads_are_left_out_of_the_finiteness_check():
+    """Exact patching of chosen heads leaves the others NaN: those NaNs are no error, a scored head's NaN is."""
+    sums = _finite_sums()
+    unscored = torch.tensor([[False, True], [False, False]])
+    nan = {name: getattr(sums, name).masked_fill(unscored, float("nan")) for name in ("heads", "heads_abs", "ranked", "replicate_ranked")}
+    scored = ~unscored
+    stats = SnapshotStats.of(replace(sums, **nan), GRAPH, Selection(), scored)
+    assert stats.importance[0, 1].isnan() and stats.circuit.heads == [(1, 1)]
+    scored[0, 1] = True
+    with pytest.raises(NonFiniteScores, match=r"^non-finite head scores: 6 of 24 summed values"):
+        SnapshotStats.of(replace(sums, **nan), GRAPH, Selection(), scored)
+    with pytest.raises(NonFiniteScores, match=r"^non-finite head scores: 6 of 24 summed values"):
+        SnapshotStats.of(replace(sums, **nan), GRAPH, Selection())
+
+
+def test_non_finite_circuit_effects_are_refused():
+    stats = SnapshotStats.of(_finite_sums(), GRAPH, Selection())
+    effects = torch.tensor([[1.0, 4.0]] * 5, dtype=torch.float64)
+    assert stats.with_faithfulness(effects).faithfulness == pytest.approx(0.75)
+    effects[3, 0] = float("nan")
+    expected = "non-finite circuit effects: 1 of 10 summed values are NaN or inf (does the model produce NaN/inf logits?)"
+    with pytest.raises(NonFiniteScores, match=f"^{re.escape(expected)}$"):
+        stats.with_faithfulness(effects)
+    assert issubclass(NonFiniteScores, ValueError)
