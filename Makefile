@@ -27,12 +27,15 @@ base-model: $(BASE_MODEL)/model.safetensors
 $(BASE_MODEL)/model.safetensors: | $(VENV)/.installed
 	$(BIN)/python train/pretrain.py --config configs/tiny/pretrain.yaml --output_dir $(BASE_MODEL)
 
+# The demo and the SFT run start afresh each time; a run store is never overwritten by the scripts themselves.
 demo: $(BASE_MODEL)/model.safetensors
+	@[ ! -d outputs/tiny-grpo ] || { echo "sparks: replacing the previous demo run in outputs/tiny-grpo"; rm -rf outputs/tiny-grpo; }
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/grpo.py --config configs/tiny/grpo.yaml
 	@echo "sparks: head lineage stored in outputs/tiny-grpo/sparks/"
 	@echo "sparks: open the heads dashboard with: $(BIN)/trackio show --project sparks"
 
 sft: $(BASE_MODEL)/model.safetensors
+	@[ ! -d outputs/tiny-sft ] || { echo "sparks: replacing the previous SFT run in outputs/tiny-sft"; rm -rf outputs/tiny-sft; }
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py --config configs/tiny/sft.yaml
 
 evaluate: $(BASE_MODEL)/model.safetensors

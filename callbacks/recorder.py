@@ -93,13 +93,20 @@ class SnapshotRecorder:
         self.config = config
         self.store = store
         self.lineage = lineage
+        self.events = lineage.events
         self.dashboards = list(dashboards)
         self.series = list(series)
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        """Keep one log call's kept series, in memory and in the store."""
+        """Keep one log call's kept series, in memory and in the store (later, if the store cannot be written now)."""
         self.series.append((step, values))
-        self.store.append("metrics.jsonl", [{"step": step, **values}])
+        waiting = bool(self.store.backlog.get("metrics.jsonl"))
+        try:
+            self.store.append("metrics.jsonl", [{"step": step, **values}])
+        except OSError as error:
+            if not waiting:
+                print(f"sparks: step {step}: could not write metrics.jsonl ({error}); the logged values wait "
+                      f"in memory until the run store can be written", flush=True)
 
     def record(self, step: int, stats: SnapshotStats, seconds: float, pictures: bool = True) -> None:
         """Add the snapshot to the lineage, the store and the dashboards (with ``pictures`` or without), and say what changed."""
@@ -111,23 +118,31 @@ class SnapshotRecorder:
         if reward is not None:
             metrics["heads/reward_window"] = reward
         membership = stats.membership
-        self.store.save_snapshot(
-            step,
-            {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
-             "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
-             "faithfulness": _plain(stats.faithfulness),
-             "faithfulness_interval": None if stats.faithfulness_interval is None else [
-                 _plain(value) for value in stats.faithfulness_interval],
-             "replicates": int(stats.replicates.shape[0]),
-             "membership": membership.tolist()},
-            {"mean": stats.mean, "mean_abs": stats.mean_abs, "importance": stats.importance,
-             "importance_low": stats.importance_interval[0], "importance_high": stats.importance_interval[1],
-             "membership": membership, "ranking": stats.ranking},
-            stats.circuit,
-        )
-        self.store.append("events.jsonl", events)
-        self.store.save_lineage(self.lineage)
-        self.store.save_summary(self.summary())
+        try:
+            self.store.commit(
+                self.lineage,
+                self.events + events,
+                {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
+                 "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
+                 "faithfulness": _plain(stats.faithfulness),
+                 "faithfulness_interval": None if stats.faithfulness_interval is None else [
+                     _plain(value) for value in stats.faithfulness_interval],
+                 "replicates": int(stats.replicates.shape[0]),
+                 "membership": membership.tolist()},
+                {"mean": stats.mean, "mean_abs": stats.mean_abs, "importance": stats.importance,
+                 "importance_low": stats.importance_interval[0], "importance_high": stats.importance_interval[1],
+                 "membership": membership, "ranking": stats.ranking},
+                stats.circuit,
+                self.summary(),
+            )
+        except OSError as error:
+            self.lineage = self.lineage.until(step - 1)
+            if self.config.strict:
+                raise
+            self.fail(step, f"could not write the run store ({error}); this snapshot is not in the lineage")
+            return
+        self.events += events
+        self._flush()
         report = SnapshotReport(
             step=step, importance=importance, membership=membership.numpy(), circuit=list(stats.circuit.heads),
             events=events, metrics=metrics, lineage=self.lineage, reward=reward, pictures=pictures,
@@ -184,18 +199,34 @@ class SnapshotRecorder:
         """Record a failed snapshot in the store and the dashboards, and say so on the console."""
         reason = error.strip().splitlines()[-1]
         print(f"sparks: step {step}: the head snapshot failed: {reason}", flush=True)
-        self.store.append("failures.jsonl", [{"step": step, "error": reason, "traceback": error}])
+        try:
+            self.store.append("failures.jsonl", [{"step": step, "error": reason, "traceback": error}])
+        except OSError as store_error:
+            print(f"sparks: step {step}: could not write failures.jsonl ({store_error}); the failure waits in "
+                  f"memory until the run store can be written", flush=True)
         for dashboard in self.dashboards:
             self._safely(step, lambda: dashboard.failure(step, reason), record=False)
 
     def finish(self) -> None:
         """Write the final summary and close the dashboards."""
         summary = self.summary()
-        self.store.save_summary(summary)
+        try:
+            self.store.save_summary(summary)
+        except OSError as error:
+            print(f"sparks: could not write summary.json ({error}); it keeps the summary of the last snapshot", flush=True)
+        self._flush()
         step = self.lineage.steps[-1] if len(self.lineage) else 0
         for dashboard in self.dashboards:
             self._safely(step, lambda: dashboard.summary(summary), record=False)
             self._safely(step, dashboard.close, record=False)
+
+    def _flush(self) -> None:
+        """Write what earlier failed writes left waiting, if the store can be written again."""
+        for name in list(self.store.backlog):
+            try:
+                self.store.append(name, [])
+            except OSError:
+                return
 
     def _safely(self, step: int, call: Callable[[], None], record: bool = True) -> None:
         """Run one dashboard call; a dashboard that fails is logged (and recorded), the run store already holds the data.

@@ -3,7 +3,8 @@
 Written by the main process only, so nothing is lost when a dashboard is unreachable and a run can
 be analysed later. Layout (format ``sparks-run``, version 2):
 
-- ``run.json``: format, version, tracker config, model head layout, job type, pair count.
+- ``run.json``: format, version, tracker config, model head layout, job type, pair count, and
+  ``resumes``: one {step, changed} entry per resume, naming the settings that changed there.
 - ``pairs.jsonl``: the probe pairs scored at every snapshot (probes.pairs format).
 - ``snapshots/step-XXXXXXXX/snapshot.json``: step, seconds, circuit heads, windowed series (e.g.
   the reward since the previous snapshot), pairs scored, and the uncertainty (probes.statistics):
@@ -15,12 +16,21 @@ be analysed later. Layout (format ``sparks-run``, version 2):
   ``importance_low``/``importance_high``, ``membership`` [L, H], and ``ranking``, what the circuit
   was selected from ([L, H] at node level, [U, D] at edge level).
 - ``snapshots/step-XXXXXXXX/circuit/``: the selected circuit (probes.circuit.Circuit.save).
-- ``events.jsonl``: append-only lineage events {step, layer, head, event, score, reward,
-  confidence, confident} (callbacks.lineage).
+- ``lineage.json``: the lineage state (callbacks.lineage.HeadLineage.state_dict), for resuming.
+- ``events.jsonl``: the lineage's events {step, layer, head, event, score, reward, confidence,
+  confident} (callbacks.lineage), one per line.
 - ``metrics.jsonl``: the trainer's logged series, one {step, ...} line per log call.
 - ``failures.jsonl``: snapshots that failed: {step, error, traceback}.
-- ``lineage.json``: the lineage state (callbacks.lineage.HeadLineage.state_dict), for resuming.
 - ``summary.json``: run-level results (reward alignment, final counts).
+
+Crash safety. ``lineage.json`` is the record of which snapshots exist: a snapshot is committed by
+writing its directory, events.jsonl, summary.json and the new lineage.json to temporary files,
+then renaming them into place, lineage.json last. A crash or a failed write at any point leaves
+the previous lineage whole; a snapshot directory the lineage does not name is a leftover, removed
+on resume. events.jsonl follows from the lineage and metrics.jsonl from the trainer's log history,
+so a resume rewrites both; the JSON-lines files are read tolerantly (a torn last line, what a crash
+or a full disk leaves, is dropped and reported). An append that fails is undone and kept in memory
+until a later one succeeds. A store holding a lineage is never deleted: starting over it is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +48,46 @@ from torch import Tensor
 
 from callbacks.lineage import HeadLineage
 from probes.circuit import Circuit
-from probes.pairs import Pair, save_pairs
+from probes.pairs import Pair, load_pairs, save_pairs
 
 FORMAT = "sparks-run"
 VERSION = 2
+LINEAGE_SETTINGS = (
+    "every", "method", "level", "metric", "ig_steps", "pairs", "scheme", "num_problems", "levels", "seed",
+    "mass", "top_n", "tau", "aggregation", "replicates", "confidence",
+)
+"""Tracker settings that define what a lineage measures: a resumed run must keep them."""
+
+
+class RunStoreError(ValueError):
+    """The run store cannot be started, resumed or read as asked; the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A store reopened at a step: the lineage as it stood there, and one line per thing the resume dropped."""
+
+    lineage: HeadLineage
+    notes: list[str]
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def _write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a crash never leaves half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
+    temporary = _temporary(path)
+    try:
+        temporary.write_text(text)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, json.dumps(value, indent=1))
+def _json_lines(records: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
 
 
 def snapshot_dir(root: Path, step: int) -> Path:
@@ -63,64 +99,199 @@ class RunStore:
 
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir) / "sparks"
+        self.backlog: dict[str, list[dict[str, Any]]] = {}
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def holds_lineage(self) -> bool:
+        """Whether a snapshot was ever committed here."""
+        return (self.root / "lineage.json").is_file()
+
+    def _taken(self) -> RunStoreError:
+        return RunStoreError(
+            f"output_dir: {self.root} holds the head lineage of an earlier run and this run starts at step 0; "
+            f"resume it from its last checkpoint (--resume_from_checkpoint), or set --output_dir to a new directory"
+        )
+
+    def check_relaunch(self, config: dict[str, Any], resuming: bool) -> None:
+        """Before a model loads: a relaunch over this store must resume it, with the settings it was scored with."""
+        if not self.holds_lineage():
+            return
+        if not resuming:
+            raise self._taken()
+        self.check_settings(config)
+
+    def check_settings(
+        self, config: dict[str, Any], pairs: Sequence[Pair] | None = None, layout: dict[str, Any] | None = None
+    ) -> dict[str, list[Any]]:
+        """Refuse to resume with other lineage settings, probe pairs or head layout; return the other settings that changed."""
+        run = self.run()
+        stored = run["config"]
+        for name in LINEAGE_SETTINGS:
+            if stored.get(name) != config.get(name):
+                raise RunStoreError(
+                    f"tracker.{name}: the run store at {self.root} was scored with {stored.get(name)!r}, this run asks "
+                    f"for {config.get(name)!r}; resume with the same setting, or set --output_dir to a new directory"
+                )
+        if layout is not None and run.get("model") != layout:
+            raise RunStoreError(f"model_name_or_path: the run store at {self.root} holds heads of {run.get('model')}, "
+                                f"this model has {layout}; set --output_dir to a new directory")
+        try:
+            stored_pairs = None if pairs is None else load_pairs(self.root / "pairs.jsonl")
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{self.root / 'pairs.jsonl'}: unreadable ({error}); set --output_dir to a new directory") from None
+        if pairs is not None and stored_pairs != list(pairs):
+            raise RunStoreError(f"tracker.pairs: the probe pairs differ from the {run.get('pairs')} the run store at "
+                                f"{self.root} was scored on (another tokenizer or pair file?); set --output_dir to a new directory")
+        return {name: [stored.get(name), value] for name, value in config.items() if stored.get(name) != value}
 
     def start(self, run: dict[str, Any], pairs: Sequence[Pair]) -> None:
-        """Begin a fresh run: clear what an earlier run left here, write run.json and the pairs."""
+        """Begin a fresh run: write run.json and the pairs. Refused over a store that holds a lineage."""
+        if self.holds_lineage():
+            raise self._taken()
         if self.root.exists():
-            shutil.rmtree(self.root)
+            shutil.rmtree(self.root)  # leftovers of a run that crashed before its first snapshot
         (self.root / "snapshots").mkdir(parents=True)
-        _write_json(self.root / "run.json", {"format": FORMAT, "version": VERSION, **run})
-        save_pairs(pairs, self.root / "pairs.jsonl")
+        save_pairs(pairs, _temporary(self.root / "pairs.jsonl"))
+        os.replace(_temporary(self.root / "pairs.jsonl"), self.root / "pairs.jsonl")
+        _write_text(self.root / "run.json", json.dumps({"format": FORMAT, "version": VERSION, **run, "resumes": []}, indent=1))
 
     def run(self) -> dict[str, Any]:
         """run.json, checked for format and version."""
-        record = json.loads((self.root / "run.json").read_text())
-        if record.get("format") != FORMAT or record.get("version") != VERSION:
-            raise ValueError(f"{self.root}: not a {FORMAT} v{VERSION} run store")
+        try:
+            record = json.loads((self.root / "run.json").read_text())
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{self.root / 'run.json'}: unreadable ({error})") from None
+        if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("version") != VERSION:
+            raise RunStoreError(f"{self.root}: not a {FORMAT} v{VERSION} run store")
         return record
 
-    def resume(self, step: int) -> HeadLineage | None:
-        """Reopen the run at ``step``: drop snapshots, events, metrics and failures after it.
+    def resume(self, step: int, series: Sequence[dict[str, Any]]) -> Resumed | None:
+        """Reopen the run at ``step`` (None when no lineage was committed here).
 
-        Returns the lineage as it stood at ``step``, or None when there is no store to resume.
+        Keeps the snapshots up to ``step``, the failures up to it and ``series`` (the trainer's
+        logged series up to it, {step, ...} each) as metrics.jsonl; removes leftover snapshot
+        directories and rewrites events.jsonl from the lineage. Reads everything before it writes anything.
         """
-        if not (self.root / "lineage.json").is_file():
+        if not self.holds_lineage():
             return None
         self.run()
-        lineage = HeadLineage.from_state_dict(json.loads((self.root / "lineage.json").read_text())).until(step)
+        try:
+            lineage = HeadLineage.from_state_dict(json.loads((self.root / "lineage.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunStoreError(f"{self.root / 'lineage.json'}: unreadable ({error}); the lineage cannot be resumed: "
+                                f"set --output_dir to a new directory") from None
+        kept = lineage.until(step)
+        notes = []
+        later = [later_step for later_step in lineage.steps if later_step > step]
+        if later:
+            notes.append(f"dropped the snapshots after step {step} (steps {', '.join(map(str, later))}); "
+                         f"training from the checkpoint scores them again")
+        failures, torn = self._records("failures.jsonl")
+        for name in ("events.jsonl", "metrics.jsonl"):
+            torn += self._records(name)[1]
+        notes += torn
         for directory in (self.root / "snapshots").glob("step-*"):
-            if int(directory.name.removeprefix("step-")) > step:
+            name = directory.name.removesuffix(".tmp").removeprefix("step-")
+            if directory.name.endswith(".tmp") or not name.isdigit() or int(name) not in kept.steps:
                 shutil.rmtree(directory)
-        for name in ("events.jsonl", "metrics.jsonl", "failures.jsonl"):
-            self._keep_lines(name, lambda record: record["step"] <= step)
-        self.save_lineage(lineage)
-        return lineage
+        _write_text(self.root / "metrics.jsonl", _json_lines(record for record in series if record["step"] <= step))
+        _write_text(self.root / "failures.jsonl", _json_lines(record for record in failures if record["step"] <= step))
+        _write_text(self.root / "events.jsonl", _json_lines(kept.events))
+        _write_text(self.root / "lineage.json", json.dumps(kept.state_dict()))
+        self.backlog.clear()
+        return Resumed(kept, notes)
 
-    def _keep_lines(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
-        if (self.root / name).is_file():
-            _write_text(self.root / name, "".join(json.dumps(record) + "\n" for record in self.read(name) if keep(record)))
+    def record_resume(self, step: int, changed: dict[str, list[Any]]) -> None:
+        """Note in run.json that the run resumed at ``step``, and which settings (old, new) changed there."""
+        run = self.run()
+        run["resumes"] = [*run.get("resumes", []), {"step": step, "changed": changed}]
+        run["config"] = {**run["config"], **{name: new for name, (_, new) in changed.items()}}
+        _write_text(self.root / "run.json", json.dumps(run, indent=1))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        lineage: HeadLineage,
+        events: Sequence[dict[str, Any]],
+        record: dict[str, Any],
+        tensors: dict[str, Tensor],
+        circuit: Circuit,
+        summary: dict[str, Any],
+    ) -> None:
+        """Write the lineage's last snapshot (its record, score tensors and circuit), all its ``events`` and the summary, all or nothing.
+
+        A failed write (disk full, permissions) raises OSError and leaves the store as it was.
+        """
+        step = lineage.steps[-1]
+        directory = snapshot_dir(self.root, step)
+        staging = _temporary(directory)
+        files = {
+            self.root / "events.jsonl": _json_lines(events),
+            self.root / "summary.json": json.dumps(summary, indent=1),
+            self.root / "lineage.json": json.dumps(lineage.state_dict()),
+        }
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(staging / "scores.safetensors"))
+            circuit.save(staging / "circuit")
+            (staging / "snapshot.json").write_text(json.dumps({"step": step, **record}, indent=1))
+            for path, text in files.items():
+                _temporary(path).write_text(text)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            for path in files:
+                _temporary(path).unlink(missing_ok=True)
+            raise
+        if directory.exists():
+            shutil.rmtree(directory)  # a leftover of a crash between this snapshot's write and its commit
+        os.replace(staging, directory)
+        for path in files:  # lineage.json last: the commit
+            os.replace(_temporary(path), path)
 
     def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
-        """Append JSON lines to ``name`` (events.jsonl, metrics.jsonl, failures.jsonl)."""
-        with (self.root / name).open("a") as file:
-            for record in records:
-                file.write(json.dumps(record) + "\n")
+        """Append JSON lines to ``name`` (metrics.jsonl, failures.jsonl), after any that failed to be written before.
+
+        A failed write is undone (no torn line is left) and its records wait for the next call; the OSError is raised.
+        """
+        pending = self.backlog.pop(name, []) + list(records)
+        path = self.root / name
+        size = path.stat().st_size if path.is_file() else 0
+        try:
+            with path.open("a") as file:
+                file.write(_json_lines(pending))
+        except OSError:
+            self.backlog[name] = pending
+            try:
+                os.truncate(path, size)
+            except OSError:
+                pass  # the reader drops a torn last line
+            raise
 
     def read(self, name: str) -> list[dict[str, Any]]:
-        """The JSON lines of ``name`` (none if it was never written)."""
+        """The whole JSON lines of ``name`` (none if it was never written)."""
+        return self._records(name)[0]
+
+    def _records(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """The whole records of a JSON-lines file, and one note per line that is not one (a torn write)."""
         path = self.root / name
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-    def save_snapshot(self, step: int, record: dict[str, Any], tensors: dict[str, Tensor], circuit: Circuit) -> None:
-        """Write one snapshot's record, score tensors and circuit."""
-        directory = snapshot_dir(self.root, step)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(directory / "scores.safetensors"))
-        circuit.save(directory / "circuit")
-        _write_json(directory / "snapshot.json", {"step": step, **record})
-
-    def save_lineage(self, lineage: HeadLineage) -> None:
-        _write_json(self.root / "lineage.json", lineage.state_dict())
+        if not path.is_file():
+            return [], []
+        records, notes = [], []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                notes.append(f"dropped line {number} of {name}, not a whole record ({len(line)} characters: a torn write)")
+        return records, notes
 
     def save_summary(self, summary: dict[str, Any]) -> None:
-        _write_json(self.root / "summary.json", summary)
+        _write_text(self.root / "summary.json", json.dumps(summary, indent=1))

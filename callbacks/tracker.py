@@ -7,7 +7,10 @@ and the end. The callback only schedules: every rank scores its share of the pro
 main process records the result (callbacks.recorder: lineage, run store, dashboards, summary).
 
 A snapshot is scored when its step ends and recorded once that step's logs are in, so the reward
-window it closes includes its own step. Scoring leaves the model exactly as found (probes.hooks),
+window it closes includes its own step (at once when the step logs nothing, so the store holds it
+before a checkpoint of that step is written). Training resumed from a checkpoint resumes the run
+store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
+other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model exactly as found (probes.hooks),
 so the training is the same with and without the tracker. A failed snapshot is logged with its
 traceback, recorded, and training goes on, unless ``config.strict``.
 """
@@ -21,15 +24,17 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from callbacks.config import TrackerConfig
+from callbacks.distributed import sum_over_ranks
 from callbacks.lineage import HeadLineage
 from callbacks.recorder import SnapshotRecorder, kept_series
 from callbacks.report import Dashboard
 from callbacks.snapshot import SnapshotFailed, score_snapshot
-from callbacks.store import RunStore
+from callbacks.store import RunStore, RunStoreError
 from probes.edges import EdgeGraph
 from probes.pairs import Pair, load_pairs
 from probes.schemes import arith_style_pairs, numbers_pairs
@@ -55,10 +60,11 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
     return names
 
 
-def probe_pairs(config: TrackerConfig, tokenizer: Any) -> list[Pair]:
-    """The pair file, or pairs of the arithmetic world's probe split in the configured scheme."""
+def probe_pairs(config: TrackerConfig, tokenizer: Any, vocab_size: int | None = None) -> list[Pair]:
+    """The pair file (checked against the model's vocabulary and tokenizer), or pairs of the
+    arithmetic world's probe split in the configured scheme."""
     if config.pairs is not None:
-        return load_pairs(config.pairs)
+        return load_pairs(config.pairs, vocab_size=vocab_size, tokenizer=tokenizer)
     problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed)
     if config.scheme == "style":
         pairs = arith_style_pairs(tokenizer, problems)
@@ -110,15 +116,15 @@ class HeadTrackerCallback(TrainerCallback):
         model, tokenizer = kwargs["model"], kwargs.get("processing_class")
         self.graph = graph_of(model)
         if self.pairs is None:
-            self.pairs = probe_pairs(self.config, tokenizer)
+            self.pairs = probe_pairs(self.config, tokenizer, resolve(model).embed_tokens.num_embeddings)
         pad_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = 0 if pad_id is None else int(pad_id)
-        # Resuming: the last step the schedule scored, the same on every rank whatever the store holds.
-        self.last_scored = state.global_step - state.global_step % self.config.every if state.global_step else None
-        if state.is_world_process_zero:
-            self.recorder = self._open_recorder(args, state, model)
-        if state.global_step == 0:
-            self._score(model, 0, final=False)
+        step = state.global_step
+        last_stored, missing = self._open(args, state, model)
+        # Resuming: the last step scored, by the schedule or a final snapshot the store holds.
+        self.last_scored = max(step - step % self.config.every, last_stored) if step else None
+        if step == 0 or missing:
+            self._score(model, step, final=step >= state.max_steps)
             self._publish()
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
@@ -127,6 +133,8 @@ class HeadTrackerCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         if state.global_step % self.config.every == 0:
             self._score(kwargs["model"], state.global_step, final=state.global_step >= state.max_steps)
+            if not control.should_log:  # no logs will close its window: record it before a checkpoint can be written
+                self._publish()
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs) -> None:
         values = kept_series(logs or {})
@@ -182,23 +190,59 @@ class HeadTrackerCallback(TrainerCallback):
 
     # -- the run store and dashboards (main process) ---------------------------------------------
 
+    def _open(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> tuple[int, bool]:
+        """Open the run store on the main process, and agree on every rank on what it holds.
+
+        Returns the last step it holds a snapshot of (-1 for none) and whether the snapshot of the
+        step training resumes at is missing from it (a crash between the two), to be scored again.
+        A store that cannot be opened raises RunStoreError on every rank.
+        """
+        error, last_stored, missing = None, -1, False
+        if state.is_world_process_zero:
+            try:
+                self.recorder = self._open_recorder(args, state, model)
+                lineage, step = self.recorder.lineage, state.global_step
+                last_stored = lineage.steps[-1] if len(lineage) else -1
+                failed = {failure["step"] for failure in self.recorder.store.read("failures.jsonl")}
+                missing = step > 0 and step % self.config.every == 0 and step not in lineage.steps and step not in failed
+                if missing:
+                    print(f"sparks: resuming at step {step}: the run store lacks this step's snapshot; scoring it again", flush=True)
+            except RunStoreError as failure:
+                error = failure
+            except OSError as failure:
+                error = RunStoreError(f"output_dir: cannot write the run store under {args.output_dir} ({failure})")
+        device = next(model.parameters()).device
+        agreed = sum_over_ranks(torch.tensor([float(error is not None), last_stored + 1.0, float(missing)],
+                                             dtype=torch.float64, device=device)).cpu()
+        if agreed[0] > 0:
+            raise error or RunStoreError("the run store could not be opened on the main process")
+        return int(agreed[1]) - 1, bool(agreed[2])
+
     def _open_recorder(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> SnapshotRecorder:
-        store = RunStore(args.output_dir)
-        lineage = store.resume(state.global_step) if state.global_step > 0 else None
-        if lineage is None:
-            if state.global_step > 0:
-                logger.warning("sparks: resuming at step %d without a run store; the lineage starts here", state.global_step)
-            lineage = HeadLineage(self.config.confidence)
-            sites = resolve(model)
-            store.start(
-                {"config": self.config.as_dict(), "job_type": self.job_type, "pairs": len(self.pairs),
-                 "model": {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
-                           "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}},
-                self.pairs,
-            )
+        """The recorder over a fresh run store, or over the stored run resumed at this step (same settings, pairs and heads)."""
+        store, step = RunStore(args.output_dir), state.global_step
+        sites = resolve(model)
+        layout = {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
+                  "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
         series = [(int(entry["step"]), values) for entry in state.log_history
                   if "step" in entry and (values := kept_series(entry))]
+        if step > 0 and store.holds_lineage():
+            changed = store.check_settings(self.config.as_dict(), self.pairs, layout)
+            resumed = store.resume(step, [{"step": logged_step, **values} for logged_step, values in series])
+            store.record_resume(step, changed)
+            lineage = resumed.lineage
+            print(f"sparks: resuming the run store at step {step}: {len(lineage)} snapshots kept"
+                  + "".join(f"; {note}" for note in resumed.notes), flush=True)
+        else:
+            if step > 0:
+                print(f"sparks: resuming at step {step} with no head lineage in {store.root}; "
+                      f"the lineage starts here, without the base model's circuit", flush=True)
+            lineage = HeadLineage(self.config.confidence)
+            store.start({"config": self.config.as_dict(), "job_type": self.job_type, "pairs": len(self.pairs),
+                         "model": layout}, self.pairs)
         recorder = SnapshotRecorder(self.config, store, lineage, self.dashboards or [], series)
+        if step > 0:
+            store.save_summary(recorder.summary())
         if self.dashboards is None:
             from callbacks.dashboards import make_dashboards
 

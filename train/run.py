@@ -1,14 +1,34 @@
-"""The part every training script shares: the head tracker, a terse progress bar, train, save, say where it went."""
+"""The part every training script shares: resuming, the head tracker, a terse progress bar, train, save, say where it went."""
 
 from __future__ import annotations
 
 import os
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from callbacks.config import TrackerConfig
+from callbacks.store import RunStore, RunStoreError
 from callbacks.tracker import HeadTrackerCallback, dashboard_names
+from train.arguments import exit_with
 from train.progress import use_reward_progress
+
+
+def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:
+    """Resume from the output directory's last checkpoint when the recipe names none, as Open-R1 does,
+    and refuse (RunStoreError) a relaunch that would start a run store's lineage over or change its settings.
+
+    Runs before any model loads, so a crashed job relaunched with the same command goes on where it stopped.
+    """
+    if training_args.resume_from_checkpoint is None and os.path.isdir(training_args.output_dir):
+        last = get_last_checkpoint(training_args.output_dir)
+        if last is not None:
+            training_args.resume_from_checkpoint = last
+            if training_args.process_index == 0:
+                print(f"sparks: resuming from {last}, the last checkpoint in {training_args.output_dir}", flush=True)
+    if tracker is not None:
+        RunStore(training_args.output_dir).check_relaunch(
+            tracker.as_dict(), resuming=training_args.resume_from_checkpoint is not None)
 
 
 def tracker_callbacks(config: TrackerConfig | None, training_args: TrainingArguments, job_type: str) -> list[TrainerCallback]:
@@ -33,7 +53,12 @@ def train_and_save(trainer: Trainer, kind: str) -> None:
     if main_process:
         processes = trainer.accelerator.num_processes
         print(f"sparks: {kind} on {processes} process{'es' if processes > 1 else ''}", flush=True)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    except RunStoreError as error:  # raised on every rank before the first step; the main process names it
+        if main_process:
+            exit_with(error)
+        raise SystemExit(2) from None
     trainer.save_model(args.output_dir)
     trainer.save_state()
     if main_process:

@@ -9,50 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from trl import GRPOConfig, ModelConfig, SFTConfig
 
 import callbacks.dashboards
 import callbacks.snapshot
-from callbacks.lineage import HeadLineage
 from callbacks.store import RunStore
-from train import grpo, sft
-from train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
-
-REPO = Path(__file__).resolve().parents[2]
-SMALL_GRPO = [
-    "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "8",
-    "--num_train_examples", "16", "--logging_steps", "1", "--report_to", "none",
-]
-SMALL_SFT = [
-    "--num_train_examples", "64", "--per_device_train_batch_size", "8", "--logging_steps", "1",
-    "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--report_to", "none",
-]
-TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
-RUNTIME_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
-
-
-def run_grpo(model_dir: Path, output_dir: Path, steps: int, tracker: dict | None, *overrides: str) -> None:
-    argv = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--model_name_or_path", str(model_dir),
-            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_GRPO, *overrides]
-    if tracker is not None:
-        argv += ["--tracker", json.dumps(tracker)]
-    grpo.main(*parse_recipe((GRPOScriptArguments, GRPOConfig, ModelConfig), argv))
-
-
-def run_sft(model_dir: Path, output_dir: Path, steps: int, tracker: dict, *overrides: str) -> None:
-    argv = ["--config", str(REPO / "configs/tiny/sft.yaml"), "--model_name_or_path", str(model_dir),
-            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_SFT, "--tracker", json.dumps(tracker),
-            *overrides]
-    sft.main(*parse_recipe((RecipeArguments, SFTConfig, ModelConfig), argv))
-
-
-def history(output_dir: Path) -> list[dict]:
-    log_history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return [{key: value for key, value in entry.items() if key not in RUNTIME_KEYS} for entry in log_history]
-
-
-def lineage_of(output_dir: Path) -> HeadLineage:
-    return HeadLineage.from_state_dict(json.loads((output_dir / "sparks" / "lineage.json").read_text()))
+from training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +166,16 @@ def test_resuming_gives_the_events_and_confidences_of_one_uninterrupted_run(rand
 
 def test_resume_drops_what_came_after_the_checkpoint(random_model_dir, tmp_path):
     run_grpo(random_model_dir, tmp_path, 4, TRACKER)
-    lineage = RunStore(tmp_path).resume(3)
-    assert lineage.steps == [0, 2]
+    store = RunStore(tmp_path)
+    resumed = store.resume(3, store.read("metrics.jsonl"))
+    assert resumed.lineage.steps == [0, 2]
+    assert resumed.notes == ["dropped the snapshots after step 3 (steps 4); training from the checkpoint scores them again"]
     assert sorted(path.name for path in (tmp_path / "sparks/snapshots").iterdir()) == ["step-00000000", "step-00000002"]
-    assert max(record["step"] for record in RunStore(tmp_path).read("metrics.jsonl")) == 3
+    assert max(record["step"] for record in store.read("metrics.jsonl")) == 3
     assert lineage_of(tmp_path).steps == [0, 2]
+    assert store.read("events.jsonl") == resumed.lineage.events
     shutil.rmtree(tmp_path / "sparks")
-    assert RunStore(tmp_path).resume(3) is None
+    assert RunStore(tmp_path).resume(3, []) is None
 
 
 def test_gradient_checkpointing_runs_train_the_same_with_the_tracker(base_model_dir, tmp_path):

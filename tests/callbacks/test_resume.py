@@ -1,0 +1,317 @@
+"""The run store across crashes and relaunches: every kill point resumes to the uninterrupted run.
+
+A kill is injected as an exception no handler catches (``Killed``) at the chosen moment; the same
+command is then launched again over the same output directory, and the script resumes from the
+last checkpoint by itself. The store must then equal the store of one uninterrupted run with the
+same seed: snapshots, events with their confidences, failures, logged metrics and summary.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pathlib
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import callbacks.snapshot
+import callbacks.store
+from callbacks.store import RunStore
+from training_runs import lineage_of, run_sft
+from train import sft as train_sft
+
+pytestmark = pytest.mark.hostile
+TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
+STEPS = 6
+SAVING = ("--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "2")
+"""Checkpoints and logs at 2, 4 and 6. (With logs between checkpoints the trainer's own logged
+averages restart at a resumed checkpoint, so the reward windows would differ for that reason.)"""
+
+
+class Killed(BaseException):
+    """A kill: nothing in the trainer or the tracker catches it, as nothing survives a SIGKILL."""
+
+
+def train(model_dir: Path, output_dir: Path, tracker: dict = TRACKER, *overrides: str) -> None:
+    run_sft(model_dir, output_dir, STEPS, tracker, *SAVING, *overrides)
+
+
+def killed(model_dir: Path, output_dir: Path) -> None:
+    with pytest.raises(Killed):
+        train(model_dir, output_dir)
+
+
+def store_contents(output_dir: Path) -> dict:
+    """What a resumed store must reproduce: everything but wall-clock times."""
+    store = RunStore(output_dir)
+    snapshots = {}
+    for directory in sorted((store.root / "snapshots").iterdir()):
+        record = json.loads((directory / "snapshot.json").read_text())
+        record.pop("seconds")
+        tensors = {name: value.tolist() for name, value in load_file(str(directory / "scores.safetensors")).items()}
+        snapshots[directory.name] = (record, tensors, (directory / "circuit" / "circuit.json").read_text())
+    return {
+        "snapshots": snapshots,
+        "lineage": json.loads((store.root / "lineage.json").read_text()),
+        "events": store.read("events.jsonl"),
+        "metrics": store.read("metrics.jsonl"),
+        "failures": store.read("failures.jsonl"),
+        "summary": json.loads((store.root / "summary.json").read_text()),
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(random_model_dir, tmp_path_factory) -> dict:
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    train(random_model_dir, output_dir)
+    contents = store_contents(output_dir)
+    assert lineage_of(output_dir).steps == [0, 2, 4, 6] and contents["failures"] == []
+    return contents
+
+
+def kill_when(monkeypatch, target: object, name: str, when) -> None:
+    """Make ``target.name`` raise Killed on the call for which ``when(*args, **kwargs)`` holds, once."""
+    real = getattr(target, name)
+    fired = []
+
+    def wrapper(*args, **kwargs):
+        if not fired and when(*args, **kwargs):
+            fired.append(True)
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    """Dies right after the trainer wrote the checkpoint of ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def with_callback(monkeypatch, callback: TrainerCallback) -> None:
+    """Add ``callback`` after the tracker in the SFT script's next run."""
+    real = train_sft.tracker_callbacks
+    monkeypatch.setattr(train_sft, "tracker_callbacks", lambda *args: real(*args) + [callback])
+
+
+def test_kill_after_a_checkpoint_resumes_to_the_uninterrupted_run(random_model_dir, tmp_path, monkeypatch, uninterrupted):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        killed(random_model_dir, tmp_path)
+    assert lineage_of(tmp_path).steps == [0, 2, 4]  # recorded before the checkpoint was written
+    train(random_model_dir, tmp_path)
+    assert store_contents(tmp_path) == uninterrupted
+
+
+def test_a_snapshot_of_a_step_that_logs_nothing_is_stored_before_its_checkpoint(random_model_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    sparse_logs = ("--logging_steps", "3")
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        with pytest.raises(Killed):
+            train(random_model_dir, tmp_path, TRACKER, *sparse_logs)
+    assert lineage_of(tmp_path).steps == [0, 2, 4]
+    train(random_model_dir, tmp_path, TRACKER, *sparse_logs)
+    assert "scoring it again" not in capsys.readouterr().out
+    assert lineage_of(tmp_path).steps == [0, 2, 4, 6] and RunStore(tmp_path).read("failures.jsonl") == []
+
+
+def test_a_store_behind_its_checkpoint_scores_the_missing_snapshot_again(random_model_dir, tmp_path, monkeypatch,
+                                                                        uninterrupted, capsys):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        killed(random_model_dir, tmp_path)
+    store = RunStore(tmp_path)  # the store as a crash between checkpoint-4 and its snapshot leaves it
+    (store.root / "lineage.json").write_text(json.dumps(lineage_of(tmp_path).until(2).state_dict()))
+    train(random_model_dir, tmp_path)
+    assert "the run store lacks this step's snapshot; scoring it again" in capsys.readouterr().out
+    assert store_contents(tmp_path) == uninterrupted
+
+
+@pytest.mark.parametrize("moment", ["staging", "renaming"])
+def test_kill_during_a_snapshot_write_resumes_to_the_uninterrupted_run(random_model_dir, tmp_path, monkeypatch,
+                                                                       uninterrupted, moment):
+    with monkeypatch.context() as patch:
+        if moment == "staging":  # the snapshot's files half written
+            kill_when(patch, callbacks.store.Circuit, "save", lambda circuit, path: "step-00000004" in str(path))
+        else:  # its directory in place, the lineage not yet committed
+            kill_when(patch, os, "replace", lambda source, target: str(target).endswith("sparks/events.jsonl")
+                      and (Path(target).parent / "snapshots" / "step-00000004").is_dir())
+        killed(random_model_dir, tmp_path)
+    assert lineage_of(tmp_path).steps == [0, 2]
+    train(random_model_dir, tmp_path)
+    assert store_contents(tmp_path) == uninterrupted
+
+
+def test_kill_during_an_append_leaves_a_torn_line_that_resume_drops_and_reports(random_model_dir, tmp_path,
+                                                                              monkeypatch, uninterrupted, capsys):
+    real_open = pathlib.Path.open
+    appends = []
+
+    def open_then_die(path, mode="r", *args, **kwargs):
+        if path.name == "metrics.jsonl" and mode == "a":
+            appends.append(path)
+            if len(appends) == 2:  # the log of step 4, before checkpoint-4
+                with real_open(path, mode, *args, **kwargs) as file:
+                    file.write('{"step": 4, "lo')
+                raise Killed
+        return real_open(path, mode, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pathlib.Path, "open", open_then_die)
+        killed(random_model_dir, tmp_path)
+    assert (RunStore(tmp_path).root / "metrics.jsonl").read_text().endswith('\n{"step": 4, "lo')
+    capsys.readouterr()
+    train(random_model_dir, tmp_path)
+    assert "dropped line 2 of metrics.jsonl, not a whole record" in capsys.readouterr().out
+    assert store_contents(tmp_path) == uninterrupted
+
+
+def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypatch, uninterrupted):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        killed(random_model_dir, tmp_path)
+    with monkeypatch.context() as patch:  # metrics.jsonl rewritten, the lineage not yet
+        kill_when(patch, callbacks.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
+        killed(random_model_dir, tmp_path)
+    train(random_model_dir, tmp_path)
+    assert store_contents(tmp_path) == uninterrupted
+
+
+def test_a_relaunch_without_a_checkpoint_is_refused_and_the_lineage_kept(random_model_dir, tmp_path, monkeypatch, capsys):
+    run_sft(random_model_dir, tmp_path, 2, TRACKER)
+    before = {path: path.read_bytes() for path in (tmp_path / "sparks").rglob("*") if path.is_file()}
+    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    with pytest.raises(SystemExit) as stop:
+        run_sft(random_model_dir, tmp_path, 2, TRACKER)
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"sparks: error: output_dir: {tmp_path / 'sparks'} holds the head lineage of an earlier run")
+    assert "--resume_from_checkpoint" in line and "--output_dir" in line
+    assert {path: path.read_bytes() for path in (tmp_path / "sparks").rglob("*") if path.is_file()} == before
+
+
+def test_resuming_with_other_lineage_settings_is_refused_before_the_model_loads(random_model_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(2))
+        killed(random_model_dir, tmp_path)
+    before = (tmp_path / "sparks" / "lineage.json").read_text()
+    with monkeypatch.context() as patch:
+        patch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+        for changed, name in (({"num_problems": 12}, "num_problems"), ({"scheme": "style"}, "scheme"),
+                              ({"replicates": 50}, "replicates")):
+            with pytest.raises(SystemExit):
+                train(random_model_dir, tmp_path, TRACKER | changed)
+            line = capsys.readouterr().err.strip().splitlines()[-1]
+            assert line.startswith(f"sparks: error: tracker.{name}: the run store at {tmp_path / 'sparks'} was scored with")
+    assert (tmp_path / "sparks" / "lineage.json").read_text() == before
+    train(random_model_dir, tmp_path, TRACKER | {"pictures_every": 3})  # a setting the lineage does not depend on
+    assert RunStore(tmp_path).run()["resumes"] == [{"step": 2, "changed": {"pictures_every": [1, 3]}}]
+    assert lineage_of(tmp_path).steps == [0, 2, 4, 6]
+
+
+def test_other_probe_pairs_or_heads_are_refused_at_train_begin(random_model_dir, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(2))
+        killed(random_model_dir, tmp_path)
+    store = RunStore(tmp_path)
+    pairs = store.root / "pairs.jsonl"
+    lines = pairs.read_text().splitlines()
+    pairs.write_text("\n".join(lines[1:]) + "\n")  # as if another tokenizer built fewer pairs
+    with pytest.raises(SystemExit) as stop:
+        train(random_model_dir, tmp_path)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sparks: error: tracker.pairs: the probe pairs differ")
+    assert lineage_of(tmp_path).steps == [0, 2]
+
+
+class DiskFull:
+    """Every write under the run store fails with ENOSPC while ``full`` is set."""
+
+    def __init__(self, monkeypatch, root: Path) -> None:
+        self.root, self.full = str(root), False
+        for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text"), (callbacks.store, "save_file")):
+            monkeypatch.setattr(owner, name, self.guard(getattr(owner, name)))
+
+    def guard(self, real):
+        def write(path, *args, **kwargs):
+            mode = args[0] if args and isinstance(args[0], str) and real.__name__ == "open" else kwargs.get("mode", "w")
+            if self.full and str(path).startswith(self.root) and (real.__name__ != "open" or "r" not in mode):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, *args, **kwargs)
+
+        return write
+
+
+class FillDisk(TrainerCallback):
+    """Fills the disk when step ``start`` ends and frees it when step ``stop`` begins."""
+
+    def __init__(self, disk: DiskFull, start: int, stop: int) -> None:
+        self.disk, self.start, self.stop = disk, start, stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.disk.full = self.disk.full or state.global_step == self.start
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.disk.full = self.disk.full and state.global_step != self.stop - 1
+
+
+def test_a_full_disk_is_a_printed_recorded_failure_and_the_store_stays_whole(random_model_dir, tmp_path, monkeypatch,
+                                                                              capsys, uninterrupted):
+    disk = DiskFull(monkeypatch, tmp_path / "sparks")
+    real = train_sft.tracker_callbacks
+    monkeypatch.setattr(train_sft, "tracker_callbacks", lambda *args: [FillDisk(disk, 2, 4), *real(*args)])
+    run_sft(random_model_dir, tmp_path, STEPS, TRACKER, "--logging_steps", "1")
+    out = capsys.readouterr().out
+    assert "sparks: step 2: the head snapshot failed: could not write the run store ([Errno 28] No space left" in out
+    assert "sparks: step 2: could not write failures.jsonl" in out and "could not write metrics.jsonl" in out
+    store = RunStore(tmp_path)
+    assert lineage_of(tmp_path).steps == [0, 4, 6]
+    assert [failure["step"] for failure in store.read("failures.jsonl")] == [2]  # written once the disk had room
+    assert [record["step"] for record in store.read("metrics.jsonl")] == list(range(1, STEPS + 1))
+    assert sorted(path.name for path in (store.root / "snapshots").iterdir()) == [
+        "step-00000000", "step-00000004", "step-00000006"]
+    assert [event["step"] for event in store.read("events.jsonl")] == [event["step"] for event in lineage_of(tmp_path).events]
+
+
+def test_a_model_that_produces_nan_gets_a_printed_recorded_failure_and_no_snapshot(random_model_dir, tmp_path,
+                                                                                   monkeypatch, capsys):
+    real = callbacks.snapshot.score_pairs
+
+    def nan_scores(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        return {name: value.fill_(float("nan")) if name == "heads" else value for name, value in scores.items()}
+
+    monkeypatch.setattr(callbacks.snapshot, "score_pairs", nan_scores)
+    run_sft(random_model_dir, tmp_path, 2, TRACKER)
+    out = capsys.readouterr().out
+    assert "sparks: step 0: the head snapshot failed: " in out and "non-finite head scores" in out
+    store = RunStore(tmp_path)
+    assert [failure["step"] for failure in store.read("failures.jsonl")] == [0, 2]
+    assert all("non-finite" in failure["error"] for failure in store.read("failures.jsonl"))
+    assert not store.holds_lineage() and list((store.root / "snapshots").iterdir()) == []
+
+
+def test_resume_reads_torn_lines_keeps_whole_records_and_writes_nothing_before_it_has_read(tmp_path):
+    store = RunStore(tmp_path)
+    store.root.mkdir()
+    (store.root / "failures.jsonl").write_text('{"step": 1, "error": "x", "traceback": "x"}\n{"step": 2, "err')
+    records, notes = store._records("failures.jsonl")
+    assert records == [{"step": 1, "error": "x", "traceback": "x"}]
+    assert notes == ["dropped line 2 of failures.jsonl, not a whole record (16 characters: a torn write)"]
+    (store.root / "lineage.json").write_text('{"version": 2, "level": 0.9, "snaps')
+    (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": 2, "config": {}}))
+    with pytest.raises(callbacks.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
+        store.resume(3, [])
+    assert (store.root / "failures.jsonl").read_text().endswith('{"step": 2, "err')  # untouched
