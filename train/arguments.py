@@ -5,15 +5,20 @@ A bad recipe stops with one line naming the bad field, before any model is loade
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from trl import ScriptArguments, TrlParser
 
 from callbacks.config import TrackerConfig
 from tasks import arith
 from tasks.data import DATASETS, DataOptions
+from train.launcher import report_to_launcher
 
 OFF = ("off", "none", "null", "false")
 
@@ -123,8 +128,112 @@ def check_model_path(model_name_or_path: str | None) -> None:
         ) from None
 
 
+def check_training_args(training_args: Any, tracker: TrackerConfig | None) -> None:
+    """Trainer settings that would quietly do nothing, or fail only once the model has loaded.
+
+    A ``save_steps`` that no save strategy uses, W&B asked for online without an API key (by
+    ``report_to`` or the tracker's dashboards, which the trainer reports to as well), and an
+    ``output_dir`` that cannot be written. Checked last: it creates ``output_dir``, as the trainer would.
+    """
+    _check_save_steps(training_args)
+    _check_wandb_key(training_args, tracker)
+    check_output_dir(training_args.output_dir)
+
+
+def _check_save_steps(training_args: Any) -> None:
+    """An explicit ``save_steps`` (one other than the default) is used by save_strategy "steps" only."""
+    default = next(item.default for item in dataclasses.fields(training_args) if item.name == "save_steps")
+    strategy = getattr(training_args.save_strategy, "value", training_args.save_strategy)
+    steps = training_args.save_steps
+    if steps != default and strategy in ("no", "epoch"):
+        raise RecipeError(
+            f'save_steps: {int(steps) if float(steps).is_integer() else steps} has no effect with save_strategy "{strategy}"; '
+            "add --save_strategy steps"
+        )
+
+
+def _check_wandb_key(training_args: Any, tracker: TrackerConfig | None) -> None:
+    """W&B online needs an API key; without one wandb.init stops the run at train begin."""
+    if "wandb" in (training_args.report_to or []):
+        asked_by = "report_to"
+    elif tracker is not None:
+        from callbacks.tracker import dashboard_names
+
+        asked_by = "tracker.dashboards" if "wandb" in dashboard_names(tracker) else None
+    else:
+        asked_by = None
+    if asked_by and wandb_lacks_a_key():
+        raise RecipeError(
+            f'{asked_by}: wandb needs a W&B API key when online: run "wandb login", set WANDB_API_KEY, '
+            "or set WANDB_MODE=offline"
+        )
+
+
+def wandb_lacks_a_key() -> bool:
+    """Whether W&B is online with no API key where wandb.init looks for one, found without the network.
+
+    W&B's own lookup (wandb 0.31): its settings files and WANDB_* variables (mode, base URL, key),
+    WANDB_IDENTITY_TOKEN_FILE, then the netrc entry for the base URL that ``wandb login`` writes.
+    It reads a fresh Settings, not W&B's process-wide one, which would freeze the WANDB_* variables
+    the tracker sets later. When that lookup itself fails, leave the verdict to wandb.init.
+    """
+    try:
+        from wandb.sdk.lib import wbauth
+        from wandb.sdk.wandb_settings import Settings
+
+        settings = Settings()
+        config_dir = os.environ.get("WANDB_CONFIG_DIR")
+        system = Path(config_dir).expanduser() / "settings" if config_dir else Path("~/.config/wandb/settings").expanduser()
+        settings.settings_system = str(system)
+        settings.update_from_system_settings()
+        settings.update_from_env_vars(dict(os.environ))
+        if settings.mode in ("offline", "dryrun", "disabled"):
+            return False
+        if settings.api_key or os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+            return False
+        return wbauth.read_netrc_auth(host=settings.base_url) is None
+    except Exception:  # no wandb, or its lookup changed: wandb.init will say what is wrong
+        return False
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The output directory can be made and written: create it (as the trainer would) and a temporary file in it."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"output_dir: cannot write to {output_dir} (it is a file, not a directory)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise RecipeError(f"output_dir: cannot write to {output_dir} ({error.strerror or error})") from None
+
+
+def check_pairs_fit_model(tracker: TrackerConfig | None, model_args: Any, tokenizer: Any, trust_remote_code: bool = False) -> None:
+    """The tracker's pair file against the model about to be trained: ids in its vocabulary, made with its tokenizer.
+
+    Run after the tokenizer loads and before the model does (its config gives the vocabulary size).
+    """
+    if tracker is None or tracker.pairs is None:
+        return
+    from transformers import AutoConfig
+
+    from probes.pairs import load_pairs
+
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+    )
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    try:
+        load_pairs(tracker.pairs, vocab_size=getattr(text_config, "vocab_size", None), tokenizer=tokenizer)
+    except (ValueError, OSError) as error:
+        raise RecipeError(f"tracker.pairs: {str(error).strip()}") from None
+
+
 def exit_with(error: Exception) -> None:
-    """Print one line naming the problem and stop with status 2."""
+    """Print one line naming the problem and stop with status 2; under a launcher the line also ends its output."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    print(f"sparks: error: {message}", file=sys.stderr, flush=True)
+    line = f"sparks: error: {message}"
+    print(line, file=sys.stderr, flush=True)
+    report_to_launcher(line)
     raise SystemExit(2)

@@ -7,14 +7,27 @@ Any recipe field can be overridden on the command line, e.g. `--max_steps 3 --re
 
 from __future__ import annotations
 
-from transformers import set_seed
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
+from train.launcher import follow_launcher
 
-from tasks.data import load
-from train.arguments import GRPOScriptArguments, check_model_path, exit_with, parse_recipe
-from train.models import load_model, load_tokenizer
-from train.run import tracker_callbacks, train_and_save
-from train.rewards import get_rewards
+if __name__ == "__main__":
+    follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
+
+from transformers import set_seed  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config  # noqa: E402
+
+from tasks.data import load  # noqa: E402
+from train.arguments import (  # noqa: E402
+    GRPOScriptArguments,
+    RecipeError,
+    check_model_path,
+    check_pairs_fit_model,
+    check_training_args,
+    exit_with,
+    parse_recipe,
+)
+from train.models import load_model, load_tokenizer  # noqa: E402
+from train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
+from train.rewards import get_rewards  # noqa: E402
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
@@ -22,11 +35,17 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         script_args.check()
         check_model_path(model_args.model_name_or_path)
         tracker = script_args.tracker_config()
+        resume_point(training_args, tracker)
         reward_funcs = get_rewards(script_args.reward_funcs)
+        check_training_args(training_args, tracker)
     except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
+    try:
+        check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
+    except RecipeError as error:
+        exit_with(error)
     model = load_model(model_args, training_args)
     train_dataset = load(script_args.dataset_name, script_args.data_options("grpo", training_args.seed))
     trainer = GRPOTrainer(

@@ -8,16 +8,21 @@ base model answers directly and GRPO later finds a non-zero reward for reasoning
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from train.launcher import follow_launcher
 
-from transformers import set_seed
-from trl import SFTConfig, SFTTrainer
+if __name__ == "__main__":
+    follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
 
-from tasks.data import arith_dataset
-from tasks.tiny_model import TinyModelArguments, build_tiny_model
-from tasks.tokenizer import build_tokenizer
-from train.arguments import DataArguments, RecipeError, exit_with, parse_recipe
-from train.run import train_and_save
+from dataclasses import dataclass, field, replace  # noqa: E402
+
+from transformers import set_seed  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from tasks.data import arith_dataset  # noqa: E402
+from tasks.tiny_model import TinyModelArguments, build_tiny_model  # noqa: E402
+from tasks.tokenizer import build_tokenizer  # noqa: E402
+from train.arguments import DataArguments, RecipeError, exit_with, parse_recipe  # noqa: E402
+from train.run import train_and_save  # noqa: E402
 
 
 @dataclass
