@@ -6,6 +6,7 @@ before any model loads.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.metrics import METRICS
+from probes.pairs import load_pairs
 from probes.schemes import SCHEMES
 from probes.scoring import LEVELS, METHODS
 from probes.statistics import AGGREGATIONS, Selection
@@ -90,9 +92,18 @@ class TrackerConfig:
             raise bad("confidence", f"must lie in (0.5, 1], got {self.confidence}")
         if self.pairs is not None and not Path(self.pairs).is_file():
             raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
+        if self.pairs is not None:
+            try:
+                load_pairs(self.pairs)
+            except (ValueError, OSError) as error:
+                raise bad("pairs", str(error).strip().splitlines()[0]) from None
         unknown_levels = [level for level in self.levels if level not in arith.LEVELS]
         if unknown_levels or not self.levels:
             raise bad("levels", f"{list(self.levels)} must be a non-empty list drawn from {sorted(arith.LEVELS)}")
+        if self.pairs is None:
+            held = probe_problems_held(tuple(self.levels), self.num_problems, self.seed)
+            if held < self.num_problems:
+                raise bad("num_problems", f"{self.num_problems} probe problems asked, levels {list(self.levels)} hold only {held}")
         if not 0.0 < self.mass <= 1.0:
             raise bad("mass", f"must lie in (0, 1], got {self.mass}")
         if not 0.0 <= self.tau <= 1.0:
@@ -135,6 +146,12 @@ class TrackerConfig:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able copy, for the run store and the dashboards' run config."""
         return {item.name: _plain(getattr(self, item.name)) for item in fields(self)}
+
+
+@functools.lru_cache(maxsize=128)
+def probe_problems_held(levels: tuple[int, ...], count: int, seed: int) -> int:
+    """How many of ``count`` probe problems ``levels`` can give (the tracker's draw, tasks.arith.problems with fill)."""
+    return len(arith.problems("probe", list(levels), count, seed, fill=True))
 
 
 def _plain(value: Any) -> Any:

@@ -65,7 +65,7 @@ def probe_pairs(config: TrackerConfig, tokenizer: Any, vocab_size: int | None = 
     arithmetic world's probe split in the configured scheme."""
     if config.pairs is not None:
         return load_pairs(config.pairs, vocab_size=vocab_size, tokenizer=tokenizer)
-    problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed)
+    problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed, fill=True)
     if config.scheme == "style":
         pairs = arith_style_pairs(tokenizer, problems)
     else:

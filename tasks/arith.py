@@ -162,21 +162,35 @@ def generate(level: int, rng: random.Random) -> Problem:
 
 
 def problems(
-    split: str, levels: list[int] | tuple[int, ...], count: int, seed: int, unique: bool = True
+    split: str, levels: list[int] | tuple[int, ...], count: int, seed: int, unique: bool = True, fill: bool = False
 ) -> list[Problem]:
     """`count` problems from `split`, spread evenly over `levels`, reproducible from `seed`.
 
-    With `unique`, a level whose split holds fewer distinct problems than asked gives what it has.
+    With `unique`, a level whose split holds fewer distinct problems than asked gives what it has;
+    with `fill` as well, the levels with problems to spare make up its shortfall (so fewer than
+    `count` means the levels together hold fewer). A level's draw for a larger share begins with
+    its draw for a smaller one, so filling never changes a request that needed none.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits are {SPLITS}")
     if not levels:
         raise ValueError("levels must not be empty")
-    per_level = [count // len(levels) + (i < count % len(levels)) for i in range(len(levels))]
-    result: list[Problem] = []
-    for level, wanted in zip(levels, per_level):
-        result.extend(_draw(split, level, wanted, random.Random(f"{seed}-{split}-{level}"), unique))
-    return result
+    shares = dict(zip(levels, [count // len(levels) + (i < count % len(levels)) for i in range(len(levels))]))
+    drawn: dict[int, list[Problem]] = {}
+    exhausted: set[int] = set()
+    while True:
+        for level in levels:
+            if level not in exhausted and len(drawn.get(level, ())) < shares[level]:
+                drawn[level] = list(_draw(split, level, shares[level], random.Random(f"{seed}-{split}-{level}"), unique))
+                if len(drawn[level]) < shares[level]:
+                    exhausted.add(level)
+        short = sum(shares[level] - len(drawn[level]) for level in levels)
+        spare = [level for level in levels if level not in exhausted]
+        if not fill or short == 0 or not spare:
+            return [problem for level in levels for problem in drawn[level]]
+        shares = {level: len(drawn[level]) for level in levels}
+        for index, level in enumerate(spare):
+            shares[level] += short // len(spare) + (index < short % len(spare))
 
 
 def _draw(split: str, level: int, wanted: int, rng: random.Random, unique: bool) -> Iterator[Problem]:

@@ -90,6 +90,19 @@ def test_unique_draws_have_no_repeats_and_small_splits_give_what_they_have():
     assert len(level_one_test) == len({p.question for p in level_one_test}) < 100
 
 
+def test_fill_makes_up_a_small_level_from_the_others_and_keeps_what_needed_no_filling():
+    even = arith.problems("probe", [1, 2, 3], 30, seed=0)
+    assert [p.level for p in even].count(1) == 6 and len(even) == 26  # level 1 holds 6 probe problems
+    filled = arith.problems("probe", [1, 2, 3], 30, seed=0, fill=True)
+    assert len(filled) == 30 and [p.level for p in filled].count(1) == 6
+    by_level = {level: [p.question for p in filled if p.level == level] for level in (2, 3)}
+    assert {level: len(questions) for level, questions in by_level.items()} == {2: 12, 3: 12}
+    for level, questions in by_level.items():  # each level's larger draw begins with its even one
+        assert questions[:10] == [p.question for p in even if p.level == level]
+    assert arith.problems("probe", [2, 3], 20, seed=0, fill=True) == arith.problems("probe", [2, 3], 20, seed=0)
+    assert len(arith.problems("probe", [1], 50, seed=0, fill=True)) == 6  # nothing to fill from
+
+
 def test_bad_levels_and_splits_are_rejected():
     with pytest.raises(ValueError, match="unknown level 9"):
         arith.generate(9, random.Random(0))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,16 @@ from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from callbacks.config import TrackerConfig
 from tasks.tiny_model import TinyModelArguments
-from train.arguments import GRPOScriptArguments, RecipeArguments, RecipeError, check_model_path, parse_recipe
+from train.arguments import (
+    GRPOScriptArguments,
+    RecipeArguments,
+    RecipeError,
+    check_model_path,
+    check_output_dir,
+    check_training_args,
+    parse_recipe,
+    wandb_lacks_a_key,
+)
 from train.pretrain import PretrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +49,7 @@ def test_every_recipe_key_is_an_argument(config):
 def test_every_cpu_recipe_parses_and_checks(config, tmp_path):
     script_args, training_args, _ = parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path)])
     script_args.check()
+    check_training_args(training_args, getattr(script_args, "tracker_config", lambda: None)())
     assert training_args.output_dir == str(tmp_path)
 
 
@@ -99,25 +112,196 @@ def error_line(result: subprocess.CompletedProcess) -> str:
         (("--tracker", '{"evrey": 10}'), "tracker.evrey: unknown setting"),
     ],
 )
-def test_bad_input_stops_before_training_with_one_line(tmp_path, random_model_dir, overrides, expected):
-    result = run_grpo(tmp_path, "--model_name_or_path", str(random_model_dir), *overrides)
-    assert expected in error_line(result)
+@pytest.mark.hostile
+def test_bad_input_stops_before_training_with_one_line(tmp_path, capsys, random_model_dir, no_model_loads, overrides, expected):
+    assert expected in stop_line(capsys, "grpo", random_model_dir, "--output_dir", str(tmp_path / "run"), *overrides)
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_recipe_key_is_named(tmp_path, random_model_dir):
+@pytest.mark.hostile
+def test_unknown_recipe_key_is_named(tmp_path, random_model_dir):  # the whole command line, in a subprocess
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text((REPO / "configs/tiny/grpo.yaml").read_text() + "\nnum_generation: 4\n")
     result = run_grpo(tmp_path, "--model_name_or_path", str(random_model_dir), recipe=str(recipe))
     assert "unknown key 'num_generation' in the recipe" in error_line(result)
 
 
+@pytest.mark.hostile
 def test_hub_model_that_cannot_be_resolved_is_named(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RecipeError, match="'sparks-tests/no-such-model' is not a local directory"):
         check_model_path("sparks-tests/no-such-model")
 
 
+@pytest.mark.hostile
 def test_directory_without_a_config_is_named(tmp_path):
     with pytest.raises(RecipeError, match="directory without config.json"):
         check_model_path(str(tmp_path))
+
+
+# Settings that would quietly not do what was asked, or fail only once the model has loaded. These run the
+# scripts' main() in-process (a subprocess costs seconds each) with model loading made to fail the test.
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if a script gets as far as loading a model."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad setting was refused")
+
+    import transformers
+
+    for script in ("grpo", "sft"):
+        monkeypatch.setattr(importlib.import_module(f"train.{script}"), "load_model", refuse)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+@pytest.fixture
+def wandb_online_without_a_key(tmp_path, monkeypatch):
+    """W&B online with no API key anywhere W&B looks; nothing here touches the network."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    return home
+
+
+def stop_line(capsys, script: str, model_dir: Path, *argv: str) -> str:
+    """Parse and run a script's main() on its tiny recipe in-process; it must stop with status 2 and one error line."""
+    module = importlib.import_module(f"train.{script}")
+    recipe = ["--config", str(REPO / f"configs/tiny/{script}.yaml"), "--model_name_or_path", str(model_dir)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        module.main(*parse_recipe(PARSERS[script], [*recipe, *argv]))
+    assert stopped.value.code == 2
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("sparks: error: ")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0].removeprefix("sparks: error: ")
+
+
+@pytest.mark.parametrize("script", ["grpo", "sft"])
+@pytest.mark.hostile
+def test_save_steps_without_a_save_strategy_is_refused(script, tmp_path, capsys, random_model_dir, no_model_loads):
+    line = stop_line(capsys, script, random_model_dir, "--output_dir", str(tmp_path / "run"), "--save_steps", "10")
+    assert line == 'save_steps: 10 has no effect with save_strategy "no"; add --save_strategy steps'
+    assert not (tmp_path / "run").exists()
+
+
+def test_save_steps_with_a_step_strategy_or_the_default_passes(tmp_path):
+    base = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--output_dir", str(tmp_path / "run")]
+    _, steps, _ = parse_recipe(PARSERS["grpo"], [*base, "--save_strategy", "steps", "--save_steps", "10"])
+    check_training_args(steps, None)
+    _, default, _ = parse_recipe(PARSERS["grpo"], base)  # save_strategy "no", save_steps untouched
+    check_training_args(default, None)
+    _, epoch, _ = parse_recipe(PARSERS["grpo"], [*base, "--save_strategy", "epoch", "--save_steps", "0.25"])
+    with pytest.raises(RecipeError, match=r'^save_steps: 0.25 has no effect with save_strategy "epoch"; add --save_strategy steps$'):
+        check_training_args(epoch, None)
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "field"),
+    [
+        ("grpo", ("--report_to", "wandb"), "report_to"),
+        ("sft", ("--report_to", "all"), "report_to"),  # every installed integration, W&B among them
+        ("grpo", ("--report_to", "none", "--tracker", '{"dashboards": ["wandb"], "num_problems": 8}'), "tracker.dashboards"),
+    ],
+)
+@pytest.mark.hostile
+def test_wandb_online_without_a_key_is_refused(
+    script, argv, field, tmp_path, capsys, random_model_dir, no_model_loads, wandb_online_without_a_key
+):
+    line = stop_line(capsys, script, random_model_dir, "--output_dir", str(tmp_path / "run"), *argv)
+    assert line == (f'{field}: wandb needs a W&B API key when online: run "wandb login", set WANDB_API_KEY, '
+                    "or set WANDB_MODE=offline")
+
+
+def test_wandb_key_is_looked_for_where_wandb_looks(monkeypatch, wandb_online_without_a_key):
+    assert wandb_lacks_a_key()
+    (wandb_online_without_a_key / ".netrc").write_text(f"machine api.wandb.ai\n  login user\n  password {'0' * 40}\n")
+    assert not wandb_lacks_a_key()  # what `wandb login` writes
+    (wandb_online_without_a_key / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    assert not wandb_lacks_a_key()
+    monkeypatch.delenv("WANDB_API_KEY")
+    for mode in ("offline", "disabled", "dryrun"):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert not wandb_lacks_a_key()
+
+
+@pytest.mark.parametrize("script", ["grpo", "sft"])
+@pytest.mark.hostile
+def test_output_dir_under_a_file_is_refused(script, tmp_path, capsys, random_model_dir, no_model_loads):
+    (tmp_path / "file").write_text("not a directory")
+    out = tmp_path / "file" / "out"
+    line = stop_line(capsys, script, random_model_dir, "--output_dir", str(out))
+    assert line == f"output_dir: cannot write to {out} (Not a directory)"
+
+
+@pytest.mark.hostile
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(RecipeError, match=r"^output_dir: cannot write to .*file \(it is a file, not a directory\)$"):
+        check_output_dir(str(tmp_path / "file"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
+@pytest.mark.hostile
+def test_output_dir_in_a_read_only_directory_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(RecipeError, match=r"^output_dir: cannot write to .*locked/out \(Permission denied\)$"):
+            check_output_dir(str(locked / "out"))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_dir_is_made_and_left_clean(tmp_path):
+    check_output_dir(str(tmp_path / "a" / "b"))
+    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())
+
+
+@pytest.mark.hostile
+def test_more_probe_problems_than_the_levels_hold_is_refused(tmp_path, capsys, random_model_dir, no_model_loads):
+    tracker = json.dumps({"num_problems": 500, "levels": [1]})
+    line = stop_line(capsys, "grpo", random_model_dir, "--output_dir", str(tmp_path / "run"), "--tracker", tracker)
+    assert line == "tracker.num_problems: 500 probe problems asked, levels [1] hold only 6"
+
+
+def write_pairs(path: Path, **changes) -> Path:
+    pair = {"clean_text": "", "corrupted_text": "", "clean_ids": [5, 6, 7], "corrupted_ids": [5, 6, 8], "targets": [2]}
+    path.write_text(json.dumps(pair | changes) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("script", ["grpo", "sft"])
+@pytest.mark.hostile
+def test_pair_file_outside_the_models_vocabulary_is_refused(script, tmp_path, capsys, random_model_dir, no_model_loads):
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(random_model_dir).vocab_size
+    pairs = write_pairs(tmp_path / "pairs.jsonl", clean_ids=[5, 6, vocab + 3])
+    tracker = json.dumps({"pairs": str(pairs), "dashboards": ["none"]})
+    line = stop_line(capsys, script, random_model_dir, "--output_dir", str(tmp_path / "run"), "--tracker", tracker)
+    assert line.startswith(f"tracker.pairs: {pairs}:1: clean_ids: id {vocab + 3} ")
+    assert str(vocab) in line.removeprefix(f"tracker.pairs: {pairs}:1: clean_ids: id {vocab + 3} ")
+
+
+@pytest.mark.hostile
+def test_pair_file_made_with_another_tokenizer_is_refused(tmp_path, capsys, random_model_dir, no_model_loads):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
+    clean, corrupted = tokenizer.encode("1+2="), tokenizer.encode("1+3=")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", clean_text="7*8=", corrupted_text="7*9=", clean_ids=clean,
+                        corrupted_ids=corrupted, targets=[len(clean) - 1])
+    tracker = json.dumps({"pairs": str(pairs), "dashboards": ["none"]})
+    line = stop_line(capsys, "grpo", random_model_dir, "--output_dir", str(tmp_path / "run"), "--tracker", tracker)
+    assert line.startswith(f"tracker.pairs: {pairs}:1: ")

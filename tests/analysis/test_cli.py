@@ -125,6 +125,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("eap_kl", "--method eap with --metric kl scores exactly zero"),
     ],
 )
+@pytest.mark.hostile
 def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, gpt2_dir, tmp_path, capsys):
     model, pairs = str(random_model_dir), str(numbers_file)
     extra = []
@@ -189,6 +190,7 @@ def no_model_weights(monkeypatch):
         ({"corrupted_answer_ids": [264]}, "corrupted_answer_ids", "id 264 is outside the model's vocabulary of 264 tokens"),
     ],
 )
+@pytest.mark.hostile
 def test_score_refuses_a_bad_pair_file_before_loading_the_model(
     change, field, why, numbers_file, random_model_dir, no_model_weights, tmp_path, capsys
 ):
@@ -222,6 +224,7 @@ def nan_model_dir(random_model_dir, tmp_path_factory):
 
 # summed values checked: heads, ranked and 4 replicates' ranked per head; 8 heads, or the 2 scored ones
 @pytest.mark.parametrize("extra, values", [([], 48), (["--method", "exact", "--metric", "logit_diff", "--heads", "0.1,1.3"], 12)])
+@pytest.mark.hostile
 def test_score_refuses_a_model_with_non_finite_scores(extra, values, numbers_file, nan_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["score", "--model", str(nan_model_dir), "--pairs", str(numbers_file), "--ig-steps", "2",

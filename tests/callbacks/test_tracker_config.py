@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from callbacks.config import TrackerConfig
+from callbacks.config import TrackerConfig, probe_problems_held
 
 
 def test_a_recipe_section_and_its_json_text_give_the_same_settings():
-    section = {"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", "aggregation": "abs_mean"}
+    section = {"every": 20, "level": "edge", "levels": [1, 2], "num_problems": 32, "dashboards": "trackio",
+               "aggregation": "abs_mean"}
     config = TrackerConfig.from_recipe(section)
     assert (config.every, config.level, config.levels, config.dashboards) == (20, "edge", (1, 2), ("trackio",))
     assert config.selection.aggregation == "abs_mean" and config.selection.level == "edge"
-    assert TrackerConfig.from_recipe('{"every": 20, "level": "edge", "levels": [1, 2], "dashboards": "trackio", '
+    assert TrackerConfig.from_recipe('{"every": 20, "level": "edge", "levels": [1, 2], "num_problems": 32, "dashboards": "trackio", '
                                      '"aggregation": "abs_mean"}') == config
     assert TrackerConfig.from_recipe(config.as_dict()) == config
 
@@ -45,17 +48,53 @@ def test_defaults_are_node_eap_ig_every_50_steps():
         ({"replicates": 0}, "tracker.replicates: must be a whole number > 0"),
         ({"confidence": 0.4}, "tracker.confidence: must lie in (0.5, 1]"),
         ({"pairs": "/no/such/file.jsonl"}, "tracker.pairs: pair file '/no/such/file.jsonl' does not exist"),
+        ({"num_problems": 500, "levels": [1]}, "tracker.num_problems: 500 probe problems asked, levels [1] hold only 6"),
+        ({"num_problems": 100, "levels": [1, 2]}, "tracker.num_problems: 100 probe problems asked, levels [1, 2] hold only 62"),
         ({"every_steps": 5}, "tracker.every_steps: unknown setting"),
         ("[1, 2]", "tracker: must be a mapping"),
         ("{every: 5", "tracker: not a JSON mapping"),
     ],
 )
+@pytest.mark.hostile
 def test_each_bad_setting_is_named(section, message):
     with pytest.raises(ValueError) as raised:
         TrackerConfig.from_recipe(section)
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.hostile
 def test_eap_is_refused_with_kl_only():
     assert TrackerConfig(method="eap", metric="logit_diff").method == "eap"
     assert TrackerConfig(method="eap-ig", metric="kl").method == "eap-ig"
+
+
+@pytest.mark.hostile
+def test_the_probe_problems_asked_must_be_there():
+    assert TrackerConfig(num_problems=6, levels=(1,)).num_problems == 6  # level 1 (a+b, one digit each) holds 6
+    with pytest.raises(ValueError, match=r"^tracker.num_problems: 7 probe problems asked, levels \[1\] hold only 6$"):
+        TrackerConfig(num_problems=7, levels=(1,))
+    # Level 1's shortfall of an even spread is made up by the other levels.
+    assert probe_problems_held((1, 2, 3, 4, 5, 6), 64, 0) == 64
+
+
+def pair_row(**changes) -> str:
+    row = {"clean_ids": [5, 6, 7], "corrupted_ids": [5, 6, 8], "targets": [2]}
+    return json.dumps(row | changes) + "\n"
+
+
+@pytest.mark.hostile
+def test_the_pair_file_is_read_and_checked_before_training(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(pair_row() + pair_row(corrupted_ids=[5, 6, 9]))
+    assert TrackerConfig(pairs=str(good), num_problems=500, levels=(1,)).pairs == str(good)  # problems unused
+    for name, second_row, field in [
+        ("lengths", pair_row(corrupted_ids=[5, 6]), ""),
+        ("type", pair_row(clean_ids="5 6 7"), "clean_ids: "),
+        ("json", "{not json\n", ""),
+    ]:
+        bad = tmp_path / f"{name}.jsonl"
+        bad.write_text(pair_row() + second_row)
+        with pytest.raises(ValueError) as raised:
+            TrackerConfig.from_recipe({"pairs": str(bad)})
+        message = str(raised.value)
+        assert message.startswith(f"tracker.pairs: {bad}:2: {field}") and "\n" not in message, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,15 +20,15 @@ SMALL_GRPO = [
 TRACKER = {"every": 1, "num_problems": 13, "dashboards": ["none"], "batch_size": 4}
 
 
-def launch(model_dir: Path, output_dir: Path, processes: int) -> subprocess.CompletedProcess:
+def launch(model_dir: Path, output_dir: Path, processes: int, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu.yaml"),
         "--num_processes", str(processes), str(REPO / "train/grpo.py"), "--config", str(REPO / "configs/tiny/grpo.yaml"),
         "--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), *SMALL_GRPO,
-        "--tracker", json.dumps(TRACKER),
+        "--tracker", json.dumps(TRACKER), *overrides,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, timeout=600)
+    assert not check or result.returncode == 0, result.stdout[-6000:]
     return result
 
 
@@ -71,3 +72,33 @@ def test_only_the_main_process_writes_and_reports(runs):
     assert stdout.count("sparks: step 0:") == 1
     events = [json.loads(line) for line in (store / "events.jsonl").read_text().splitlines()]
     assert len(events) == len({(e["step"], e["layer"], e["head"], e["event"]) for e in events})
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return [line for line in result.stdout.splitlines() if line.strip()][-1]
+
+
+@pytest.mark.hostile
+def test_two_processes_refuse_a_relaunch_over_the_run_store_with_one_last_line(runs, random_model_dir):
+    store = runs[2][0]
+    before = (store / "lineage.json").read_text()
+    result = launch(random_model_dir, store.parent, 2, check=False)
+    assert result.returncode != 0
+    assert last_line(result).startswith(f"sparks: error: output_dir: {store} holds the head lineage of an earlier run")
+    assert (store / "lineage.json").read_text() == before
+
+
+@pytest.mark.hostile
+def test_two_processes_resume_from_the_last_checkpoint_and_refuse_other_pairs_together(random_model_dir, tmp_path):
+    saving = ("--save_strategy", "steps", "--save_steps", "1")
+    launch(random_model_dir, tmp_path, 2, *saving, "--max_steps", "1")
+    result = launch(random_model_dir, tmp_path, 2, *saving)  # max_steps 2: resumes from checkpoint-1 by itself
+    assert result.stdout.count("sparks: resuming the run store at step 1: 2 snapshots kept") == 1
+    lineage = json.loads((tmp_path / "sparks/lineage.json").read_text())
+    assert [snapshot["step"] for snapshot in lineage["snapshots"]] == [0, 1, 2]
+    shutil.rmtree(tmp_path / "checkpoint-2")
+    pairs = tmp_path / "sparks/pairs.jsonl"
+    pairs.write_text("".join(pairs.read_text().splitlines(keepends=True)[1:]))  # scored on other pairs
+    refused = launch(random_model_dir, tmp_path, 2, *saving, check=False)  # both ranks stop at train begin
+    assert refused.returncode != 0
+    assert last_line(refused).startswith("sparks: error: tracker.pairs: the probe pairs differ")

@@ -59,6 +59,7 @@ def test_jsonl_round_trip_and_batches(tmp_path):
         ({"clean_ids": [], "corrupted_ids": [], "targets": [0]}, "empty pair"),
     ],
 )
+@pytest.mark.hostile
 def test_load_pairs_errors_name_the_line(tmp_path, record, message):
     path = tmp_path / "pairs.jsonl"
     good = {"clean_ids": [1], "corrupted_ids": [2], "targets": [0]}
@@ -68,6 +69,7 @@ def test_load_pairs_errors_name_the_line(tmp_path, record, message):
     assert f"{path}:2:" in str(error.value)
 
 
+@pytest.mark.hostile
 def test_load_pairs_empty_missing_and_not_json(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(ValueError, match="holds no pairs"):
@@ -107,6 +109,7 @@ def _exactly(message: str) -> str:
         ({"corrupted_ids": [5, 6]}, "corrupted_ids: clean and corrupted are identical; the pair has nothing to patch"),
     ],
 )
+@pytest.mark.hostile
 def test_load_pairs_refuses_mistyped_fields_naming_line_and_field(tmp_path, change, message):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | change) + "\n")
@@ -115,6 +118,7 @@ def test_load_pairs_refuses_mistyped_fields_naming_line_and_field(tmp_path, chan
 
 
 @pytest.mark.parametrize("row, kind", [([1, 2, 3], "an array"), (7, "a number"), ("pair", "a string"), (None, "null")])
+@pytest.mark.hostile
 def test_load_pairs_refuses_rows_that_are_not_objects(tmp_path, row, kind):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(row) + "\n")
@@ -123,6 +127,7 @@ def test_load_pairs_refuses_rows_that_are_not_objects(tmp_path, row, kind):
 
 
 @pytest.mark.parametrize("field", ["clean_ids", "corrupted_ids", "clean_answer_ids", "corrupted_answer_ids"])
+@pytest.mark.hostile
 def test_load_pairs_with_vocab_size_refuses_ids_outside_it(tmp_path, field):
     row = GOOD | {"clean_answer_ids": [8], "corrupted_answer_ids": [9]}
     bad = row | {field: row[field][:-1] + [259]}
@@ -133,6 +138,7 @@ def test_load_pairs_with_vocab_size_refuses_ids_outside_it(tmp_path, field):
         load_pairs(path, vocab_size=259)
 
 
+@pytest.mark.hostile
 def test_load_pairs_with_a_tokenizer_refuses_ids_of_another_tokenizer(tmp_path):
     world = build_tokenizer()
     # byte tokens numbered backwards and no tags: the same files decode to other texts

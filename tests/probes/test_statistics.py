@@ -156,6 +156,7 @@ def _finite_sums(replicates: int = 4) -> ScoreSums:
         ("replicate_ranked", (slice(None), 0, 0), float("nan"), "4 of 24"),
     ],
 )
+@pytest.mark.hostile
 def test_non_finite_head_sums_are_refused(field, index, value, message):
     sums = _finite_sums()
     assert SnapshotStats.of(sums, GRAPH, Selection()).circuit.heads == [(1, 1)]
@@ -181,6 +182,7 @@ def test_unscored_heads_are_left_out_of_the_finiteness_check():
         SnapshotStats.of(replace(sums, **nan), GRAPH, Selection())
 
 
+@pytest.mark.hostile
 def test_non_finite_circuit_effects_are_refused():
     stats = SnapshotStats.of(_finite_sums(), GRAPH, Selection())
     effects = torch.tensor([[1.0, 4.0]] * 5, dtype=torch.float64)
