@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
+from transformers.trainer_utils import get_last_checkpoint
 
 from callbacks.lineage import HeadLineage
 from probes.circuit import Circuit
@@ -108,10 +109,11 @@ class RunStore:
         return (self.root / "lineage.json").is_file()
 
     def _taken(self) -> RunStoreError:
-        return RunStoreError(
-            f"output_dir: {self.root} holds the head lineage of an earlier run and this run starts at step 0; "
-            f"resume it from its last checkpoint (--resume_from_checkpoint), or set --output_dir to a new directory"
-        )
+        checkpoint = get_last_checkpoint(str(self.root.parent))
+        how = (f"resume it with --resume_from_checkpoint {checkpoint}" if checkpoint else
+               "it has no checkpoint to resume from (save_strategy steps makes them): move it away to start over")
+        return RunStoreError(f"output_dir: {self.root} holds the head lineage of an earlier run and this run starts "
+                             f"at step 0; {how}, or set --output_dir to a new directory")
 
     def check_relaunch(self, config: dict[str, Any], resuming: bool) -> None:
         """Before a model loads: a relaunch over this store must resume it, with the settings it was scored with."""
@@ -292,6 +294,23 @@ class RunStore:
             else:
                 notes.append(f"dropped line {number} of {name}, not a whole record ({len(line)} characters: a torn write)")
         return records, notes
+
+    def contents(self) -> dict[str, Any]:
+        """Everything the store holds but wall-clock times, as plain values: two runs of the same
+        training with the same seed, one interrupted and resumed, give equal contents."""
+        snapshots = {}
+        for directory in sorted((self.root / "snapshots").iterdir()):
+            record = json.loads((directory / "snapshot.json").read_text())
+            record.pop("seconds")
+            tensors = {name: value.tolist() for name, value in load_file(str(directory / "scores.safetensors")).items()}
+            snapshots[directory.name] = {"record": record, "scores": tensors,
+                                         "circuit": json.loads((directory / "circuit" / "circuit.json").read_text())}
+        return {
+            "snapshots": snapshots,
+            "lineage": json.loads((self.root / "lineage.json").read_text()),
+            **{name: self.read(f"{name}.jsonl") for name in ("events", "metrics", "failures")},
+            "summary": json.loads((self.root / "summary.json").read_text()),
+        }
 
     def save_summary(self, summary: dict[str, Any]) -> None:
         _write_text(self.root / "summary.json", json.dumps(summary, indent=1))

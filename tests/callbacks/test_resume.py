@@ -15,7 +15,6 @@ import pathlib
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import callbacks.snapshot
@@ -45,30 +44,11 @@ def killed(model_dir: Path, output_dir: Path) -> None:
         train(model_dir, output_dir)
 
 
-def store_contents(output_dir: Path) -> dict:
-    """What a resumed store must reproduce: everything but wall-clock times."""
-    store = RunStore(output_dir)
-    snapshots = {}
-    for directory in sorted((store.root / "snapshots").iterdir()):
-        record = json.loads((directory / "snapshot.json").read_text())
-        record.pop("seconds")
-        tensors = {name: value.tolist() for name, value in load_file(str(directory / "scores.safetensors")).items()}
-        snapshots[directory.name] = (record, tensors, (directory / "circuit" / "circuit.json").read_text())
-    return {
-        "snapshots": snapshots,
-        "lineage": json.loads((store.root / "lineage.json").read_text()),
-        "events": store.read("events.jsonl"),
-        "metrics": store.read("metrics.jsonl"),
-        "failures": store.read("failures.jsonl"),
-        "summary": json.loads((store.root / "summary.json").read_text()),
-    }
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(random_model_dir, tmp_path_factory) -> dict:
     output_dir = tmp_path_factory.mktemp("uninterrupted")
     train(random_model_dir, output_dir)
-    contents = store_contents(output_dir)
+    contents = RunStore(output_dir).contents()
     assert lineage_of(output_dir).steps == [0, 2, 4, 6] and contents["failures"] == []
     return contents
 
@@ -110,7 +90,7 @@ def test_kill_after_a_checkpoint_resumes_to_the_uninterrupted_run(random_model_d
         killed(random_model_dir, tmp_path)
     assert lineage_of(tmp_path).steps == [0, 2, 4]  # recorded before the checkpoint was written
     train(random_model_dir, tmp_path)
-    assert store_contents(tmp_path) == uninterrupted
+    assert RunStore(tmp_path).contents() == uninterrupted
 
 
 def test_a_snapshot_of_a_step_that_logs_nothing_is_stored_before_its_checkpoint(random_model_dir, tmp_path,
@@ -135,7 +115,7 @@ def test_a_store_behind_its_checkpoint_scores_the_missing_snapshot_again(random_
     (store.root / "lineage.json").write_text(json.dumps(lineage_of(tmp_path).until(2).state_dict()))
     train(random_model_dir, tmp_path)
     assert "the run store lacks this step's snapshot; scoring it again" in capsys.readouterr().out
-    assert store_contents(tmp_path) == uninterrupted
+    assert RunStore(tmp_path).contents() == uninterrupted
 
 
 @pytest.mark.parametrize("moment", ["staging", "renaming"])
@@ -150,7 +130,7 @@ def test_kill_during_a_snapshot_write_resumes_to_the_uninterrupted_run(random_mo
         killed(random_model_dir, tmp_path)
     assert lineage_of(tmp_path).steps == [0, 2]
     train(random_model_dir, tmp_path)
-    assert store_contents(tmp_path) == uninterrupted
+    assert RunStore(tmp_path).contents() == uninterrupted
 
 
 def test_kill_during_an_append_leaves_a_torn_line_that_resume_drops_and_reports(random_model_dir, tmp_path,
@@ -174,7 +154,7 @@ def test_kill_during_an_append_leaves_a_torn_line_that_resume_drops_and_reports(
     capsys.readouterr()
     train(random_model_dir, tmp_path)
     assert "dropped line 2 of metrics.jsonl, not a whole record" in capsys.readouterr().out
-    assert store_contents(tmp_path) == uninterrupted
+    assert RunStore(tmp_path).contents() == uninterrupted
 
 
 def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypatch, uninterrupted):
@@ -185,7 +165,7 @@ def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypa
         kill_when(patch, callbacks.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
         killed(random_model_dir, tmp_path)
     train(random_model_dir, tmp_path)
-    assert store_contents(tmp_path) == uninterrupted
+    assert RunStore(tmp_path).contents() == uninterrupted
 
 
 def test_a_relaunch_without_a_checkpoint_is_refused_and_the_lineage_kept(random_model_dir, tmp_path, monkeypatch, capsys):
@@ -196,8 +176,9 @@ def test_a_relaunch_without_a_checkpoint_is_refused_and_the_lineage_kept(random_
         run_sft(random_model_dir, tmp_path, 2, TRACKER)
     assert stop.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"sparks: error: output_dir: {tmp_path / 'sparks'} holds the head lineage of an earlier run")
-    assert "--resume_from_checkpoint" in line and "--output_dir" in line
+    assert line == (f"sparks: error: output_dir: {tmp_path / 'sparks'} holds the head lineage of an earlier run and this "
+                    f"run starts at step 0; it has no checkpoint to resume from (save_strategy steps makes them): move it "
+                    f"away to start over, or set --output_dir to a new directory")
     assert {path: path.read_bytes() for path in (tmp_path / "sparks").rglob("*") if path.is_file()} == before
 
 
