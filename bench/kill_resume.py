@@ -1,6 +1,6 @@
 """Real kills: SIGKILL `accelerate launch` at random moments of a tracked run, relaunch the same command, compare.
 
-    .venv/bin/python bench/kill_resume.py                 # 5 kills, the tiny SFT recipe from the base model
+    .venv/bin/python bench/kill_resume.py                 # 5 kills, 30 steps of the tiny SFT recipe from the base model
     .venv/bin/python bench/kill_resume.py --kills 10 --seed 1 --processes 2
 
 One uninterrupted run is the reference. Each trial launches the same command, waits until its first
@@ -30,26 +30,26 @@ sys.path.insert(0, str(REPO))
 from callbacks.store import RunStore  # noqa: E402
 
 TRAINING = [
-    "--max_steps", "12", "--num_train_examples", "256", "--per_device_train_batch_size", "8", "--logging_steps", "2",
+    "--num_train_examples", "512", "--per_device_train_batch_size", "8", "--logging_steps", "2",
     "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none", "--lr_scheduler_type", "constant",
     "--warmup_steps", "0", "--tracker", json.dumps({"every": 2, "num_problems": 16, "dashboards": ["none"]}),
 ]
 
 
-def command(output_dir: Path, processes: int) -> list[str]:
+def command(output_dir: Path, processes: int, max_steps: int) -> list[str]:
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu.yaml"),
         "--num_processes", str(processes), str(REPO / "train/sft.py"), "--config", str(REPO / "configs/tiny/sft.yaml"),
-        "--output_dir", str(output_dir), *TRAINING,
+        "--output_dir", str(output_dir), "--max_steps", str(max_steps), *TRAINING,
     ]
 
 
-def run_to_end(output_dir: Path, processes: int) -> tuple[str, float]:
+def run_to_end(output_dir: Path, processes: int, max_steps: int) -> tuple[str, float]:
     """Launch until the run finishes; its output, and the seconds it ran after its first checkpoint appeared."""
     log = output_dir.with_name(output_dir.name + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as file:
-        launcher = subprocess.Popen(command(output_dir, processes), stdout=file, stderr=subprocess.STDOUT, cwd=REPO)
+        launcher = subprocess.Popen(command(output_dir, processes, max_steps), stdout=file, stderr=subprocess.STDOUT, cwd=REPO)
         first_checkpoint = None
         while launcher.poll() is None:
             if first_checkpoint is None and (output_dir / "checkpoint-2").is_dir():
@@ -75,9 +75,9 @@ def workers(output_dir: Path) -> list[int]:
     return found
 
 
-def trial(output_dir: Path, processes: int, kill_after: float) -> tuple[bool, str]:
+def trial(output_dir: Path, processes: int, max_steps: int, kill_after: float) -> tuple[bool, str]:
     """One kill at ``kill_after`` seconds past the first checkpoint, then relaunches to the end."""
-    launcher = subprocess.Popen(command(output_dir, processes), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    launcher = subprocess.Popen(command(output_dir, processes, max_steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     while not (output_dir / "checkpoint-2").is_dir():
         if launcher.poll() is not None:
             raise SystemExit(f"the run in {output_dir} ended before its first checkpoint")
@@ -92,7 +92,7 @@ def trial(output_dir: Path, processes: int, kill_after: float) -> tuple[bool, st
     orphans = workers(output_dir)
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
-    output, _ = run_to_end(output_dir, processes)
+    output, _ = run_to_end(output_dir, processes, max_steps)
     said = [line.removeprefix("sparks: ") for line in output.splitlines() if "resuming" in line]
     note = "ran to the end before the kill" if finished else "; ".join(said) or "no resume line"
     return not orphans, note
@@ -103,13 +103,14 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=30, help="SFT steps (a snapshot and a checkpoint every 2)")
     parser.add_argument("--out", default="outputs/bench-kill-resume")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     out = REPO / args.out
     if out.exists():
         raise SystemExit(f"{out} exists: remove it or pass --out")
-    _, seconds = run_to_end(out / "reference", args.processes)
+    _, seconds = run_to_end(out / "reference", args.processes, args.max_steps)
     reference = RunStore(out / "reference").contents()
     print(f"reference: {len(reference['snapshots'])} snapshots, {seconds:.0f} s after its first checkpoint", flush=True)
     rng = random.Random(args.seed)
@@ -117,7 +118,7 @@ def main() -> None:
     for index in range(args.kills):
         kill_after = rng.uniform(0.0, seconds)
         output_dir = out / f"trial-{index}"
-        no_orphan, note = trial(output_dir, args.processes, kill_after)
+        no_orphan, note = trial(output_dir, args.processes, args.max_steps, kill_after)
         same = RunStore(output_dir).contents() == reference
         equal += same
         print(f"trial {index}: SIGKILL {kill_after:.1f} s after checkpoint-2; worker died with the launcher: "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import sort_checkpoints
 
 from callbacks.config import TrackerConfig
 from callbacks.store import RunStore, RunStoreError
@@ -21,14 +23,38 @@ def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None
     Runs before any model loads, so a crashed job relaunched with the same command goes on where it stopped.
     """
     if training_args.resume_from_checkpoint is None and os.path.isdir(training_args.output_dir):
-        last = get_last_checkpoint(training_args.output_dir)
-        if last is not None:
-            training_args.resume_from_checkpoint = last
+        checkpoint, passed_over = resumable_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            training_args.resume_from_checkpoint = checkpoint
             if training_args.process_index == 0:
-                print(f"sparks: resuming from {last}, the last checkpoint in {training_args.output_dir}", flush=True)
+                print(f"sparks: resuming from {checkpoint}" + "".join(f"; {note}" for note in passed_over), flush=True)
     if tracker is not None:
         RunStore(training_args.output_dir).check_relaunch(
             tracker.as_dict(), resuming=training_args.resume_from_checkpoint is not None)
+
+
+def resumable_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
+    """The checkpoint to resume from, and why any newer one was passed over.
+
+    The newest whole checkpoint (its trainer_state.json readable: a kill can interrupt a checkpoint's
+    write) short of the run's last step: resumed at ``max_steps``, transformers 5 trains one step
+    more than the run it resumes, so the last segment is trained again from the checkpoint before it
+    (the same steps, from the same RNG state). The last-step checkpoint when it is the only one.
+    """
+    passed_over, final = [], None
+    for checkpoint in reversed(sort_checkpoints(output_dir)):
+        try:
+            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            passed_over.append(f"{Path(checkpoint).name} is incomplete (no readable trainer_state.json)")
+            continue
+        if 0 < state.get("max_steps", 0) <= state.get("global_step", 0):
+            final = final or checkpoint
+            passed_over.append(f"{Path(checkpoint).name} is the run's last step, where transformers would train "
+                               f"one step too many; its last segment is trained again")
+            continue
+        return checkpoint, passed_over
+    return final, [note for note in passed_over if "incomplete" in note]
 
 
 def tracker_callbacks(config: TrackerConfig | None, training_args: TrainingArguments, job_type: str) -> list[TrainerCallback]:

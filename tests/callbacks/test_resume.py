@@ -22,6 +22,7 @@ import callbacks.store
 from callbacks.store import RunStore
 from training_runs import lineage_of, run_sft
 from train import sft as train_sft
+from train.run import resumable_checkpoint
 
 pytestmark = pytest.mark.hostile
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
@@ -84,13 +85,36 @@ def with_callback(monkeypatch, callback: TrainerCallback) -> None:
     monkeypatch.setattr(train_sft, "tracker_callbacks", lambda *args: real(*args) + [callback])
 
 
-def test_kill_after_a_checkpoint_resumes_to_the_uninterrupted_run(random_model_dir, tmp_path, monkeypatch, uninterrupted):
+@pytest.mark.parametrize("step", [4, STEPS])
+def test_kill_after_a_checkpoint_resumes_to_the_uninterrupted_run(random_model_dir, tmp_path, monkeypatch,
+                                                                  uninterrupted, step, capsys):
     with monkeypatch.context() as patch:
-        with_callback(patch, KillAfterCheckpoint(4))
+        with_callback(patch, KillAfterCheckpoint(step))
         killed(random_model_dir, tmp_path)
-    assert lineage_of(tmp_path).steps == [0, 2, 4]  # recorded before the checkpoint was written
+    assert lineage_of(tmp_path).steps == list(range(0, step + 1, 2))  # recorded before the checkpoint was written
+    capsys.readouterr()
     train(random_model_dir, tmp_path)
+    resumed_from = 4 if step == STEPS else step  # the last step's checkpoint is passed over
+    assert f"sparks: resuming from {tmp_path / f'checkpoint-{resumed_from}'}" in capsys.readouterr().out
     assert RunStore(tmp_path).contents() == uninterrupted
+
+
+def test_the_checkpoint_resumed_from_is_the_newest_whole_one_short_of_the_last_step(tmp_path):
+    def checkpoint(step: int, state: str | None) -> None:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+
+    assert resumable_checkpoint(str(tmp_path)) == (None, [])
+    checkpoint(6, json.dumps({"global_step": 6, "max_steps": 6}))
+    assert resumable_checkpoint(str(tmp_path)) == (str(tmp_path / "checkpoint-6"), [])  # the only one
+    checkpoint(2, json.dumps({"global_step": 2, "max_steps": 6}))
+    checkpoint(4, json.dumps({"global_step": 4, "max_steps": 6}))
+    checkpoint(8, '{"global_st')  # a kill while it was written
+    assert resumable_checkpoint(str(tmp_path)) == (str(tmp_path / "checkpoint-4"), [
+        "checkpoint-8 is incomplete (no readable trainer_state.json)",
+        "checkpoint-6 is the run's last step, where transformers would train one step too many; its last segment "
+        "is trained again"])
 
 
 def test_a_snapshot_of_a_step_that_logs_nothing_is_stored_before_its_checkpoint(random_model_dir, tmp_path,
