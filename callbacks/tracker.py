@@ -10,8 +10,8 @@ A snapshot is scored when its step ends and recorded once that step's logs are i
 window it closes includes its own step (at once when the step logs nothing, so the store holds it
 before a checkpoint of that step is written). Training resumed from a checkpoint resumes the run
 store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
-other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model exactly as found (probes.hooks),
-so the training is the same with and without the tracker. A failed snapshot is logged with its
+other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model
+exactly as found (probes.hooks), so the training is the same with and without the tracker. A failed snapshot is logged with its
 traceback, recorded, and training goes on, unless ``config.strict``.
 """
 
@@ -211,6 +211,10 @@ class HeadTrackerCallback(TrainerCallback):
                 error = failure
             except OSError as failure:
                 error = RunStoreError(f"output_dir: cannot write the run store under {args.output_dir} ({failure})")
+            except Exception:  # noqa: BLE001 - every rank must hear of it, or the others wait in the all-reduce
+                logger.error("sparks: opening the run store failed:\n%s", traceback.format_exc())
+                error = RunStoreError(f"the run store under {args.output_dir} could not be opened: "
+                                      f"{traceback.format_exc().strip().splitlines()[-1]}")
         device = next(model.parameters()).device
         agreed = sum_over_ranks(torch.tensor([float(error is not None), last_stored + 1.0, float(missing)],
                                              dtype=torch.float64, device=device)).cpu()
@@ -240,6 +244,7 @@ class HeadTrackerCallback(TrainerCallback):
             lineage = HeadLineage(self.config.confidence)
             store.start({"config": self.config.as_dict(), "job_type": self.job_type, "pairs": len(self.pairs),
                          "model": layout}, self.pairs)
+            store.append("metrics.jsonl", [{"step": logged_step, **values} for logged_step, values in series])
         recorder = SnapshotRecorder(self.config, store, lineage, self.dashboards or [], series)
         if step > 0:
             store.save_summary(recorder.summary())
