@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo(output_dir: Path, tracker: dict | None, max_steps: int | None) -> float:
-    """Wall seconds of one demo run, with these tracker settings or without the tracker."""
+    """Wall seconds of one demo run, with these tracker settings or without the tracker, into a fresh ``output_dir``."""
+    shutil.rmtree(output_dir, ignore_errors=True)  # the scripts refuse to start over a run store, and resume checkpoints
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu.yaml"),
         str(REPO / "train/grpo.py"), "--config", str(REPO / "configs/tiny/grpo.yaml"), "--output_dir", str(output_dir),
