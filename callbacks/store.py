@@ -259,6 +259,8 @@ class RunStore:
         A failed write is undone (no torn line is left) and its records wait for the next call; the OSError is raised.
         """
         pending = self.backlog.pop(name, []) + list(records)
+        if not pending:
+            return
         path = self.root / name
         size = path.stat().st_size if path.is_file() else 0
         try:
