@@ -22,5 +22,5 @@ def poisson_weights(pair_indices: Sequence[int], replicates: int, seed: int) -> 
         raise ValueError(f"replicates must be >= 1, got {replicates}")
     columns = [np.random.default_rng([seed, int(index)]).poisson(1.0, replicates) for index in pair_indices]
     if not columns:
-        return torch.zeros(replicates, 0, dtype=torch.float64)
+        return torch.zeros(replicates, 0, dtype=torch.float64, device="cpu")
     return torch.from_numpy(np.stack(columns, axis=1).astype(np.float64))

@@ -64,12 +64,12 @@ def _ranking(scores: Tensor) -> Tensor:
 
 def _on_paths(graph: EdgeGraph, kept: Tensor) -> tuple[Tensor, Tensor]:
     """Upstream nodes on a kept path input -> logits, and the kept edges between such nodes."""
-    feeds = torch.zeros(len(graph.downstream), len(graph.upstream), dtype=torch.bool)
+    feeds = torch.zeros(len(graph.downstream), len(graph.upstream), dtype=torch.bool, device="cpu")
     for j, owners in enumerate(graph.feeds):
         feeds[j, list(owners)] = True
-    sink = torch.zeros(len(graph.downstream), dtype=torch.bool)
+    sink = torch.zeros(len(graph.downstream), dtype=torch.bool, device="cpu")
     sink[-1] = True
-    reached = torch.zeros(len(graph.upstream), dtype=torch.bool)
+    reached = torch.zeros(len(graph.upstream), dtype=torch.bool, device="cpu")
     reached[0] = True
     for node in range(1, len(reached)):  # upstream order is topological
         fed = (kept & reached[:, None]).any(0)
@@ -96,7 +96,7 @@ def select_edges(scores: Tensor, graph: EdgeGraph, top_n: int, tau: float = 0.0)
         raise ValueError(f"scores are {tuple(ranking.shape)} per example, the graph has {tuple(graph.valid.shape)}")
     candidates = graph.valid.flatten().nonzero().squeeze(1)
     order = torch.sort(-ranking.flatten()[candidates], stable=True).indices
-    kept = torch.zeros(ranking.numel(), dtype=torch.bool)
+    kept = torch.zeros(ranking.numel(), dtype=torch.bool, device="cpu")
     kept[candidates[order[:top_n]]] = True
     on_path, kept = _on_paths(graph, kept.view_as(ranking))
     if tau > 0 and kept.any():

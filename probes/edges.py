@@ -72,7 +72,7 @@ class EdgeGraph:
         downstream.append("logits")
         feeds.append(())
         reads.append(2 * num_layers)
-        valid = torch.tensor(writes)[:, None] < torch.tensor(reads)[None, :]
+        valid = torch.tensor(writes, device="cpu")[:, None] < torch.tensor(reads, device="cpu")[None, :]
         return cls(num_layers, num_heads, num_kv_heads, tuple(upstream), tuple(downstream), tuple(feeds), valid)
 
     def head_index(self, layer: int, head: int) -> int:
@@ -210,8 +210,9 @@ def edge_scores(
                     maps.append({name: keep(linear_map(module)) for name, module in projections.items()})
             _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(corrupted["z0"].dtype, torch.float32)
-        edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
-        nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype)
+        device = corrupted["z0"].device
+        edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=device)
+        nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype, device=device)
         deltas: list[Tensor] = []
         per_layer = num_heads + 2 * num_kv + 1
         begin = batch.first_change  # positions before it carry no write difference

@@ -80,7 +80,7 @@ def faithfulness_interval(circuit_effect_sums: Tensor, empty_effect_sums: Tensor
     """The 2.5% and 97.5% points of the faithfulness over bootstrap replicates' effect sums [B] each
     (replicates without an empty-circuit effect left out; NaN when none has one)."""
     values = torch.where(empty_effect_sums > 0, 1.0 - circuit_effect_sums / empty_effect_sums, math.nan).double()
-    low, high = torch.nanquantile(values, torch.tensor((0.025, 0.975), dtype=torch.float64)).tolist()
+    low, high = torch.nanquantile(values, values.new_tensor((0.025, 0.975))).tolist()
     return low, high
 
 

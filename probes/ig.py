@@ -67,7 +67,7 @@ def integrate(
     with torch.no_grad():
         clean = sites.embed_tokens(batch.clean_ids)
         corrupted = sites.embed_tokens(batch.corrupted_ids)
-    alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+    alphas = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu") / steps  # float64 is not on every device
     clean_logits = None
     for end in range(steps, 0, -chunk):
         weights = alphas[max(end - chunk, 0) : end].to(clean.dtype).to(clean.device)

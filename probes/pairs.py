@@ -126,19 +126,20 @@ def pad_pairs(
             raise ValueError(f"pair {index}: target positions {list(positions)} outside its {len(row)} tokens")
 
     def pad(rows: Sequence[Sequence[int]]) -> Tensor:
-        return torch.tensor([[pad_id] * (length - len(row)) + list(row) for row in rows], dtype=torch.long)
+        return torch.tensor([[pad_id] * (length - len(row)) + list(row) for row in rows], dtype=torch.long, device="cpu")
 
-    mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in clean], dtype=torch.long)
+    mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in clean], dtype=torch.long, device="cpu")
 
     def answers(values: Sequence[int] | Sequence[Sequence[int]] | None) -> Tensor | None:
-        return None if values is None else torch.tensor(list(values), dtype=torch.long)
+        return None if values is None else torch.tensor(list(values), dtype=torch.long, device="cpu")
 
     return PairBatch(
         clean_ids=pad(clean),
         corrupted_ids=pad(corrupted),
         attention_mask=mask,
         target_positions=torch.tensor(
-            [[length - len(row) + position for position in positions] for row, positions in zip(clean, targets)]
+            [[length - len(row) + position for position in positions] for row, positions in zip(clean, targets)],
+            device="cpu",
         ),
         clean_answer_ids=answers(clean_answers),
         corrupted_answer_ids=answers(corrupted_answers),

@@ -58,13 +58,13 @@ def exact_head_effects(
         if len(replacement) != sites.num_layers:
             raise ValueError(f"replacement has {len(replacement)} entries for {sites.num_layers} layers")
         dtype = torch.promote_types(clean_logits.dtype, torch.float32)
-        effects = torch.full((batch_size, sites.num_layers, num_heads), float("nan"), dtype=dtype)
+        effects = torch.full((batch_size, sites.num_layers, num_heads), float("nan"), dtype=dtype, device=clean_logits.device)
         for start in range(0, len(heads), chunk):
             part = heads[start : start + chunk]
             n = len(part)
 
             def patch(layer: int) -> Callable[[Tensor], Tensor]:
-                chosen = torch.zeros(n, num_heads, dtype=torch.bool)
+                chosen = torch.zeros(n, num_heads, dtype=torch.bool, device="cpu")
                 for copy, (patched_layer, head) in enumerate(part):
                     chosen[copy, head] = patched_layer == layer
                 chosen = chosen.to(batch.clean_ids.device)[:, None, None, :, None]
@@ -138,7 +138,7 @@ def exact_edge_effects(
         _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(clean_logits.dtype, torch.float32)
         writes, _ = write_deltas(sites, batch, clean, corrupted, dtype)
-        effects = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype)
+        effects = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=clean_logits.device)
         for column, destination in enumerate(graph.downstream):
             sources = graph.valid[:, column].nonzero().squeeze(1).tolist()
             chunk = chunk_size or len(sources)
@@ -180,7 +180,7 @@ def edit_heads(
         by_layer.setdefault(layer, []).append(head)
 
     def hook(layer: int, chosen: list[int]) -> Callable[[Tensor], Tensor]:
-        mask = torch.zeros(sites.num_heads, 1, dtype=torch.bool)
+        mask = torch.zeros(sites.num_heads, 1, dtype=torch.bool, device="cpu")
         mask[chosen] = True
 
         def apply(x: Tensor) -> Tensor:

@@ -126,7 +126,7 @@ class ScoreSums:
 
     @classmethod
     def zeros(cls, shapes: dict[str, tuple[int, ...]]) -> ScoreSums:
-        return cls(**{name: torch.zeros(shape, dtype=torch.float64) for name, shape in shapes.items()})
+        return cls(**{name: torch.zeros(shape, dtype=torch.float64, device="cpu") for name, shape in shapes.items()})
 
     def flatten(self) -> Tensor:
         """All fields in one float64 vector, in field order (for one all-reduce)."""
@@ -156,7 +156,7 @@ def head_importance(ranking: Tensor, graph: EdgeGraph) -> Tensor:
 
 def _membership(circuits: list[Circuit], shape: tuple[int, int]) -> Tensor:
     """[B, L, H] bool: which heads each circuit holds."""
-    members = torch.zeros(len(circuits), *shape, dtype=torch.bool)
+    members = torch.zeros(len(circuits), *shape, dtype=torch.bool, device="cpu")
     for index, circuit in enumerate(circuits):
         for layer, head in circuit.heads:
             members[index, layer, head] = True
@@ -205,7 +205,7 @@ class SnapshotStats:
         circuit = selection.circuit(ranking, graph)
         replicate_circuits = [selection.circuit(replicate, graph) for replicate in replicate_rankings]
         interval = torch.quantile(head_importance(replicate_rankings, graph).nan_to_num(0.0),
-                                  torch.tensor(INTERVAL, dtype=torch.float64), dim=0)
+                                  replicate_rankings.new_tensor(INTERVAL), dim=0)
         return cls(
             pairs=count,
             mean=sums.heads / count,
