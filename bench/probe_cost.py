@@ -36,9 +36,10 @@ import transformers
 from probes.attribution import node_scores
 from probes.edges import EdgeGraph, edge_scores
 from probes.forward import position_ids
-from probes.pairs import PairBatch, batch_pairs
+from probes.pairs import Pair, PairBatch, batch_pairs
 from probes.patching import exact_edge_effects, exact_head_effects
 from probes.schemes import numbers_pairs
+from probes.scoring import score_pairs
 from tasks import arith
 from tasks.tokenizer import build_tokenizer
 
@@ -104,8 +105,10 @@ def plain_forward(model: torch.nn.Module, batch: PairBatch) -> None:
         )
 
 
-def time_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argparse.Namespace, device: str) -> list[str]:
+def time_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: int, args: argparse.Namespace,
+              device: str) -> list[str]:
     """Markdown rows of wall time in forward equivalents for one model."""
+    batch = batch_pairs(pairs, pad_id).to(device)
     config = model.config
     graph = EdgeGraph.build(config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads)
     k = args.steps
@@ -142,14 +145,27 @@ def time_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argpars
     return rows
 
 
-def memory_rows(name: str, model: torch.nn.Module, batch: PairBatch, args: argparse.Namespace, device: str) -> list[str]:
-    """Markdown rows of peak memory of edge scoring against one training step, for one model."""
+def memory_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: int, args: argparse.Namespace,
+                device: str) -> list[str]:
+    """Markdown rows of peak memory of edge scoring against one training step, for one model.
+
+    The tracker's row is its own call (probes.scoring.score_pairs, as callbacks.snapshot makes it,
+    with the level's default points per pass) on the whole batch; the other two call edge_scores
+    with all points in a pass and with one.
+    """
     k = args.steps
+    batch = batch_pairs(pairs, pad_id).to(device)
     training_step(model, batch)  # warm-up: lazy allocations of the first call are not the method's
     train = peak_memory(lambda: training_step(model, batch), device)
     rows = [f"| {name} | peak memory: training forward + backward | {train:.1f} MiB | 1.00x | |"]
-    for method, chunk in ((f"edge eap-ig k={k}, {k} points in a pass", None), (f"edge eap-ig k={k}, one point per pass", 1)):
-        run = lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=chunk)  # noqa: E731
+    runs = {
+        f"edge eap-ig k={k}, the tracker's call (score_pairs, default points per pass)": lambda: score_pairs(
+            model, pairs, method="eap-ig", level="edge", metric="kl", steps=k, batch_size=len(pairs), pad_id=pad_id,
+            progress=False),
+        f"edge eap-ig k={k}, {k} points in a pass": lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=None),
+        f"edge eap-ig k={k}, one point per pass": lambda: edge_scores(model, batch, "kl", steps=k, chunk_size=1),
+    }
+    for method, run in runs.items():
         run()
         peak = peak_memory(run, device)
         verdict = "met" if peak <= 2 * train else "MISSED"
@@ -192,7 +208,7 @@ def main() -> None:
         raise SystemExit("--clock cpu times CPU work; on CUDA use --clock wall")
     tokenizer = build_tokenizer()
     problems = arith.problems("probe", sorted(arith.LEVELS), args.batch, seed=0)
-    batch = batch_pairs(numbers_pairs(tokenizer, problems)[: args.batch], tokenizer.pad_token_id).to(device)
+    pairs = numbers_pairs(tokenizer, problems)[: args.batch]
     models = []
     if Path(args.base, "model.safetensors").exists():
         models.append(("tiny base 4x8 (2 kv)", transformers.AutoModelForCausalLM.from_pretrained(args.base)))
@@ -201,12 +217,12 @@ def main() -> None:
     models.append((f"random 28x12 (2 kv), hidden {12 * args.head_dim}", wide_model(len(tokenizer), args)))
     rows = memory_rows if args.memory else time_rows
     if not args.memory:
-        print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {batch.batch_size} x {batch.clean_ids.shape[1]} tokens, k = {args.steps}\n")
+        print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {len(pairs)} x {max(len(pair.clean_ids) for pair in pairs)} tokens, k = {args.steps}\n")
         print("| model | method | time | forward equivalents | target |")
         print("|---|---|---|---|---|", flush=True)
     for name, model in models:
         model.to(device).eval()
-        for row in rows(name, model, batch, args, device):
+        for row in rows(name, model, pairs, tokenizer.pad_token_id, args, device):
             print(row, flush=True)
     if not args.memory:
         # Memory in a fresh process whose glibc returns freed tensors to the system at once; timing

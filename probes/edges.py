@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from probes.forward import recorded_run
 from probes.gather import full_parameters
 from probes.hooks import scoring
-from probes.ig import integrate, method_steps
+from probes.ig import CHUNK_SIZES, integrate, method_steps
 from probes.metrics import Metric, get_metric
 from probes.pairs import PairBatch
 from probes.sites import Sites, resolve
@@ -168,13 +168,13 @@ def edge_scores(
     metric: str | Metric = "kl",
     method: str = "eap-ig",
     steps: int = 5,
-    chunk_size: int | None = 1,
+    chunk_size: int | None = CHUNK_SIZES["edge"],
 ) -> EdgeScores:
     """Edge and node scores of every example in ``batch``; the model is left exactly as found.
 
-    ``chunk_size`` interpolation points run per pass (``None``: all). The default, one, keeps the
-    peak memory near that of a training step (about 1.6x on bench/probe_cost.py's models); k points
-    stacked hold k graphs at once. The norm's vector-Jacobian products, each with several
+    ``chunk_size`` interpolation points run per pass (``None``: all). The default
+    (probes.ig.CHUNK_SIZES), one, keeps the peak memory near that of a training step; k points
+    stacked hold k graphs at once (bench/probe_cost.py measures both). The norm's vector-Jacobian products, each with several
     temporaries the size of its cotangents, run on one key-value group's worth of q (or the k, or
     the v) inputs at a time; a layer's reads are then contracted with the writes in one matmul.
     Positions before the batch's first changed token carry no write difference and are left out

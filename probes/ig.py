@@ -41,6 +41,12 @@ def method_steps(method: str, steps: int) -> int:
     return 1 if method == "eap" else steps
 
 
+CHUNK_SIZES: dict[str, int | None] = {"node": None, "edge": 1}
+"""Interpolation points per pass by level, the one place the defaults live: all of them at node
+level, where a point's activations are small; one at edge level, where k stacked points would hold
+k graphs of per-position gradients at once (about 3x the memory of one; BENCHMARKS.md)."""
+
+
 def integrate(
     sites: Sites,
     batch: PairBatch,

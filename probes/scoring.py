@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from probes.attribution import node_scores
 from probes.conductance import conductance_scores
 from probes.edges import EdgeGraph, edge_scores
+from probes.ig import CHUNK_SIZES
 from probes.pairs import Pair, batches
 from probes.patching import exact_edge_effects, exact_head_effects
 from probes.sites import resolve
@@ -43,6 +44,7 @@ def score_pairs(
 
     Node level: ``heads`` [N, L, H]. Edge level: ``edges`` [N, U, D] and, for the attribution
     methods, ``nodes`` [N, U]. ``heads`` (the argument) limits exact node patching to those heads.
+    ``chunk_size`` IG points run per pass; unset, the level's default (probes.ig.CHUNK_SIZES).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -60,6 +62,7 @@ def score_pairs(
     if largest >= vocab:
         raise ValueError(f"the pairs use token id {largest} but the model's vocabulary has {vocab} tokens")
     device = next(model.parameters()).device
+    chunk_size = CHUNK_SIZES[level] if chunk_size is None else chunk_size
     parts: dict[str, list[Tensor]] = {}
     total = math.ceil(len(pairs) / batch_size)
     for batch in tqdm(batches(pairs, pad_id, batch_size), total=total, desc="scoring", unit="batch", disable=not progress):

@@ -1,10 +1,13 @@
 import pytest
 import torch
 
+import probes.scoring
 from probes.attribution import node_scores
 from probes.edges import EdgeGraph, edge_scores
 from probes.forward import target_logits
+from probes.ig import CHUNK_SIZES
 from probes.metrics import get_metric
+from probes.pairs import Pair
 from probes.sites import resolve
 from tiny_models import ARCHS, lora, random_pairs, tiny_model
 
@@ -88,3 +91,21 @@ def test_invalid_edges_are_zero():
     result = edge_scores(tiny_model(), random_pairs(), steps=2)
     assert torch.equal(result.edges[:, ~result.graph.valid], torch.zeros_like(result.edges[:, ~result.graph.valid]))
     assert (result.edges[:, result.graph.valid] != 0).float().mean() > 0.9
+
+
+def test_the_scoring_entry_point_runs_each_levels_default_points_per_pass(monkeypatch):
+    """The tracker and `sparks score` call score_pairs: it must run the path bench/probe_cost.py measures."""
+    chunks = {}
+    for name, real in (("edge_scores", probes.scoring.edge_scores), ("node_scores", probes.scoring.node_scores)):
+        def spy(*args, _name=name, _real=real, **kwargs):
+            chunks[_name] = args[5]
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(probes.scoring, name, spy)
+    pairs = [Pair("", "", [1, 2, 3, 4], [1, 5, 3, 4], [3])]
+    model = tiny_model(layers=1)
+    for level in ("node", "edge"):
+        probes.scoring.score_pairs(model, pairs, level=level, steps=3, progress=False)
+    assert chunks == {"node_scores": CHUNK_SIZES["node"], "edge_scores": CHUNK_SIZES["edge"]} == {
+        "node_scores": None, "edge_scores": 1}
+    probes.scoring.score_pairs(model, pairs, level="edge", steps=3, chunk_size=3, progress=False)
+    assert chunks["edge_scores"] == 3
