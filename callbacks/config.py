@@ -90,9 +90,9 @@ class TrackerConfig:
             raise bad("replicates", f"needs at least 2 bootstrap replicates, got {self.replicates}")
         if not 0.5 < self.confidence <= 1.0:
             raise bad("confidence", f"must lie in (0.5, 1], got {self.confidence}")
-        if self.pairs is not None and not Path(self.pairs).is_file():
-            raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
         if self.pairs is not None:
+            if not Path(self.pairs).is_file():
+                raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
             try:
                 load_pairs(self.pairs)
             except (ValueError, OSError) as error:

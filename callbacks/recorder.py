@@ -93,7 +93,6 @@ class SnapshotRecorder:
         self.config = config
         self.store = store
         self.lineage = lineage
-        self.events = lineage.events
         self.dashboards = list(dashboards)
         self.series = list(series)
 
@@ -121,7 +120,7 @@ class SnapshotRecorder:
         try:
             self.store.commit(
                 self.lineage,
-                self.events + events,
+                self.lineage.events,
                 {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
                  "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
                  "faithfulness": _plain(stats.faithfulness),
@@ -141,7 +140,6 @@ class SnapshotRecorder:
                 raise
             self.fail(step, f"could not write the run store ({error}); this snapshot is not in the lineage")
             return
-        self.events += events
         self._flush()
         report = SnapshotReport(
             step=step, importance=importance, membership=membership.numpy(), circuit=list(stats.circuit.heads),

@@ -11,8 +11,8 @@ window it closes includes its own step (at once when the step logs nothing, so t
 before a checkpoint of that step is written). Training resumed from a checkpoint resumes the run
 store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
 other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model
-exactly as found (probes.hooks), so the training is the same with and without the tracker. A failed snapshot is logged with its
-traceback, recorded, and training goes on, unless ``config.strict``.
+exactly as found (probes.hooks), so the training is the same with and without the tracker. A
+failed snapshot is logged with its traceback, recorded, and training goes on, unless ``config.strict``.
 """
 
 from __future__ import annotations
@@ -230,9 +230,10 @@ class HeadTrackerCallback(TrainerCallback):
                   "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
         series = [(int(entry["step"]), values) for entry in state.log_history
                   if "step" in entry and (values := kept_series(entry))]
+        records = [{"step": logged_step, **values} for logged_step, values in series]
         if step > 0 and store.holds_lineage():
             changed = store.check_settings(self.config.as_dict(), self.pairs, layout)
-            resumed = store.resume(step, [{"step": logged_step, **values} for logged_step, values in series])
+            resumed = store.resume(step, records)
             store.record_resume(step, changed)
             lineage = resumed.lineage
             print(f"sparks: resuming the run store at step {step}: {len(lineage)} snapshots kept"
@@ -244,7 +245,7 @@ class HeadTrackerCallback(TrainerCallback):
             lineage = HeadLineage(self.config.confidence)
             store.start({"config": self.config.as_dict(), "job_type": self.job_type, "pairs": len(self.pairs),
                          "model": layout}, self.pairs)
-            store.append("metrics.jsonl", [{"step": logged_step, **values} for logged_step, values in series])
+            store.append("metrics.jsonl", records)
         recorder = SnapshotRecorder(self.config, store, lineage, self.dashboards or [], series)
         if step > 0:
             store.save_summary(recorder.summary())
