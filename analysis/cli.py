@@ -26,7 +26,7 @@ from probes.scoring import LEVELS, METHODS, graph_of, score_pairs
 from probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
 from probes.metrics import METRICS
 from probes.openings import sample_openings
-from probes.pairs import load_pairs, save_pairs
+from probes.pairs import load_pairs_for_model, save_pairs
 from probes.schemes import (
     BASELINE_OPENING,
     REASONING_OPENING,
@@ -123,7 +123,7 @@ def pairs_command(args: argparse.Namespace) -> None:
 
 def score_command(args: argparse.Namespace) -> None:
     """Score heads or edges; every check (pair file, heads, finite scores) passes before ``--out`` is written."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.method == "eap" and args.metric == "kl":
         raise ValueError("--method eap with --metric kl scores exactly zero (the KL gradient vanishes at the clean input)")
@@ -132,12 +132,10 @@ def score_command(args: argparse.Namespace) -> None:
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
     heads = _heads(args.heads)
     model_dir = _model_dir(args.model)
-    config = AutoConfig.from_pretrained(model_dir)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     # A weights-only directory has no tokenizer to check the ids against (transformers would make an empty one).
     has_tokenizer = any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else None
-    pairs = load_pairs(args.pairs, vocab_size=text_config.vocab_size, tokenizer=tokenizer)
+    pairs = load_pairs_for_model(args.pairs, model_dir, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
     model.to(args.device)
     pad_id = model.config.pad_token_id or 0

@@ -231,6 +231,17 @@ def load_pairs(
     return pairs
 
 
+def load_pairs_for_model(
+    path: str | Path, model_name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None, **config_options: Any
+) -> list[Pair]:
+    """``load_pairs`` checked against a model before its weights load: the vocabulary of its config
+    (``config_options`` go to AutoConfig, e.g. revision) and, when given, its tokenizer."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name_or_path, **config_options)
+    return load_pairs(path, vocab_size=config.get_text_config().vocab_size, tokenizer=tokenizer)
+
+
 def _kind(value: Any) -> str:
     """How JSON names a decoded value's type."""
     if isinstance(value, bool) or value is None:

@@ -16,6 +16,7 @@ from typing import Any
 from trl import ScriptArguments, TrlParser
 
 from callbacks.config import TrackerConfig
+from probes.pairs import Pair, load_pairs_for_model
 from tasks import arith
 from tasks.data import DATASETS, DataOptions
 from train.launcher import report_to_launcher
@@ -209,23 +210,19 @@ def check_output_dir(output_dir: str) -> None:
         raise RecipeError(f"output_dir: cannot write to {output_dir} ({error.strerror or error})") from None
 
 
-def check_pairs_fit_model(tracker: TrackerConfig | None, model_args: Any, tokenizer: Any, trust_remote_code: bool = False) -> None:
-    """The tracker's pair file against the model about to be trained: ids in its vocabulary, made with its tokenizer.
+def check_pairs_fit_model(
+    tracker: TrackerConfig | None, model_args: Any, tokenizer: Any, trust_remote_code: bool = False
+) -> list[Pair] | None:
+    """The tracker's pair file read against the model about to be trained: ids in its vocabulary, made
+    with its tokenizer (None without a pair file). The tracker then scores these pairs.
 
     Run after the tokenizer loads and before the model does (its config gives the vocabulary size).
     """
     if tracker is None or tracker.pairs is None:
-        return
-    from transformers import AutoConfig
-
-    from probes.pairs import load_pairs
-
-    config = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
-    )
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return None
     try:
-        load_pairs(tracker.pairs, vocab_size=getattr(text_config, "vocab_size", None), tokenizer=tokenizer)
+        return load_pairs_for_model(tracker.pairs, model_args.model_name_or_path, tokenizer,
+                                    revision=model_args.model_revision, trust_remote_code=trust_remote_code)
     except (ValueError, OSError) as error:
         raise RecipeError(f"tracker.pairs: {str(error).strip()}") from None
 

@@ -43,7 +43,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     try:
-        check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
+        pairs = check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
     except RecipeError as error:
         exit_with(error)
     model = load_model(model_args, training_args)
@@ -55,7 +55,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=tracker_callbacks(tracker, training_args, "grpo"),
+        callbacks=tracker_callbacks(tracker, training_args, "grpo", pairs),
     )
     train_and_save(trainer, "GRPO")
 

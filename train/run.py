@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -12,6 +13,7 @@ from transformers.trainer_utils import sort_checkpoints
 from callbacks.config import TrackerConfig
 from callbacks.store import RunStore, RunStoreError
 from callbacks.tracker import HeadTrackerCallback, dashboard_names
+from probes.pairs import Pair
 from train.arguments import exit_with
 from train.progress import use_reward_progress
 
@@ -57,8 +59,11 @@ def resumable_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
     return final, [note for note in passed_over if "incomplete" in note]
 
 
-def tracker_callbacks(config: TrackerConfig | None, training_args: TrainingArguments, job_type: str) -> list[TrainerCallback]:
-    """The head tracker when the recipe has a `tracker:` section.
+def tracker_callbacks(
+    config: TrackerConfig | None, training_args: TrainingArguments, job_type: str, pairs: Sequence[Pair] | None = None
+) -> list[TrainerCallback]:
+    """The head tracker when the recipe has a `tracker:` section, scoring ``pairs`` (already read and
+    checked against the model) or, without them, the pairs its config names.
 
     The trainer then also reports to the tracker's dashboards, in the same project, so the heads
     panels sit next to the reward curve.
@@ -68,7 +73,7 @@ def tracker_callbacks(config: TrackerConfig | None, training_args: TrainingArgum
     report_to = [name for name in training_args.report_to if name != "none"]
     training_args.report_to = report_to + [name for name in dashboard_names(config) if name not in report_to]
     os.environ.setdefault("WANDB_PROJECT", training_args.project)
-    return [HeadTrackerCallback(config, job_type=job_type)]
+    return [HeadTrackerCallback(config, pairs, job_type=job_type)]
 
 
 def train_and_save(trainer: Trainer, kind: str) -> None:

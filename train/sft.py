@@ -39,7 +39,7 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     try:
-        check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
+        pairs = check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
     except RecipeError as error:
         exit_with(error)
     model = load_model(model_args, training_args)
@@ -50,7 +50,7 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
         train_dataset=train_dataset.select_columns(["prompt", "completion"]),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=tracker_callbacks(tracker, training_args, "sft"),
+        callbacks=tracker_callbacks(tracker, training_args, "sft", pairs),
     )
     train_and_save(trainer, "SFT")
 

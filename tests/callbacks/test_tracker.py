@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 import callbacks.dashboards
 import callbacks.snapshot
+import callbacks.tracker
 from callbacks.store import RunStore
+from probes.pairs import load_pairs, save_pairs
+from probes.schemes import numbers_pairs
+from tasks import arith
 from training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
 
 
@@ -200,3 +205,12 @@ def test_edge_level_snapshots_store_edges_and_their_circuit(random_model_dir, tm
     senders = {upstream for upstream, _ in circuit["edges"]}
     assert {f"a{layer}.h{head}" for layer, head in circuit["heads"]} <= senders
     assert float(tensors["importance"].sum()) == pytest.approx(1.0)
+
+
+def test_a_pair_file_is_read_once_before_the_model_loads_and_scored(random_model_dir, tmp_path, monkeypatch):
+    pairs = numbers_pairs(AutoTokenizer.from_pretrained(random_model_dir), arith.problems("probe", [3, 4], 8, seed=0))
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    monkeypatch.setattr(callbacks.tracker, "load_pairs", lambda *args, **kwargs: pytest.fail("read again at train begin"))
+    run_sft(random_model_dir, tmp_path / "run", 2, TRACKER | {"pairs": str(tmp_path / "pairs.jsonl")})
+    assert load_pairs(tmp_path / "run" / "sparks" / "pairs.jsonl") == pairs
+    assert lineage_of(tmp_path / "run").steps == [0, 2]
