@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from callbacks.plots import head_heatmap, save_png
-from probes.bootstrap import poisson_weights
-from probes.faithfulness import pair_effects
-from probes.scoring import LEVELS, METHODS, graph_of, score_pairs
-from probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
-from probes.metrics import METRICS
-from probes.openings import sample_openings
-from probes.pairs import load_pairs_for_model, save_pairs
-from probes.schemes import (
+from sparks.callbacks.plots import head_heatmap, save_png
+from sparks.probes.bootstrap import poisson_weights
+from sparks.probes.faithfulness import pair_effects
+from sparks.probes.scoring import LEVELS, METHODS, graph_of, score_pairs
+from sparks.probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
+from sparks.probes.metrics import METRICS
+from sparks.probes.openings import sample_openings
+from sparks.probes.pairs import load_pairs_for_model, save_pairs
+from sparks.probes.schemes import (
     BASELINE_OPENING,
     REASONING_OPENING,
     ROLES,
@@ -38,7 +38,7 @@ from probes.schemes import (
     read_questions,
     style_pairs,
 )
-from tasks import arith
+from sparks.tasks import arith
 
 
 def _model_dir(path: str) -> str:

@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from callbacks.config import TrackerConfig
-from callbacks.lineage import HeadLineage
-from callbacks.snapshot import score_snapshot
-from callbacks.tracker import probe_pairs
-from probes.scoring import graph_of
-from probes.sites import resolve
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.lineage import HeadLineage
+from sparks.callbacks.snapshot import score_snapshot
+from sparks.callbacks.tracker import probe_pairs
+from sparks.probes.scoring import graph_of
+from sparks.probes.sites import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "outputs" / "tiny-base"

@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sparks.callbacks.store import RunStore
 
-from callbacks.store import RunStore  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TRAINING = [
     "--num_train_examples", "512", "--per_device_train_batch_size", "8", "--logging_steps", "2",

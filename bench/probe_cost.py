@@ -33,15 +33,15 @@ from pathlib import Path
 import torch
 import transformers
 
-from probes.attribution import node_scores
-from probes.edges import EdgeGraph, edge_scores
-from probes.forward import position_ids
-from probes.pairs import Pair, PairBatch, batch_pairs
-from probes.patching import exact_edge_effects, exact_head_effects
-from probes.schemes import numbers_pairs
-from probes.scoring import score_pairs
-from tasks import arith
-from tasks.tokenizer import build_tokenizer
+from sparks.probes.attribution import node_scores
+from sparks.probes.edges import EdgeGraph, edge_scores
+from sparks.probes.forward import position_ids
+from sparks.probes.pairs import Pair, PairBatch, batch_pairs
+from sparks.probes.patching import exact_edge_effects, exact_head_effects
+from sparks.probes.schemes import numbers_pairs
+from sparks.probes.scoring import score_pairs
+from sparks.tasks import arith
+from sparks.tasks.tokenizer import build_tokenizer
 
 MMAP_THRESHOLD = "65536"
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}

@@ -13,12 +13,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from probes.metrics import METRICS
-from probes.pairs import load_pairs
-from probes.schemes import SCHEMES
-from probes.scoring import LEVELS, METHODS
-from probes.statistics import AGGREGATIONS, Selection
-from tasks import arith
+from sparks.probes.metrics import METRICS
+from sparks.probes.pairs import load_pairs
+from sparks.probes.schemes import SCHEMES
+from sparks.probes.scoring import LEVELS, METHODS
+from sparks.probes.statistics import AGGREGATIONS, Selection
+from sparks.tasks import arith
 
 DASHBOARDS = ("auto", "wandb", "trackio", "none")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from callbacks.report import Dashboard
-from callbacks.trackio_dashboard import TrackioDashboard
-from callbacks.wandb_dashboard import WandbDashboard
+from sparks.callbacks.report import Dashboard
+from sparks.callbacks.trackio_dashboard import TrackioDashboard
+from sparks.callbacks.wandb_dashboard import WandbDashboard
 
 DASHBOARDS = ("wandb", "trackio")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callbacks.survival import kaplan_meier
+from sparks.callbacks.survival import kaplan_meier
 
 Head = tuple[int, int]
 VERSION = 2

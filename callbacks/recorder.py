@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from callbacks.alignment import alignment_summary, reward_alignment
-from callbacks.config import TrackerConfig
-from callbacks.lineage import HeadLineage
-from callbacks.report import Dashboard, SnapshotReport
-from callbacks.store import RunStore
-from probes.statistics import SnapshotStats
+from sparks.callbacks.alignment import alignment_summary, reward_alignment
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.lineage import HeadLineage
+from sparks.callbacks.report import Dashboard, SnapshotReport
+from sparks.callbacks.store import RunStore
+from sparks.probes.statistics import SnapshotStats
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from callbacks.config import TrackerConfig
-from callbacks.distributed import shard, sum_over_ranks, world
-from probes.bootstrap import poisson_weights
-from probes.edges import EdgeGraph
-from probes.faithfulness import pair_effects
-from probes.pairs import Pair
-from probes.scoring import score_pairs
-from probes.statistics import ScoreSums, SnapshotStats
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.distributed import shard, sum_over_ranks, world
+from sparks.probes.bootstrap import poisson_weights
+from sparks.probes.edges import EdgeGraph
+from sparks.probes.faithfulness import pair_effects
+from sparks.probes.pairs import Pair
+from sparks.probes.scoring import score_pairs
+from sparks.probes.statistics import ScoreSums, SnapshotStats
 
 logger = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers.trainer_utils import get_last_checkpoint
 
-from callbacks.lineage import HeadLineage
-from probes.circuit import Circuit
-from probes.pairs import Pair, load_pairs, save_pairs
+from sparks.callbacks.lineage import HeadLineage
+from sparks.probes.circuit import Circuit
+from sparks.probes.pairs import Pair, load_pairs, save_pairs
 
 FORMAT = "sparks-run"
 VERSION = 2

@@ -28,20 +28,20 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from callbacks.config import TrackerConfig
-from callbacks.distributed import sum_over_ranks
-from callbacks.lineage import HeadLineage
-from callbacks.recorder import SnapshotRecorder, kept_series
-from callbacks.report import Dashboard
-from callbacks.snapshot import SnapshotFailed, score_snapshot
-from callbacks.store import RunStore, RunStoreError
-from probes.edges import EdgeGraph
-from probes.pairs import Pair, load_pairs
-from probes.schemes import arith_style_pairs, numbers_pairs
-from probes.scoring import graph_of
-from probes.sites import resolve
-from probes.statistics import SnapshotStats
-from tasks import arith
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.distributed import sum_over_ranks
+from sparks.callbacks.lineage import HeadLineage
+from sparks.callbacks.recorder import SnapshotRecorder, kept_series
+from sparks.callbacks.report import Dashboard
+from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
+from sparks.callbacks.store import RunStore, RunStoreError
+from sparks.probes.edges import EdgeGraph
+from sparks.probes.pairs import Pair, load_pairs
+from sparks.probes.schemes import arith_style_pairs, numbers_pairs
+from sparks.probes.scoring import graph_of
+from sparks.probes.sites import resolve
+from sparks.probes.statistics import SnapshotStats
+from sparks.tasks import arith
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
     names: list[str] = []
     for name in config.dashboards:
         if name == "auto":
-            from callbacks.dashboards import default_dashboards
+            from sparks.callbacks.dashboards import default_dashboards
 
             name_list = default_dashboards()
         else:
@@ -250,7 +250,7 @@ class HeadTrackerCallback(TrainerCallback):
         if step > 0:
             store.save_summary(recorder.summary())
         if self.dashboards is None:
-            from callbacks.dashboards import make_dashboards
+            from sparks.callbacks.dashboards import make_dashboards
 
             try:
                 recorder.dashboards = make_dashboards(

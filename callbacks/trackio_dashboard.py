@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from callbacks.panels import EVENT_COLUMNS, event_rows, figures
-from callbacks.plots import figure_pixels
-from callbacks.report import SnapshotReport
+from sparks.callbacks.panels import EVENT_COLUMNS, event_rows, figures
+from sparks.callbacks.plots import figure_pixels
+from sparks.callbacks.report import SnapshotReport
 
 STEP = "train/global_step"
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from probes.forward import recorded_run
-from probes.hooks import scoring
-from probes.ig import integrate, method_steps
-from probes.metrics import Metric, get_metric
-from probes.pairs import PairBatch
-from probes.sites import Sites, resolve
+from sparks.probes.forward import recorded_run
+from sparks.probes.hooks import scoring
+from sparks.probes.ig import integrate, method_steps
+from sparks.probes.metrics import Metric, get_metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import Sites, resolve
 
 
 def head_outputs(sites: Sites, values: dict[str, Tensor], batch: PairBatch) -> list[Tensor]:

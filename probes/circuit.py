@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from probes.edges import EdgeGraph
+from sparks.probes.edges import EdgeGraph
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from probes.attribution import head_outputs
-from probes.forward import recorded_run
-from probes.hooks import scoring
-from probes.ig import integrate, method_steps
-from probes.metrics import Metric, get_metric
-from probes.pairs import PairBatch
-from probes.sites import resolve
+from sparks.probes.attribution import head_outputs
+from sparks.probes.forward import recorded_run
+from sparks.probes.hooks import scoring
+from sparks.probes.ig import integrate, method_steps
+from sparks.probes.metrics import Metric, get_metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import resolve
 
 
 def conductance_scores(

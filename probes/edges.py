@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from probes.forward import recorded_run
-from probes.gather import full_parameters
-from probes.hooks import scoring
-from probes.ig import CHUNK_SIZES, integrate, method_steps
-from probes.metrics import Metric, get_metric
-from probes.pairs import PairBatch
-from probes.sites import Sites, resolve
+from sparks.probes.forward import recorded_run
+from sparks.probes.gather import full_parameters
+from sparks.probes.hooks import scoring
+from sparks.probes.ig import CHUNK_SIZES, integrate, method_steps
+from sparks.probes.metrics import Metric, get_metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import Sites, resolve
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from probes.circuit import Circuit
-from probes.edges import EdgeGraph, linear_map
-from probes.forward import copies_logits, copies_metric
-from probes.gather import full_parameters
-from probes.hooks import Hooks, scoring
-from probes.metrics import Metric, get_metric
-from probes.pairs import Pair, PairBatch, batches
-from probes.sites import Sites, resolve
+from sparks.probes.circuit import Circuit
+from sparks.probes.edges import EdgeGraph, linear_map
+from sparks.probes.forward import copies_logits, copies_metric
+from sparks.probes.gather import full_parameters
+from sparks.probes.hooks import Hooks, scoring
+from sparks.probes.metrics import Metric, get_metric
+from sparks.probes.pairs import Pair, PairBatch, batches
+from sparks.probes.sites import Sites, resolve
 
 
 def circuit_effects(model: nn.Module, batch: PairBatch, circuit: Circuit, metric: str | Metric = "kl") -> Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from probes.hooks import Hooks, Recorder
-from probes.metrics import Metric
-from probes.pairs import PairBatch
-from probes.sites import Sites
+from sparks.probes.hooks import Hooks, Recorder
+from sparks.probes.metrics import Metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import Sites
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probes.forward import copies_logits, copies_metric
-from probes.hooks import Hooks, Recorder
-from probes.metrics import Metric
-from probes.pairs import PairBatch
-from probes.sites import Sites
+from sparks.probes.forward import copies_logits, copies_metric
+from sparks.probes.hooks import Hooks, Recorder
+from sparks.probes.metrics import Metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import Sites
 
 METHODS = ("eap", "eap-ig")
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from probes.schemes import pair_prompt
+from sparks.probes.schemes import pair_prompt
 
 
 def _continue(

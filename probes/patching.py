@@ -14,13 +14,13 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from probes.attribution import head_outputs
-from probes.edges import EdgeGraph, write_deltas, write_taps
-from probes.forward import copies_effect, recorded_run, repeat_rows
-from probes.hooks import Hooks, Recorder, scoring
-from probes.metrics import Metric, get_metric
-from probes.pairs import PairBatch
-from probes.sites import Sites, resolve
+from sparks.probes.attribution import head_outputs
+from sparks.probes.edges import EdgeGraph, write_deltas, write_taps
+from sparks.probes.forward import copies_effect, recorded_run, repeat_rows
+from sparks.probes.hooks import Hooks, Recorder, scoring
+from sparks.probes.metrics import Metric, get_metric
+from sparks.probes.pairs import PairBatch
+from sparks.probes.sites import Sites, resolve
 
 
 def exact_head_effects(

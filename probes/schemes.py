@@ -29,10 +29,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from probes.pairs import Pair
-from tasks import arith, formats
-from tasks.data import chat_prompt
-from tasks.evaluation import style_prompt
+from sparks.probes.pairs import Pair
+from sparks.tasks import arith, formats
+from sparks.tasks.data import chat_prompt
+from sparks.tasks.evaluation import style_prompt
 
 SCHEMES = ("style", "numbers")
 ROLES = ("reasoning", "baseline")

@@ -14,13 +14,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from probes.attribution import node_scores
-from probes.conductance import conductance_scores
-from probes.edges import EdgeGraph, edge_scores
-from probes.ig import CHUNK_SIZES
-from probes.pairs import Pair, batches
-from probes.patching import exact_edge_effects, exact_head_effects
-from probes.sites import resolve
+from sparks.probes.attribution import node_scores
+from sparks.probes.conductance import conductance_scores
+from sparks.probes.edges import EdgeGraph, edge_scores
+from sparks.probes.ig import CHUNK_SIZES
+from sparks.probes.pairs import Pair, batches
+from sparks.probes.patching import exact_edge_effects, exact_head_effects
+from sparks.probes.sites import resolve
 
 METHODS = ("eap", "eap-ig", "ceap", "exact")
 LEVELS = ("node", "edge")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from probes.circuit import Circuit, head_circuit, select_edges
-from probes.edges import EdgeGraph
-from probes.faithfulness import faithfulness, faithfulness_interval
+from sparks.probes.circuit import Circuit, head_circuit, select_edges
+from sparks.probes.edges import EdgeGraph
+from sparks.probes.faithfulness import faithfulness, faithfulness_interval
 
 AGGREGATIONS = ("mean_abs", "abs_mean")
 INTERVAL = (0.025, 0.975)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from datasets import Dataset, load_dataset
 
-from tasks import arith, formats
+from sparks.tasks import arith, formats
 
 # The paper's Open-R1 system prompt: reason in a think block, then answer in an answer block.
 R1_SYSTEM_PROMPT = (

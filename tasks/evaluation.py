@@ -9,9 +9,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks import formats
-from tasks.arith import Problem
-from tasks.data import chat_prompt
+from sparks.tasks import formats
+from sparks.tasks.arith import Problem
+from sparks.tasks.data import chat_prompt
 
 
 # How the model is prompted: into each answer style, or left to choose (thinking on, nothing forced).

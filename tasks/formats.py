@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.arith import Problem
+from sparks.tasks.arith import Problem
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"

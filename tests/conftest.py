@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.tiny_model import TinyModelArguments, build_tiny_model
-from tasks.tokenizer import build_tokenizer
+from sparks.tasks.tiny_model import TinyModelArguments, build_tiny_model
+from sparks.tasks.tokenizer import build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SCRATCH = Path(tempfile.mkdtemp(prefix="sparks-tests-"))

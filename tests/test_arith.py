@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tasks import arith, formats
+from sparks.tasks import arith, formats
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tasks import arith
-from tasks.data import DataOptions, arith_dataset, chat_prompt, load
-from tasks.evaluation import pass_at_1, style_prompt, Graded
-from tasks.tokenizer import build_tokenizer
+from sparks.tasks import arith
+from sparks.tasks.data import DataOptions, arith_dataset, chat_prompt, load
+from sparks.tasks.evaluation import pass_at_1, style_prompt, Graded
+from sparks.tasks.tokenizer import build_tokenizer
 
 
 def options(kind: str, count: int = 400) -> DataOptions:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from train.launcher import is_launcher, is_running
+from sparks.train.launcher import is_launcher, is_running
 
 pytestmark = pytest.mark.hostile
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ PR_GET_PDEATHSIG = 2
 # A worker that reports its pid and parent-death signal, then sleeps as a long training run would.
 SLEEPER = """
 import ctypes, os, sys, time
-from train.launcher import follow_launcher
+from sparks.train.launcher import follow_launcher
 
 if sys.argv[2] == "follow":
     follow_launcher()
@@ -88,7 +88,7 @@ def test_a_shell_is_not_a_launcher():
     assert not is_launcher(["/bin/sh", "-c", "accelerate launch train/grpo.py"])
     assert not is_launcher(["/usr/bin/python3", "-m", "pytest", "tests/test_launcher.py"])
     # Started from pytest (as from a shell or nohup), follow_launcher arms nothing and the process lives on.
-    probe = "import ctypes; from train.launcher import follow_launcher; follow_launcher(); s = ctypes.c_int(); "
+    probe = "import ctypes; from sparks.train.launcher import follow_launcher; follow_launcher(); s = ctypes.c_int(); "
     probe += f"ctypes.CDLL(None).prctl({PR_GET_PDEATHSIG}, ctypes.byref(s), 0, 0, 0); print(s.value)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "0"
     # A process that has exited but is not yet reaped (a zombie) no longer runs.

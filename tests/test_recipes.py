@@ -14,9 +14,9 @@ import pytest
 import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from callbacks.config import TrackerConfig
-from tasks.tiny_model import TinyModelArguments
-from train.arguments import (
+from sparks.callbacks.config import TrackerConfig
+from sparks.tasks.tiny_model import TinyModelArguments
+from sparks.train.arguments import (
     GRPOScriptArguments,
     RecipeArguments,
     RecipeError,
@@ -26,7 +26,7 @@ from train.arguments import (
     parse_recipe,
     wandb_lacks_a_key,
 )
-from train.pretrain import PretrainArguments
+from sparks.train.pretrain import PretrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
 PARSERS = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from train.rewards import accuracy_reward, format_reward, get_rewards
+from sparks.train.rewards import accuracy_reward, format_reward, get_rewards
 
 
 def test_accuracy_exact_for_arith_and_math_verify_for_real_math():

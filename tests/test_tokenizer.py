@@ -2,7 +2,7 @@
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.tokenizer import build_tokenizer
+from sparks.tasks.tokenizer import build_tokenizer
 
 QUESTION = [{"role": "user", "content": "12+7*3"}]
 

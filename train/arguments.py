@@ -15,11 +15,11 @@ from typing import Any
 
 from trl import ScriptArguments, TrlParser
 
-from callbacks.config import TrackerConfig
-from probes.pairs import Pair, load_pairs_for_model
-from tasks import arith
-from tasks.data import DATASETS, DataOptions
-from train.launcher import report_to_launcher
+from sparks.callbacks.config import TrackerConfig
+from sparks.probes.pairs import Pair, load_pairs_for_model
+from sparks.tasks import arith
+from sparks.tasks.data import DATASETS, DataOptions
+from sparks.train.launcher import report_to_launcher
 
 OFF = ("off", "none", "null", "false")
 
@@ -158,7 +158,7 @@ def _check_wandb_key(training_args: Any, tracker: TrackerConfig | None) -> None:
     if "wandb" in (training_args.report_to or []):
         asked_by = "report_to"
     elif tracker is not None:
-        from callbacks.tracker import dashboard_names
+        from sparks.callbacks.tracker import dashboard_names
 
         asked_by = "tracker.dashboards" if "wandb" in dashboard_names(tracker) else None
     else:

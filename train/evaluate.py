@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
-from tasks import arith
-from tasks.evaluation import MODES, grade, pass_at_1
-from train.arguments import RecipeError, check_model_path, exit_with
+from sparks.tasks import arith
+from sparks.tasks.evaluation import MODES, grade, pass_at_1
+from sparks.train.arguments import RecipeError, check_model_path, exit_with
 
 
 @dataclass

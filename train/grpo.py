@@ -7,7 +7,7 @@ Any recipe field can be overridden on the command line, e.g. `--max_steps 3 --re
 
 from __future__ import annotations
 
-from train.launcher import follow_launcher
+from sparks.train.launcher import follow_launcher
 
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
@@ -15,8 +15,8 @@ if __name__ == "__main__":
 from transformers import set_seed  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config  # noqa: E402
 
-from tasks.data import load  # noqa: E402
-from train.arguments import (  # noqa: E402
+from sparks.tasks.data import load  # noqa: E402
+from sparks.train.arguments import (  # noqa: E402
     GRPOScriptArguments,
     RecipeError,
     check_model_path,
@@ -25,9 +25,9 @@ from train.arguments import (  # noqa: E402
     exit_with,
     parse_recipe,
 )
-from train.models import load_model, load_tokenizer  # noqa: E402
-from train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
-from train.rewards import get_rewards  # noqa: E402
+from sparks.train.models import load_model, load_tokenizer  # noqa: E402
+from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
+from sparks.train.rewards import get_rewards  # noqa: E402
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:

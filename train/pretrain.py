@@ -8,7 +8,7 @@ base model answers directly and GRPO later finds a non-zero reward for reasoning
 
 from __future__ import annotations
 
-from train.launcher import follow_launcher
+from sparks.train.launcher import follow_launcher
 
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace  # noqa: E402
 from transformers import set_seed  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from tasks.data import arith_dataset  # noqa: E402
-from tasks.tiny_model import TinyModelArguments, build_tiny_model  # noqa: E402
-from tasks.tokenizer import build_tokenizer  # noqa: E402
-from train.arguments import DataArguments, RecipeError, exit_with, parse_recipe  # noqa: E402
-from train.run import train_and_save  # noqa: E402
+from sparks.tasks.data import arith_dataset  # noqa: E402
+from sparks.tasks.tiny_model import TinyModelArguments, build_tiny_model  # noqa: E402
+from sparks.tasks.tokenizer import build_tokenizer  # noqa: E402
+from sparks.train.arguments import DataArguments, RecipeError, exit_with, parse_recipe  # noqa: E402
+from sparks.train.run import train_and_save  # noqa: E402
 
 
 @dataclass

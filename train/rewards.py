@@ -10,7 +10,7 @@ from typing import Callable
 
 from math_verify import parse, verify
 
-from tasks import formats
+from sparks.tasks import formats
 
 
 def completion_text(completion: str | list[dict[str, str]]) -> str:

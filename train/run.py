@@ -10,12 +10,12 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
-from callbacks.config import TrackerConfig
-from callbacks.store import RunStore, RunStoreError
-from callbacks.tracker import HeadTrackerCallback, dashboard_names
-from probes.pairs import Pair
-from train.arguments import exit_with
-from train.progress import use_reward_progress
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.store import RunStore, RunStoreError
+from sparks.callbacks.tracker import HeadTrackerCallback, dashboard_names
+from sparks.probes.pairs import Pair
+from sparks.train.arguments import exit_with
+from sparks.train.progress import use_reward_progress
 
 
 def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from train.launcher import follow_launcher
+from sparks.train.launcher import follow_launcher
 
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
@@ -13,8 +13,8 @@ if __name__ == "__main__":
 from transformers import set_seed  # noqa: E402
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config  # noqa: E402
 
-from tasks.data import load  # noqa: E402
-from train.arguments import (  # noqa: E402
+from sparks.tasks.data import load  # noqa: E402
+from sparks.train.arguments import (  # noqa: E402
     RecipeArguments,
     RecipeError,
     check_model_path,
@@ -23,8 +23,8 @@ from train.arguments import (  # noqa: E402
     exit_with,
     parse_recipe,
 )
-from train.models import load_model, load_tokenizer  # noqa: E402
-from train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
+from sparks.train.models import load_model, load_tokenizer  # noqa: E402
+from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
 
 
 def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:

@@ -8,10 +8,10 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from analysis.cli import main
-from probes.circuit import Circuit
-from probes.openings import sample_openings
-from probes.pairs import load_pairs
+from sparks.analysis.cli import main
+from sparks.probes.circuit import Circuit
+from sparks.probes.openings import sample_openings
+from sparks.probes.pairs import load_pairs
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from callbacks.alignment import (
+from sparks.callbacks.alignment import (
     MIN_LAG_PAIRS,
     MIN_PAIRS,
     LagCorrelation,

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from callbacks.dashboards import default_dashboards, make_dashboards
-from callbacks.trackio_dashboard import TrackioDashboard
-from callbacks.wandb_dashboard import WandbDashboard
+from sparks.callbacks.dashboards import default_dashboards, make_dashboards
+from sparks.callbacks.trackio_dashboard import TrackioDashboard
+from sparks.callbacks.wandb_dashboard import WandbDashboard
 
 
 @pytest.fixture
@@ -55,6 +55,6 @@ def test_wandb_with_a_key_in_the_environment_or_netrc(no_wandb_key, monkeypatch)
 
 
 def test_importing_the_dashboards_does_not_import_wandb_or_trackio():
-    code = "import sys, callbacks.dashboards; print(sorted({'wandb', 'trackio'} & set(sys.modules)))"
+    code = "import sys, sparks.callbacks.dashboards; print(sorted({'wandb', 'trackio'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

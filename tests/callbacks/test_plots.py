@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from snapshot_reports import STEPS, final_lineage, reports
 
-from callbacks.panels import figures
-from callbacks.plots import (
+from sparks.callbacks.panels import figures
+from sparks.callbacks.plots import (
     cohort_plot,
     figure_pixels,
     head_heatmap,

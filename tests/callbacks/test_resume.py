@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-import callbacks.snapshot
-import callbacks.store
-from callbacks.store import RunStore
+import sparks.callbacks.snapshot
+import sparks.callbacks.store
+from sparks.callbacks.store import RunStore
 from training_runs import lineage_of, run_sft
-from train import sft as train_sft
-from train.run import resumable_checkpoint
+from sparks.train import sft as train_sft
+from sparks.train.run import resumable_checkpoint
 
 pytestmark = pytest.mark.hostile
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
@@ -147,7 +147,7 @@ def test_kill_during_a_snapshot_write_resumes_to_the_uninterrupted_run(random_mo
                                                                        uninterrupted, moment):
     with monkeypatch.context() as patch:
         if moment == "staging":  # the snapshot's files half written
-            kill_when(patch, callbacks.store.Circuit, "save", lambda circuit, path: "step-00000004" in str(path))
+            kill_when(patch, sparks.callbacks.store.Circuit, "save", lambda circuit, path: "step-00000004" in str(path))
         else:  # its directory in place, the lineage not yet committed
             kill_when(patch, os, "replace", lambda source, target: str(target).endswith("sparks/events.jsonl")
                       and (Path(target).parent / "snapshots" / "step-00000004").is_dir())
@@ -186,7 +186,7 @@ def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypa
         with_callback(patch, KillAfterCheckpoint(4))
         killed(random_model_dir, tmp_path)
     with monkeypatch.context() as patch:  # metrics.jsonl rewritten, the lineage not yet
-        kill_when(patch, callbacks.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
+        kill_when(patch, sparks.callbacks.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
         killed(random_model_dir, tmp_path)
     train(random_model_dir, tmp_path)
     assert RunStore(tmp_path).contents() == uninterrupted
@@ -246,7 +246,7 @@ class DiskFull:
 
     def __init__(self, monkeypatch, root: Path) -> None:
         self.root, self.full = str(root), False
-        for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text"), (callbacks.store, "save_file")):
+        for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text"), (sparks.callbacks.store, "save_file")):
             monkeypatch.setattr(owner, name, self.guard(getattr(owner, name)))
 
     def guard(self, real):
@@ -292,13 +292,13 @@ def test_a_full_disk_is_a_printed_recorded_failure_and_the_store_stays_whole(ran
 
 def test_a_model_that_produces_nan_gets_a_printed_recorded_failure_and_no_snapshot(random_model_dir, tmp_path,
                                                                                    monkeypatch, capsys):
-    real = callbacks.snapshot.score_pairs
+    real = sparks.callbacks.snapshot.score_pairs
 
     def nan_scores(*args, **kwargs):
         scores = real(*args, **kwargs)
         return {name: value.fill_(float("nan")) if name == "heads" else value for name, value in scores.items()}
 
-    monkeypatch.setattr(callbacks.snapshot, "score_pairs", nan_scores)
+    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", nan_scores)
     run_sft(random_model_dir, tmp_path, 2, TRACKER)
     out = capsys.readouterr().out
     assert "sparks: step 0: the head snapshot failed: " in out and "non-finite head scores" in out
@@ -317,6 +317,6 @@ def test_resume_reads_torn_lines_keeps_whole_records_and_writes_nothing_before_i
     assert notes == ["dropped line 2 of failures.jsonl, not a whole record (16 characters: a torn write)"]
     (store.root / "lineage.json").write_text('{"version": 2, "level": 0.9, "snaps')
     (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": 2, "config": {}}))
-    with pytest.raises(callbacks.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
+    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
         store.resume(3, [])
     assert (store.root / "failures.jsonl").read_text().endswith('{"step": 2, "err')  # untouched

@@ -11,13 +11,13 @@ import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-import callbacks.dashboards
-import callbacks.snapshot
-import callbacks.tracker
-from callbacks.store import RunStore
-from probes.pairs import load_pairs, save_pairs
-from probes.schemes import numbers_pairs
-from tasks import arith
+import sparks.callbacks.dashboards
+import sparks.callbacks.snapshot
+import sparks.callbacks.tracker
+from sparks.callbacks.store import RunStore
+from sparks.probes.pairs import load_pairs, save_pairs
+from sparks.probes.schemes import numbers_pairs
+from sparks.tasks import arith
 from training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
 
 
@@ -93,7 +93,7 @@ def test_same_seed_same_weights_and_logs_with_and_without_the_tracker(base_model
 
 
 def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tmp_path, monkeypatch):
-    real_score_pairs = callbacks.snapshot.score_pairs
+    real_score_pairs = sparks.callbacks.snapshot.score_pairs
     calls = []
 
     def failing_second_time(*args, **kwargs):
@@ -102,7 +102,7 @@ def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tm
             raise RuntimeError("scoring broke")
         return real_score_pairs(*args, **kwargs)
 
-    monkeypatch.setattr(callbacks.snapshot, "score_pairs", failing_second_time)
+    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", failing_second_time)
     run_grpo(random_model_dir, tmp_path, 4, TRACKER)
     failures = RunStore(tmp_path).read("failures.jsonl")
     assert [(failure["step"], failure["error"]) for failure in failures] == [(2, "RuntimeError: scoring broke")]
@@ -115,7 +115,7 @@ def test_strict_makes_a_failed_snapshot_fatal(random_model_dir, tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("scoring broke")
 
-    monkeypatch.setattr(callbacks.snapshot, "score_pairs", broken)
+    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", broken)
     with pytest.raises(RuntimeError, match="tracker.strict"):
         run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"strict": True})
     assert not (tmp_path / "model.safetensors").exists()
@@ -136,7 +136,7 @@ class BrokenDashboard:
 
 
 def test_a_failing_dashboard_is_recorded_and_fatal_only_when_strict(random_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(callbacks.dashboards, "make_dashboards", lambda *args, **kwargs: [BrokenDashboard()])
+    monkeypatch.setattr(sparks.callbacks.dashboards, "make_dashboards", lambda *args, **kwargs: [BrokenDashboard()])
     run_grpo(random_model_dir, tmp_path / "lenient", 2, TRACKER)
     failures = RunStore(tmp_path / "lenient").read("failures.jsonl")
     assert [failure["step"] for failure in failures] == [0, 2]
@@ -210,7 +210,7 @@ def test_edge_level_snapshots_store_edges_and_their_circuit(random_model_dir, tm
 def test_a_pair_file_is_read_once_before_the_model_loads_and_scored(random_model_dir, tmp_path, monkeypatch):
     pairs = numbers_pairs(AutoTokenizer.from_pretrained(random_model_dir), arith.problems("probe", [3, 4], 8, seed=0))
     save_pairs(pairs, tmp_path / "pairs.jsonl")
-    monkeypatch.setattr(callbacks.tracker, "load_pairs", lambda *args, **kwargs: pytest.fail("read again at train begin"))
+    monkeypatch.setattr(sparks.callbacks.tracker, "load_pairs", lambda *args, **kwargs: pytest.fail("read again at train begin"))
     run_sft(random_model_dir, tmp_path / "run", 2, TRACKER | {"pairs": str(tmp_path / "pairs.jsonl")})
     assert load_pairs(tmp_path / "run" / "sparks" / "pairs.jsonl") == pairs
     assert lineage_of(tmp_path / "run").steps == [0, 2]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from callbacks.config import TrackerConfig, probe_problems_held
+from sparks.callbacks.config import TrackerConfig, probe_problems_held
 
 
 def test_a_recipe_section_and_its_json_text_give_the_same_settings():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from snapshot_reports import STEPS, circuit_size, reports
 
-from callbacks.panels import EVENT_COLUMNS
+from sparks.callbacks.panels import EVENT_COLUMNS
 
 SESSION = Path(__file__).with_name("trackio_session.py")
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]

@@ -9,8 +9,8 @@ import wandb
 import wandb_records
 from snapshot_reports import STEPS, circuit_size, final_lineage, reports
 
-from callbacks.panels import EVENT_COLUMNS, event_rows
-from callbacks.wandb_dashboard import WandbDashboard
+from sparks.callbacks.panels import EVENT_COLUMNS, event_rows
+from sparks.callbacks.wandb_dashboard import WandbDashboard
 
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 

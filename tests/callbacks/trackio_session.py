@@ -17,7 +17,7 @@ import trackio
 from snapshot_reports import reports
 from trackio.sqlite_storage import SQLiteStorage
 
-from callbacks.trackio_dashboard import TrackioDashboard
+from sparks.callbacks.trackio_dashboard import TrackioDashboard
 
 PROJECT = "sparks-test"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from callbacks.lineage import HeadLineage
-from train import grpo, sft
-from train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
+from sparks.callbacks.lineage import HeadLineage
+from sparks.train import grpo, sft
+from sparks.train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GRPO = [

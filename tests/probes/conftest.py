@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.pairs import PairBatch
+from sparks.probes.pairs import PairBatch
 from tiny_models import random_pairs, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

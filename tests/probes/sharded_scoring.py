@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from probes.schemes import numbers_pairs
-from probes.scoring import score_pairs
-from tasks import arith
+from sparks.probes.schemes import numbers_pairs
+from sparks.probes.scoring import score_pairs
+from sparks.tasks import arith
 
 
 def main(model_dir: str, out_dir: str) -> None:

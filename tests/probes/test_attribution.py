@@ -2,19 +2,19 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from probes.attribution import node_scores
-from probes.edges import edge_scores
-from probes.hooks import Hooks
-from probes.pairs import pad_pairs
-from probes.patching import exact_head_effects
-from probes.sites import resolve
+from sparks.probes.attribution import node_scores
+from sparks.probes.edges import edge_scores
+from sparks.probes.hooks import Hooks
+from sparks.probes.pairs import pad_pairs
+from sparks.probes.patching import exact_head_effects
+from sparks.probes.sites import resolve
 from tiny_models import ARCHS, assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
 
 def _metric_with_gate(model, batch, layer, head, gate, metric="logit_diff"):
     """Effect metric with head (layer, head) set to z + gate (z_corrupted - z): the test's own hook."""
-    from probes.forward import recorded_run, target_logits
-    from probes.metrics import get_metric
+    from sparks.probes.forward import recorded_run, target_logits
+    from sparks.probes.metrics import get_metric
 
     sites = resolve(model)
     taps = {"z": (sites.layers[layer].o_proj, "input")}

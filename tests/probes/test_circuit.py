@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from probes.circuit import Circuit, select_edges, select_heads
-from probes.edges import EdgeGraph, edge_scores
+from sparks.probes.circuit import Circuit, select_edges, select_heads
+from sparks.probes.edges import EdgeGraph, edge_scores
 from tiny_models import random_pairs, tiny_model
 
 GRAPH = EdgeGraph.build(num_layers=2, num_heads=4, num_kv_heads=2)

@@ -5,16 +5,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from probes.attribution import node_scores
-from probes.circuit import Circuit, head_circuit
-from probes.edges import EdgeGraph
-from probes.faithfulness import circuit_effects, edge_coefficients, faithfulness, faithfulness_interval, pair_effects
-from probes.metrics import get_metric
-from probes.pairs import Pair, batch_pairs
-from probes.patching import edit_heads, exact_edge_effects, exact_head_effects
-from probes.schemes import numbers_pairs
-from probes.sites import resolve
-from tasks import arith
+from sparks.probes.attribution import node_scores
+from sparks.probes.circuit import Circuit, head_circuit
+from sparks.probes.edges import EdgeGraph
+from sparks.probes.faithfulness import circuit_effects, edge_coefficients, faithfulness, faithfulness_interval, pair_effects
+from sparks.probes.metrics import get_metric
+from sparks.probes.pairs import Pair, batch_pairs
+from sparks.probes.patching import edit_heads, exact_edge_effects, exact_head_effects
+from sparks.probes.schemes import numbers_pairs
+from sparks.probes.sites import resolve
+from sparks.tasks import arith
 from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
 

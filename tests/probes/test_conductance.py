@@ -5,13 +5,13 @@ import torch
 from scipy.stats import spearmanr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from probes.attribution import node_scores
-from probes.conductance import conductance_scores
-from probes.pairs import batch_pairs
-from probes.patching import exact_head_effects
-from probes.schemes import numbers_pairs
-from probes.scoring import score_pairs
-from tasks import arith
+from sparks.probes.attribution import node_scores
+from sparks.probes.conductance import conductance_scores
+from sparks.probes.pairs import batch_pairs
+from sparks.probes.patching import exact_head_effects
+from sparks.probes.schemes import numbers_pairs
+from sparks.probes.scoring import score_pairs
+from sparks.tasks import arith
 from tiny_models import assert_unchanged, random_pairs, snapshot, tiny_model
 
 

@@ -3,11 +3,11 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from probes.edges import EdgeGraph, edge_scores
-from probes.forward import target_logits
-from probes.metrics import get_metric
-from probes.patching import exact_edge_effects
-from probes.sites import resolve
+from sparks.probes.edges import EdgeGraph, edge_scores
+from sparks.probes.forward import target_logits
+from sparks.probes.metrics import get_metric
+from sparks.probes.patching import exact_edge_effects
+from sparks.probes.sites import resolve
 from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
 

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-import probes.scoring
-from probes.attribution import node_scores
-from probes.edges import EdgeGraph, edge_scores
-from probes.forward import target_logits
-from probes.ig import CHUNK_SIZES
-from probes.metrics import get_metric
-from probes.pairs import Pair
-from probes.sites import resolve
+import sparks.probes.scoring
+from sparks.probes.attribution import node_scores
+from sparks.probes.edges import EdgeGraph, edge_scores
+from sparks.probes.forward import target_logits
+from sparks.probes.ig import CHUNK_SIZES
+from sparks.probes.metrics import get_metric
+from sparks.probes.pairs import Pair
+from sparks.probes.sites import resolve
 from tiny_models import ARCHS, lora, random_pairs, tiny_model
 
 
@@ -65,7 +65,7 @@ def test_edge_scores_are_chunk_and_batch_invariant():
     model, batch = tiny_model(), random_pairs(batch=3)
     whole = edge_scores(model, batch, steps=4).edges
     torch.testing.assert_close(edge_scores(model, batch, steps=4, chunk_size=1).edges, whole, rtol=1e-9, atol=1e-12)
-    from probes.pairs import PairBatch
+    from sparks.probes.pairs import PairBatch
 
     first = PairBatch(*(None if t is None else t[:1] for t in (
         batch.clean_ids, batch.corrupted_ids, batch.attention_mask, batch.target_positions,
@@ -96,16 +96,16 @@ def test_invalid_edges_are_zero():
 def test_the_scoring_entry_point_runs_each_levels_default_points_per_pass(monkeypatch):
     """The tracker and `sparks score` call score_pairs: it must run the path bench/probe_cost.py measures."""
     chunks = {}
-    for name, real in (("edge_scores", probes.scoring.edge_scores), ("node_scores", probes.scoring.node_scores)):
+    for name, real in (("edge_scores", sparks.probes.scoring.edge_scores), ("node_scores", sparks.probes.scoring.node_scores)):
         def spy(*args, _name=name, _real=real, **kwargs):
             chunks[_name] = args[5]
             return _real(*args, **kwargs)
-        monkeypatch.setattr(probes.scoring, name, spy)
+        monkeypatch.setattr(sparks.probes.scoring, name, spy)
     pairs = [Pair("", "", [1, 2, 3, 4], [1, 5, 3, 4], [3])]
     model = tiny_model(layers=1)
     for level in ("node", "edge"):
-        probes.scoring.score_pairs(model, pairs, level=level, steps=3, progress=False)
+        sparks.probes.scoring.score_pairs(model, pairs, level=level, steps=3, progress=False)
     assert chunks == {"node_scores": CHUNK_SIZES["node"], "edge_scores": CHUNK_SIZES["edge"]} == {
         "node_scores": None, "edge_scores": 1}
-    probes.scoring.score_pairs(model, pairs, level="edge", steps=3, chunk_size=3, progress=False)
+    sparks.probes.scoring.score_pairs(model, pairs, level="edge", steps=3, chunk_size=3, progress=False)
     assert chunks["edge_scores"] == 3

@@ -11,12 +11,12 @@ import torch
 from scipy.stats import spearmanr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from probes.attribution import node_scores
-from probes.edges import edge_scores
-from probes.pairs import batch_pairs
-from probes.patching import exact_edge_effects, exact_head_effects
-from probes.schemes import numbers_pairs
-from tasks import arith
+from sparks.probes.attribution import node_scores
+from sparks.probes.edges import edge_scores
+from sparks.probes.pairs import batch_pairs
+from sparks.probes.patching import exact_edge_effects, exact_head_effects
+from sparks.probes.schemes import numbers_pairs
+from sparks.tasks import arith
 
 
 def _rho(a, b):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from probes.metrics import answer_logprob, get_metric, kl_divergence, logit_diff
+from sparks.probes.metrics import answer_logprob, get_metric, kl_divergence, logit_diff
 
 
 def test_kl_divergence_per_example():

@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from probes.openings import sample_openings
-from probes.schemes import pair_prompt, style_pairs
-from tasks import arith
+from sparks.probes.openings import sample_openings
+from sparks.probes.schemes import pair_prompt, style_pairs
+from sparks.tasks import arith
 
 QUESTIONS = [problem.question for problem in arith.problems("probe", [1, 2, 3], 5, seed=0)]
 

@@ -8,10 +8,10 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import Qwen2Tokenizer
 
-from probes.pairs import Pair, batch_pairs, batches, load_pairs, pad_pairs, save_pairs
-from probes.schemes import arith_style_pairs, numbers_pairs
-from tasks import arith
-from tasks.tokenizer import build_tokenizer
+from sparks.probes.pairs import Pair, batch_pairs, batches, load_pairs, pad_pairs, save_pairs
+from sparks.probes.schemes import arith_style_pairs, numbers_pairs
+from sparks.tasks import arith
+from sparks.tasks.tokenizer import build_tokenizer
 
 
 def _pair(clean, corrupted, targets, answers=None, **meta):

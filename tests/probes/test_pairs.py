@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from probes.pairs import PairBatch, pad_pairs
+from sparks.probes.pairs import PairBatch, pad_pairs
 
 
 def test_pad_pairs_left_pads_and_targets_last():

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from probes.forward import target_logits
-from probes.metrics import get_metric
-from probes.patching import exact_head_effects, head_means, mean_ablate, scale_heads, zero_ablate
-from probes.sites import resolve
+from sparks.probes.forward import target_logits
+from sparks.probes.metrics import get_metric
+from sparks.probes.patching import exact_head_effects, head_means, mean_ablate, scale_heads, zero_ablate
+from sparks.probes.sites import resolve
 from tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
 

@@ -4,8 +4,8 @@ import transformers
 from peft.tuners.lora import LoraLayer
 
 from tiny_models import ARCHS, lora, tiny_model
-from probes.hooks import Hooks
-from probes.sites import SITE_TABLES, resolve
+from sparks.probes.hooks import Hooks
+from sparks.probes.sites import SITE_TABLES, resolve
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from probes.bootstrap import poisson_weights
-from probes.circuit import select_edges
-from probes.edges import EdgeGraph
-from probes.statistics import NonFiniteScores, ScoreSums, Selection, SnapshotStats
+from sparks.probes.bootstrap import poisson_weights
+from sparks.probes.circuit import select_edges
+from sparks.probes.edges import EdgeGraph
+from sparks.probes.statistics import NonFiniteScores, ScoreSums, Selection, SnapshotStats
 
 GRAPH = EdgeGraph.build(num_layers=2, num_heads=2, num_kv_heads=1)
 

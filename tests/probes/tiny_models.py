@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import transformers
 
-from probes.forward import target_logits
-from probes.pairs import PairBatch, pad_pairs
-from probes.sites import resolve
+from sparks.probes.forward import target_logits
+from sparks.probes.pairs import PairBatch, pad_pairs
+from sparks.probes.sites import resolve
 
 ARCHS = {
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
