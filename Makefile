@@ -1,8 +1,14 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each sets up its own environment.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch; on a GPU machine use e.g. `make install TORCH=torch` to keep a CUDA build.
+# torch: a torch already in the environment is kept (pinned while the rest installs, never replaced).
+# Otherwise $(TORCH) is installed, looked up first in $(TORCH_INDEX): PyTorch's CPU wheels by default,
+# since PyPI's Linux wheels are CUDA builds (gigabytes). A GPU machine: `make install TORCH_INDEX=`
+# (PyPI's CUDA build) or TORCH_INDEX=https://download.pytorch.org/whl/cu128; a torch of the system's
+# own (a CUDA container): `make install VENV_FLAGS=--system-site-packages`.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+VENV_FLAGS ?=
 BIN := $(VENV)/bin
 BASE_MODEL := outputs/tiny-base
 export WANDB_MODE ?= offline
@@ -14,10 +20,16 @@ export TOKENIZERS_PARALLELISM ?= false
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "sparks: keeping torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') from $(VENV)"; \
+	else \
+		echo "sparks: installing $(TORCH)$(if $(TORCH_INDEX), (first from $(TORCH_INDEX)))"; \
+		$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)); \
+	fi
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install --quiet -e ".[dev]" --constraint $(VENV)/torch-pin.txt
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| echo "no chromium (Debian package, installed only as root): the trackio browser test will be skipped"
 	touch $@
