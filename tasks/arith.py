@@ -176,11 +176,11 @@ def problems(
     if not levels:
         raise ValueError("levels must not be empty")
     shares = dict(zip(levels, [count // len(levels) + (i < count % len(levels)) for i in range(len(levels))]))
-    drawn: dict[int, list[Problem]] = {}
+    drawn: dict[int, list[Problem]] = {level: [] for level in levels}
     exhausted: set[int] = set()
     while True:
         for level in levels:
-            if level not in exhausted and len(drawn.get(level, ())) < shares[level]:
+            if level not in exhausted and len(drawn[level]) < shares[level]:
                 drawn[level] = list(_draw(split, level, shares[level], random.Random(f"{seed}-{split}-{level}"), unique))
                 if len(drawn[level]) < shares[level]:
                     exhausted.add(level)

@@ -103,6 +103,11 @@ def test_fill_makes_up_a_small_level_from_the_others_and_keeps_what_needed_no_fi
     assert len(arith.problems("probe", [1], 50, seed=0, fill=True)) == 6  # nothing to fill from
 
 
+def test_fewer_problems_than_levels_come_from_the_first_levels():
+    few = arith.problems("probe", [1, 2, 3, 4, 5, 6], 4, seed=0, fill=True)
+    assert [p.level for p in few] == [1, 2, 3, 4]
+
+
 def test_bad_levels_and_splits_are_rejected():
     with pytest.raises(ValueError, match="unknown level 9"):
         arith.generate(9, random.Random(0))

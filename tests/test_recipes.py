@@ -153,7 +153,7 @@ def no_model_loads(monkeypatch):
     import transformers
 
     for script in ("grpo", "sft"):
-        monkeypatch.setattr(importlib.import_module(f"train.{script}"), "load_model", refuse)
+        monkeypatch.setattr(importlib.import_module(f"sparks.train.{script}"), "load_model", refuse)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
 
 
@@ -173,7 +173,7 @@ def wandb_online_without_a_key(tmp_path, monkeypatch):
 
 def stop_line(capsys, script: str, model_dir: Path, *argv: str) -> str:
     """Parse and run a script's main() on its tiny recipe in-process; it must stop with status 2 and one error line."""
-    module = importlib.import_module(f"train.{script}")
+    module = importlib.import_module(f"sparks.train.{script}")
     recipe = ["--config", str(REPO / f"configs/tiny/{script}.yaml"), "--model_name_or_path", str(model_dir)]
     capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
