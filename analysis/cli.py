@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from sparks.callbacks.plots import head_heatmap, save_png
 from sparks.probes.bootstrap import poisson_weights
 from sparks.probes.faithfulness import pair_effects
+from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.scoring import LEVELS, METHODS, graph_of, score_pairs
 from sparks.probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
 from sparks.probes.metrics import METRICS
@@ -146,6 +147,7 @@ def score_command(args: argparse.Namespace) -> None:
         level=args.level,
         metric=args.metric,
         steps=args.ig_steps,
+        ig_rule=args.ig_rule,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         heads=heads,
@@ -181,6 +183,7 @@ def score_command(args: argparse.Namespace) -> None:
         "level": args.level,
         "metric": args.metric,
         "ig_steps": args.ig_steps,
+        "ig_rule": args.ig_rule,
         "aggregation": args.aggregation,
         "importance": plain(stats.importance),
         "importance_low": plain(stats.importance_interval[0]),
@@ -233,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--level", choices=LEVELS, default="node")
     score.add_argument("--metric", choices=sorted(METRICS), default="kl")
     score.add_argument("--ig-steps", type=int, default=5)
+    score.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE,
+                       help="where eap-ig/ceap place their points: right k/m, left (k-1)/m (hannamw/EAP-IG), midpoint (k-1/2)/m")
     score.add_argument("--batch-size", type=int, default=16)
     score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all for nodes, one for edges)")
     score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")

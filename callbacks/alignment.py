@@ -1,6 +1,6 @@
 """Survival vs reward: does head churn follow the reward curve, and how many snapshots later?
 
-The paper shows this only qualitatively (DESIGN.md section 2, "Survival vs reward"). Here the
+The paper shows this only qualitatively (docs/method.md, "From the paper"). Here the
 change of the windowed reward from one snapshot to the next is correlated (Pearson and Spearman)
 with per-snapshot series such as churn (births + prunings) or the emergent-head count, at every lag
 in [-max_lag, max_lag]. The statistic is the largest |r| over those lags, and its p-value comes from

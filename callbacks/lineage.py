@@ -1,12 +1,13 @@
 """Head lineage across circuit snapshots: births, prunings, emergence, lifespans, cohorts, effect E.
 
 Fed one snapshot at a time (the base model first, then every N training steps), it keeps each
-snapshot's scores and circuit and derives everything else from them (DESIGN.md section 2,
-"Emergent heads", "Tracking", "Importance effect"). Heads are (layer, head) tuples; the state is a
-JSON-able dict, so a resumed run continues exactly where the saved one stopped.
+snapshot's scores and circuit and derives everything else from them
+(docs/method.md, "Head lineage" and "Head importance and the importance effect"). Heads are
+(layer, head) tuples; the state is a JSON-able dict, so a resumed run continues exactly where the
+saved one stopped.
 
-Every event also carries its confidence (DESIGN.md section 7): a snapshot may come with its
-bootstrap replicate circuits (probes.statistics), and since every snapshot resamples the same
+Every event also carries its confidence (docs/uncertainty.md, "Confident events"): a snapshot may
+come with its bootstrap replicate circuits (probes.statistics), and since every snapshot resamples the same
 probe pairs the same way, replicate b here and replicate b at the previous snapshot (and at the
 base) are comparable. A birth of h happens in replicate b when h is outside replicate b's previous
 circuit and inside its current one; the event's confidence is the share of replicates in which it

@@ -54,10 +54,12 @@ from sparks.probes.pairs import Pair, load_pairs, save_pairs
 FORMAT = "sparks-run"
 VERSION = 2
 LINEAGE_SETTINGS = (
-    "every", "method", "level", "metric", "ig_steps", "pairs", "scheme", "num_problems", "levels", "seed",
+    "every", "method", "level", "metric", "ig_steps", "ig_rule", "pairs", "scheme", "num_problems", "levels", "seed",
     "mass", "top_n", "tau", "aggregation", "replicates", "confidence",
 )
 """Tracker settings that define what a lineage measures: a resumed run must keep them."""
+SETTINGS_SINCE = {"ig_rule": "right"}
+"""Lineage settings newer than some stores, with the value a store without them was scored with."""
 
 
 class RunStoreError(ValueError):
@@ -128,7 +130,7 @@ class RunStore:
     ) -> dict[str, list[Any]]:
         """Refuse to resume with other lineage settings, probe pairs or head layout; return the other settings that changed."""
         run = self.run()
-        stored = run["config"]
+        stored = SETTINGS_SINCE | run["config"]
         for name in LINEAGE_SETTINGS:
             if stored.get(name) != config.get(name):
                 raise RunStoreError(

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from sparks.probes.forward import recorded_run
 from sparks.probes.hooks import scoring
-from sparks.probes.ig import integrate, method_steps
+from sparks.probes.ig import IG_RULE, ig_points, integrate
 from sparks.probes.metrics import Metric, get_metric
 from sparks.probes.pairs import PairBatch
 from sparks.probes.sites import Sites, resolve
@@ -40,15 +40,17 @@ def node_scores(
     method: str = "eap-ig",
     steps: int = 5,
     chunk_size: int | None = None,
+    rule: str = IG_RULE,
 ) -> Tensor:
     """Per-example head scores [B, L, H] (see the module docstring for the sign).
 
-    ``steps`` interpolation points for ``eap-ig`` are run ``chunk_size`` at a time stacked in the
-    batch dimension (default: all at once). The model is left exactly as found.
+    ``steps`` interpolation points for ``eap-ig``, placed by ``rule`` (probes.ig), are run
+    ``chunk_size`` at a time stacked in the batch dimension (default: all at once). The model is
+    left exactly as found.
     """
     sites = resolve(model)
     metric = get_metric(metric)
-    steps = method_steps(method, steps)
+    points = ig_points(method, steps, rule)
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch_size, length = batch.clean_ids.shape
     deltas: list[Tensor] = []
@@ -68,6 +70,6 @@ def node_scores(
                 grad = grads.pop(f"z{layer}").view(n, batch_size, length, sites.num_heads, sites.head_dim)
                 grad_sum += grad.sum(0)
 
-        integrate(sites, batch, metric, steps, chunk_size, taps, list(taps), start, reduce)
+        integrate(sites, batch, metric, points, chunk_size, taps, list(taps), start, reduce)
         scores = [(delta.to(dtype) * grad_sum).sum((1, 3)) for delta, grad_sum in zip(deltas, grad_sums)]
-    return torch.stack(scores, dim=1) / steps
+    return torch.stack(scores, dim=1) / len(points)

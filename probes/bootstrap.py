@@ -3,8 +3,9 @@
 Replicate b gives pair i the weight w[b, i] ~ Poisson(1), drawn from a generator seeded by
 (seed, i) alone. So a rank that scores pairs 40..79 draws exactly the columns the one-process run
 draws for them, with no communication, and every snapshot resamples the probe set the same way:
-replicate b at one snapshot is comparable with replicate b at the next (paired events, DESIGN.md
-section 7). Weighted sums over pairs then add up over ranks like the plain sums do.
+replicate b at one snapshot is comparable with replicate b at the next (paired events,
+docs/uncertainty.md, "Confident events"). Weighted sums over pairs then add up over ranks like
+the plain sums do.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Edge scores by EAP-IG (DESIGN.md section 2) on the live model, without per-head residual copies.
+"""Edge scores by EAP-IG (docs/method.md, "Edge scores") on the live model, without per-head residual copies.
 
 Upstream nodes write into the residual stream: the input embedding, every head (its write is
 ``W_o[:, slice_h] z_h``) and every MLP. Downstream inputs read it: each head's q, each key-value
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sparks.probes.forward import recorded_run
 from sparks.probes.gather import full_parameters
 from sparks.probes.hooks import scoring
-from sparks.probes.ig import CHUNK_SIZES, integrate, method_steps
+from sparks.probes.ig import CHUNK_SIZES, IG_RULE, ig_points, integrate
 from sparks.probes.metrics import Metric, get_metric
 from sparks.probes.pairs import PairBatch
 from sparks.probes.sites import Sites, resolve
@@ -169,20 +169,22 @@ def edge_scores(
     method: str = "eap-ig",
     steps: int = 5,
     chunk_size: int | None = CHUNK_SIZES["edge"],
+    rule: str = IG_RULE,
 ) -> EdgeScores:
     """Edge and node scores of every example in ``batch``; the model is left exactly as found.
 
-    ``chunk_size`` interpolation points run per pass (``None``: all). The default
-    (probes.ig.CHUNK_SIZES), one, keeps the peak memory near that of a training step; k points
-    stacked hold k graphs at once (bench/probe_cost.py measures both). The norm's vector-Jacobian products, each with several
-    temporaries the size of its cotangents, run on one key-value group's worth of q (or the k, or
-    the v) inputs at a time; a layer's reads are then contracted with the writes in one matmul.
+    ``rule`` places the ``steps`` points of ``eap-ig`` (probes.ig). ``chunk_size`` of them run per
+    pass (``None``: all). The default (probes.ig.CHUNK_SIZES), one, keeps the peak memory near that
+    of a training step; k points stacked hold k graphs at once (bench/probe_cost.py measures both).
+    The norm's vector-Jacobian products, each with several temporaries the size of its cotangents,
+    run on one key-value group's worth of q (or the k, or the v) inputs at a time; a layer's reads
+    are then contracted with the writes in one matmul.
     Positions before the batch's first changed token carry no write difference and are left out
     of all of it (for style pairs that is the whole shared question).
     """
     sites = resolve(model)
     metric = get_metric(metric)
-    steps = method_steps(method, steps)
+    points = ig_points(method, steps, rule)
     graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
     num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
     block = num_heads // num_kv
@@ -267,5 +269,5 @@ def edge_scores(
             read_by(summed(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
             nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(take("inputs_embeds"), n))
 
-        integrate(sites, batch, metric, steps, chunk_size, taps, wrt, start, reduce)
-    return EdgeScores(graph, edges / steps, nodes / steps)
+        integrate(sites, batch, metric, points, chunk_size, taps, wrt, start, reduce)
+    return EdgeScores(graph, edges / len(points), nodes / len(points))

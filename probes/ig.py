@@ -1,12 +1,18 @@
 """Integrated gradients over the input embeddings ("EAP-IG-inputs"), points stacked in the batch.
 
-The paper's rule: average the metric's gradient over x' + (k/m)(x - x') for k = 1..m, x the clean
-and x' the corrupted input embeddings. m = 1 is the clean input itself, i.e. plain attribution
-patching (EAP). (hannamw/EAP-IG's code sums k = 0..m-1 instead, starting at the corrupted input.)
+The metric's gradient is averaged over the points x' + a (x - x'), x the clean and x' the corrupted
+input embeddings, with a = k/m for one of three rules (``ig_rule``), k = 1..m:
 
-The point k = m is the clean run, so it is run first and serves as the clean run too: its logits
-are the clean logits the metric compares against, its recorded activations the clean ones. That
-saves the separate clean forward pass.
+- ``right``: a = k/m, the paper's formula (and hannamw/EAP-IG's node-level ``attribute_node``); its
+  last point is the clean input;
+- ``left``: a = (k-1)/m, hannamw/EAP-IG's edge-level ``attribute(..., method='EAP-IG-inputs')``;
+  its first point is the corrupted input;
+- ``midpoint``: a = (k-1/2)/m, the midpoint rule, whose error falls as 1/m^2 instead of 1/m.
+
+Under ``right`` the clean point is run first and serves as the clean run too: its logits are the
+clean logits the metric compares against, its recorded activations the clean ones, which saves a
+forward pass. The other rules run a separate no-grad clean forward for them. ``eap`` is one point
+at the clean input (plain attribution patching) whatever the rule.
 """
 
 from __future__ import annotations
@@ -17,12 +23,17 @@ import torch
 from torch import Tensor
 
 from sparks.probes.forward import copies_logits, copies_metric
+from sparks.probes.gather import full_parameters
 from sparks.probes.hooks import Hooks, Recorder
 from sparks.probes.metrics import Metric
 from sparks.probes.pairs import PairBatch
 from sparks.probes.sites import Sites
 
 METHODS = ("eap", "eap-ig")
+IG_RULES = ("right", "left", "midpoint")
+IG_RULE = "midpoint"
+"""The default rule, the one place it is set: at 5 points the closest of the three to the 100-step
+integral on the trained tiny base model and on a 28-layer random one (BENCHMARKS.md, bench/ig_rules.py)."""
 
 Start = Callable[[dict[str, Tensor]], None]
 """Receives the clean run's recorded activations [B, ...], detached, before any Reduce call."""
@@ -32,13 +43,22 @@ Reduce = Callable[[dict[str, Tensor], dict[str, Tensor], int], None]
 rows [n * B, ...]. It may pop entries to free them early."""
 
 
-def method_steps(method: str, steps: int) -> int:
-    """Number of interpolation points a method uses: 1 for ``eap``, ``steps`` for ``eap-ig``."""
+def ig_points(method: str, steps: int, rule: str = IG_RULE) -> Tensor:
+    """The interpolation weights a (0: the corrupted input, 1: the clean one), float64 on the CPU.
+
+    One point at the clean input for ``eap`` whatever the rule; ``steps`` by ``rule`` for ``eap-ig``.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if rule not in IG_RULES:
+        raise ValueError(f"unknown ig_rule {rule!r}; choose from {IG_RULES}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return 1 if method == "eap" else steps
+    if method == "eap":
+        return torch.ones(1, dtype=torch.float64, device="cpu")
+    offset = {"right": 0.0, "left": 1.0, "midpoint": 0.5}[rule]
+    counts = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu")  # float64 is not on every device
+    return (counts - offset) / steps
 
 
 CHUNK_SIZES: dict[str, int | None] = {"node": None, "edge": 1}
@@ -51,7 +71,7 @@ def integrate(
     sites: Sites,
     batch: PairBatch,
     metric: Metric,
-    steps: int,
+    points: Tensor,
     chunk_size: int | None,
     taps: dict[str, tuple],
     wrt: list[str],
@@ -59,24 +79,33 @@ def integrate(
     reduce: Reduce,
     keep: list[str] | None = None,
 ) -> None:
-    """Run the interpolation points ``chunk_size`` at a time and hand each chunk to ``reduce``.
+    """Run the interpolation ``points`` (ascending, from ig_points) ``chunk_size`` at a time, each chunk to ``reduce``.
 
-    The chunk holding the clean point (the last) runs first; ``start`` gets its recorded ``taps``.
-    ``wrt`` names taps (or ``"inputs_embeds"``) whose gradients of the summed per-example metric
-    are wanted; gradients are taken with autograd.grad, so no parameter's .grad is touched. The
-    recorded values of ``wrt`` taps reach ``reduce`` only when named in ``keep`` (they cost memory).
+    Chunks run from the highest points down, each ascending. ``start`` gets the clean run's
+    recorded ``taps`` before the first ``reduce``: those of the last point when it is the clean
+    input (``right``), else of a separate no-grad clean forward. ``wrt`` names taps (or
+    ``"inputs_embeds"``) whose gradients of the summed per-example metric are wanted; gradients are
+    taken with autograd.grad, so no parameter's .grad is touched. The recorded values of ``wrt``
+    taps reach ``reduce`` only when named in ``keep`` (they cost memory).
     """
+    steps = len(points)
     chunk = steps if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     batch_size = batch.batch_size
-    with torch.no_grad():
-        clean = sites.embed_tokens(batch.clean_ids)
-        corrupted = sites.embed_tokens(batch.corrupted_ids)
-    alphas = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu") / steps  # float64 is not on every device
+    # Run outside the model's forward, so its weights are gathered if sharded (and no sharding hooks run).
+    with torch.no_grad(), full_parameters(sites.model, sites.embed_tokens):
+        clean = sites.embed_tokens.forward(batch.clean_ids)
+        corrupted = sites.embed_tokens.forward(batch.corrupted_ids)
     clean_logits = None
+    if points[-1] != 1:
+        with torch.no_grad(), Hooks() as hooks:
+            recorder = Recorder(hooks, taps)
+            clean_logits = copies_logits(sites, batch, 1, inputs_embeds=clean)
+        start(recorder.values)
+        del recorder
     for end in range(steps, 0, -chunk):
-        weights = alphas[max(end - chunk, 0) : end].to(clean.dtype).to(clean.device)
+        weights = points[max(end - chunk, 0) : end].to(clean.dtype).to(clean.device)
         n = len(weights)
         embeds = torch.lerp(corrupted.unsqueeze(0), clean.unsqueeze(0), weights.view(n, 1, 1, 1))
         embeds = embeds.flatten(0, 1).requires_grad_()

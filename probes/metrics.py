@@ -7,6 +7,14 @@ example by example.
 The ``*_effect`` metrics are what attribution and patching differentiate and measure: each is 0 on
 the clean run itself and grows with the damage a patch does, so larger = more effect for all of
 them, and a node score estimates ``effect(clean run with the node patched)``.
+
+Sign against hannamw/EAP-IG: its example ``logit_diff(..., loss=False)`` is the logit difference
+itself (what ``evaluate_graph`` reports), and ``loss=True`` its negative, which is what its
+notebooks pass to ``attribute``. ``logit_diff`` here is the drop ``LD(clean) - LD(run)``: it differs
+from ``loss=True`` by a constant, so its scores equal EAP-IG's under ``loss=True`` and are the
+negatives of those under ``loss=False`` (tests/probes/test_ig_rules.py). It is kept an effect, not
+given EAP-IG's ``loss=False`` sign, because circuit selection, patching and faithfulness all read
+larger = more effect.
 """
 
 from __future__ import annotations
@@ -63,7 +71,10 @@ def kl_effect(
 def logit_diff_effect(
     logits: Tensor, clean_logits: Tensor, clean_answer: Tensor | None, corrupted_answer: Tensor | None
 ) -> Tensor:
-    """Drop of the clean-minus-corrupted answer logit difference from its clean value."""
+    """Drop of the clean-minus-corrupted answer logit difference from its clean value.
+
+    Scores under it have the sign of hannamw/EAP-IG's under ``logit_diff(loss=True)`` (see the module docstring).
+    """
     clean, corrupted = _answers("logit_diff", clean_answer, corrupted_answer)
     return logit_diff(clean_logits, clean, corrupted) - logit_diff(logits, clean, corrupted)
 

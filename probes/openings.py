@@ -1,4 +1,4 @@
-"""Answer openings sampled from a model, for style pairs (DESIGN.md section 2).
+"""Answer openings sampled from a model, for style pairs (docs/method.md, "Probe pairs").
 
 The paper's style pairs follow the same question with the reasoning model's own opening and the
 baseline model's own opening. Here each model continues the chat prompt that the pair rows use

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from sparks.probes.attribution import node_scores
 from sparks.probes.conductance import conductance_scores
 from sparks.probes.edges import EdgeGraph, edge_scores
-from sparks.probes.ig import CHUNK_SIZES
+from sparks.probes.ig import CHUNK_SIZES, IG_RULE, IG_RULES
 from sparks.probes.pairs import Pair, batches
 from sparks.probes.patching import exact_edge_effects, exact_head_effects
 from sparks.probes.sites import resolve
@@ -34,6 +34,7 @@ def score_pairs(
     level: str = "node",
     metric: str = "kl",
     steps: int = 5,
+    ig_rule: str = IG_RULE,
     batch_size: int = 16,
     chunk_size: int | None = None,
     heads: Sequence[tuple[int, int]] | None = None,
@@ -45,11 +46,14 @@ def score_pairs(
     Node level: ``heads`` [N, L, H]. Edge level: ``edges`` [N, U, D] and, for the attribution
     methods, ``nodes`` [N, U]. ``heads`` (the argument) limits exact node patching to those heads.
     ``chunk_size`` IG points run per pass; unset, the level's default (probes.ig.CHUNK_SIZES).
+    ``ig_rule`` places the ``steps`` points of eap-ig and ceap (probes.ig).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
+    if ig_rule not in IG_RULES:
+        raise ValueError(f"unknown ig_rule {ig_rule!r}; choose from {IG_RULES}")
     if method == "ceap" and level == "edge":
         raise ValueError("ceap (conductance) scores heads at node level only; use eap-ig for edges")
     if heads is not None and (method, level) != ("exact", "node"):
@@ -70,13 +74,13 @@ def score_pairs(
         if level == "node" and method == "exact":
             result = {"heads": exact_head_effects(model, batch, metric, heads=heads)}
         elif method == "ceap":
-            result = {"heads": conductance_scores(model, batch, metric, steps, chunk_size)}
+            result = {"heads": conductance_scores(model, batch, metric, steps, chunk_size, rule=ig_rule)}
         elif level == "node":
-            result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size)}
+            result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size, rule=ig_rule)}
         elif method == "exact":
             result = {"edges": exact_edge_effects(model, batch, metric)}
         else:
-            scores = edge_scores(model, batch, metric, method, steps, chunk_size)
+            scores = edge_scores(model, batch, metric, method, steps, chunk_size, rule=ig_rule)
             result = {"edges": scores.edges, "nodes": scores.nodes}
         for name, value in result.items():
             parts.setdefault(name, []).append(value.detach().cpu())

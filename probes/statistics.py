@@ -12,7 +12,7 @@ probes.bootstrap: replicate b's sums. Sums add up over processes, so one all-red
   replicate's weighted means. From those: each head's membership probability, the circuit's
   stability (mean Jaccard of replicate circuits with the reported one) and the null churn
   (expected births + prunings between two replicates of the same snapshot: what resampling the
-  probe set alone produces). DESIGN.md section 7 has the reasoning.
+  probe set alone produces). docs/uncertainty.md has the reasoning.
 """
 
 from __future__ import annotations

@@ -320,3 +320,13 @@ def test_resume_reads_torn_lines_keeps_whole_records_and_writes_nothing_before_i
     with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
         store.resume(3, [])
     assert (store.root / "failures.jsonl").read_text().endswith('{"step": 2, "err')  # untouched
+
+
+def test_a_store_from_before_ig_rule_resumes_as_scored_with_the_right_rule(tmp_path):
+    """Stores written before ``ig_rule`` existed were scored at k/m, k = 1..m: resuming them keeps that rule."""
+    config = {name: None for name in sparks.callbacks.store.LINEAGE_SETTINGS if name != "ig_rule"}
+    store = sparks.callbacks.store.RunStore(tmp_path)
+    store.start({"config": config}, [])
+    assert store.check_settings(config | {"ig_rule": "right"}) == {}
+    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"^tracker.ig_rule: .* scored with 'right', this run asks for 'midpoint'"):
+        store.check_settings(config | {"ig_rule": "midpoint"})
