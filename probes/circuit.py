@@ -1,4 +1,4 @@
-"""Circuit selection from edge scores (DESIGN.md section 2) and from head scores, and its storage.
+"""Circuit selection from edge scores (docs/method.md, "Circuit selection") and from head scores, and its storage.
 
 Edges: keep the top n by mean |score|, drop nodes without a path input -> logits through kept
 edges, then drop edges below ``tau`` times the largest kept |score| and prune again. Ties break
@@ -91,7 +91,7 @@ def select_edges(scores: Tensor, graph: EdgeGraph, top_n: int, tau: float = 0.0)
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau is relative to the largest kept score and must lie in [0, 1], got {tau}")
-    ranking = _ranking(scores).float()
+    ranking = _ranking(scores).float().cpu()  # selection is bookkeeping on the CPU, with the graph's masks
     if ranking.shape != graph.valid.shape:
         raise ValueError(f"scores are {tuple(ranking.shape)} per example, the graph has {tuple(graph.valid.shape)}")
     candidates = graph.valid.flatten().nonzero().squeeze(1)

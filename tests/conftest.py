@@ -23,6 +23,14 @@ os.environ["WANDB_DIR"] = str(SCRATCH)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+"""The devices the tests that take the ``device`` fixture run on: the CPU, and CUDA wherever there is one."""
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request) -> torch.device:
+    """Each device present in turn (session-scoped, so module fixtures that train or score can take it)."""
+    return torch.device(request.param)
 
 
 @pytest.fixture(scope="session")

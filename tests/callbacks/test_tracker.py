@@ -14,11 +14,20 @@ from transformers import AutoTokenizer
 import sparks.callbacks.dashboards
 import sparks.callbacks.snapshot
 import sparks.callbacks.tracker
+import training_runs
 from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import load_pairs, save_pairs
 from sparks.probes.schemes import numbers_pairs
 from sparks.tasks import arith
 from training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
+
+
+@pytest.fixture(scope="module", autouse=True)
+def on_device(device):
+    """Every test here trains on each device present (conftest.DEVICES): run_grpo and run_sft use training_runs.DEVICE."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_runs, "DEVICE", device)
+        yield device
 
 
 @pytest.fixture(scope="module")

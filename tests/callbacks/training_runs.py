@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from sparks.callbacks.lineage import HeadLineage
@@ -22,11 +23,17 @@ SMALL_SFT = [
 ]
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
 RUNTIME_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"}
+DEVICE = torch.device("cpu")
+"""Where run_grpo and run_sft train (TrainingArguments' use_cpu); a test module's fixture may set it (test_tracker.py)."""
+
+
+def _on_device() -> list[str]:
+    return ["--use_cpu", "false" if DEVICE.type == "cuda" else "true"]
 
 
 def run_grpo(model_dir: Path, output_dir: Path, steps: int, tracker: dict | None, *overrides: str) -> None:
     argv = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--model_name_or_path", str(model_dir),
-            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_GRPO, *overrides]
+            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_GRPO, *_on_device(), *overrides]
     if tracker is not None:
         argv += ["--tracker", json.dumps(tracker)]
     grpo.main(*parse_recipe((GRPOScriptArguments, GRPOConfig, ModelConfig), argv))
@@ -34,7 +41,7 @@ def run_grpo(model_dir: Path, output_dir: Path, steps: int, tracker: dict | None
 
 def run_sft(model_dir: Path, output_dir: Path, steps: int, tracker: dict, *overrides: str) -> None:
     argv = ["--config", str(REPO / "configs/tiny/sft.yaml"), "--model_name_or_path", str(model_dir),
-            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_SFT, "--tracker", json.dumps(tracker),
+            "--output_dir", str(output_dir), "--max_steps", str(steps), *SMALL_SFT, *_on_device(), "--tracker", json.dumps(tracker),
             *overrides]
     sft.main(*parse_recipe((RecipeArguments, SFTConfig, ModelConfig), argv))
 

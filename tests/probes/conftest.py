@@ -10,12 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 
+import tiny_models
 from sparks.probes.pairs import PairBatch
 from tiny_models import random_pairs, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = "configs/tiny/pretrain.yaml"
 TWO_LAYER_OVERRIDES = ["--num_hidden_layers", "2", "--num_train_examples", "12800"]
+
+
+@pytest.fixture
+def on_device(device, monkeypatch) -> torch.device:
+    """tiny_model and random_pairs build on ``device`` (each device present, conftest.DEVICES) for this test.
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("on_device")``; a test that makes its
+    own tensors for the probes takes ``device`` too and puts them there.
+    """
+    monkeypatch.setattr(tiny_models, "DEVICE", device)
+    return device
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ def test_select_heads():
         select_heads(scores)
 
 
+@pytest.mark.usefixtures("on_device")
 def test_save_load_round_trip(tmp_path):
     model, batch = tiny_model(), random_pairs()
     result = edge_scores(model, batch, steps=2)

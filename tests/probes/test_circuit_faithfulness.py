@@ -17,6 +17,8 @@ from sparks.probes.sites import resolve
 from sparks.tasks import arith
 from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 def _heads(chosen, layers=2, heads=4):
     """The circuit head_circuit selects when exactly the ``chosen`` heads score."""

@@ -14,6 +14,8 @@ from sparks.probes.scoring import score_pairs
 from sparks.tasks import arith
 from tiny_models import assert_unchanged, random_pairs, snapshot, tiny_model
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 @pytest.mark.parametrize("metric", ["logit_diff", "kl"])
 def test_one_point_is_attribution_patching(metric):

@@ -10,6 +10,8 @@ from sparks.probes.patching import exact_edge_effects
 from sparks.probes.sites import resolve
 from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 class _PatchedProjection(nn.Module):
     """Stands in for a q/k/v projection: slice ``span`` computed from the residual shifted by ``delta``."""
@@ -94,6 +96,6 @@ def test_edge_eap_ig_ranks_edges_like_exact_edge_patching():
         result = edge_scores(model, batch, "logit_diff", steps=5)
         exact = exact_edge_effects(model, batch, "logit_diff")
         valid = result.graph.valid
-        rhos.append(spearmanr(result.edges.mean(0)[valid], exact.mean(0)[valid]).statistic)
+        rhos.append(spearmanr(result.edges.mean(0)[valid].cpu(), exact.mean(0)[valid].cpu()).statistic)
     print("Spearman edge eap-ig vs exact edge patching (logit_diff, init 0.02):", [round(float(r), 3) for r in rhos])
     assert min(rhos) > 0.85

@@ -11,6 +11,8 @@ from sparks.probes.pairs import Pair
 from sparks.probes.sites import resolve
 from tiny_models import ARCHS, lora, random_pairs, tiny_model
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 def _identity_error(result):
     return ((result.edges.sum(2) - result.nodes).abs().max() / result.nodes.abs().max()).item()

@@ -20,25 +20,25 @@ from sparks.tasks import arith
 
 
 def _rho(a, b):
-    return float(spearmanr(a.flatten(), b.flatten()).statistic)
+    return float(spearmanr(a.flatten().cpu(), b.flatten().cpu()).statistic)
 
 
-def _probe(model_dir):
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+def _probe(model_dir, device):
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pairs = numbers_pairs(tokenizer, arith.problems("probe", [1, 2, 3, 4, 5, 6], 24, seed=0))
     assert len(pairs) >= 20
-    return model, batch_pairs(pairs, tokenizer.pad_token_id)
+    return model, batch_pairs(pairs, tokenizer.pad_token_id).to(device)
 
 
 @pytest.fixture(scope="module")
-def base(base_model_dir):
-    return _probe(base_model_dir)
+def base(base_model_dir, device):
+    return _probe(base_model_dir, device)
 
 
 @pytest.fixture(scope="module")
-def two_layer(two_layer_model_dir):
-    return _probe(two_layer_model_dir)
+def two_layer(two_layer_model_dir, device):
+    return _probe(two_layer_model_dir, device)
 
 
 @pytest.mark.parametrize("metric", ["kl", "logit_diff"])

@@ -10,8 +10,8 @@ QUESTIONS = [problem.question for problem in arith.problems("probe", [1, 2, 3], 
 
 
 @pytest.fixture(scope="module")
-def base(base_model_dir):
-    return AutoModelForCausalLM.from_pretrained(base_model_dir), AutoTokenizer.from_pretrained(base_model_dir)
+def base(base_model_dir, device):
+    return AutoModelForCausalLM.from_pretrained(base_model_dir).to(device), AutoTokenizer.from_pretrained(base_model_dir)
 
 
 def test_greedy_openings_are_the_models_own_continuation(base):
@@ -19,7 +19,7 @@ def test_greedy_openings_are_the_models_own_continuation(base):
     openings = sample_openings(model, tokenizer, QUESTIONS, tokens=6, batch_size=2)
     assert len(openings) == len(QUESTIONS) and all(openings)
     for question, opening in zip(QUESTIONS, openings):
-        prompt = tokenizer(pair_prompt(tokenizer, question, None), return_tensors="pt", add_special_tokens=False)
+        prompt = tokenizer(pair_prompt(tokenizer, question, None), return_tensors="pt", add_special_tokens=False).to(model.device)
         alone = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         new = alone[0, prompt["input_ids"].shape[1] :].tolist()
         assert tokenizer.decode(new).startswith(opening)
@@ -39,7 +39,8 @@ def test_seeded_sampling_repeats_and_leaves_the_rng_and_mode_alone(base):
 
 def test_sampled_openings_make_aligned_style_pairs(base, random_model_dir):
     model, tokenizer = base
-    reasoning = sample_openings(AutoModelForCausalLM.from_pretrained(random_model_dir), tokenizer, QUESTIONS, tokens=8)
+    reasoning_model = AutoModelForCausalLM.from_pretrained(random_model_dir).to(model.device)
+    reasoning = sample_openings(reasoning_model, tokenizer, QUESTIONS, tokens=8)
     baseline = sample_openings(model, tokenizer, QUESTIONS, tokens=8)
     assert reasoning != baseline
     pairs = style_pairs(tokenizer, QUESTIONS, reasoning, baseline, opening_tokens=3)

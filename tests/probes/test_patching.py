@@ -7,6 +7,8 @@ from sparks.probes.patching import exact_head_effects, head_means, mean_ablate, 
 from sparks.probes.sites import resolve
 from tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 def _logits(model, batch):
     sites = resolve(model)

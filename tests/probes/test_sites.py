@@ -7,6 +7,8 @@ from tiny_models import ARCHS, lora, tiny_model
 from sparks.probes.hooks import Hooks
 from sparks.probes.sites import SITE_TABLES, resolve
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 @pytest.mark.parametrize("wrapped", [False, True])
@@ -27,12 +29,12 @@ def test_sites_resolve(arch, wrapped):
     assert arch in SITE_TABLES
 
 
-def test_lora_o_proj_input_is_the_concatenated_heads():
+def test_lora_o_proj_input_is_the_concatenated_heads(device):
     base = tiny_model("llama")
     model = lora(base, init_b_zero=False)
     sites = resolve(model)
     seen = []
-    ids = torch.randint(0, 64, (2, 5))
+    ids = torch.randint(0, 64, (2, 5), device=device)
     with Hooks() as hooks:
         hooks.edit_input(sites.layers[0].o_proj, lambda x: seen.append(x) or x)
         sites.model(input_ids=ids)

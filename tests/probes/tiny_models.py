@@ -16,6 +16,8 @@ ARCHS = {
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
 }
 VOCAB = 64
+DEVICE = torch.device("cpu")
+"""Where tiny_model and random_pairs build; the ``on_device`` fixture (conftest.py) sets it for a test."""
 
 
 def tiny_model(
@@ -27,7 +29,7 @@ def tiny_model(
     seed: int = 0,
     init: float = 0.2,
 ) -> torch.nn.Module:
-    """A random-weight causal LM: 4 heads of 16 dims, 2 kv heads (GQA), hidden 64."""
+    """A random-weight causal LM on DEVICE: 4 heads of 16 dims, 2 kv heads (GQA), hidden 64 (weights drawn on the CPU)."""
     config_cls, model_cls = ARCHS[arch]
     config = config_cls(
         vocab_size=VOCAB,
@@ -43,13 +45,13 @@ def tiny_model(
         attn_implementation=attn,
     )
     torch.manual_seed(seed)
-    return model_cls(config).to(dtype).eval()
+    return model_cls(config).to(dtype).to(DEVICE).eval()
 
 
 def random_pairs(
     batch: int = 3, length: int = 8, seed: int = 1, ragged: bool = True, changed: int = 2
 ) -> PairBatch:
-    """Random prompts; the corrupted prompt differs from the clean one at ``changed`` positions."""
+    """Random prompts on DEVICE; the corrupted prompt differs from the clean one at ``changed`` positions."""
     generator = torch.Generator().manual_seed(seed)
     clean, corrupted = [], []
     for index in range(batch):
@@ -61,7 +63,8 @@ def random_pairs(
         clean.append(ids.tolist())
         corrupted.append(other.tolist())
     answers = torch.randint(1, VOCAB, (2, batch), generator=generator)
-    return pad_pairs(clean, corrupted, pad_id=0, clean_answers=answers[0].tolist(), corrupted_answers=answers[1].tolist())
+    batch = pad_pairs(clean, corrupted, pad_id=0, clean_answers=answers[0].tolist(), corrupted_answers=answers[1].tolist())
+    return batch.to(DEVICE)
 
 
 def lora(model: torch.nn.Module, init_b_zero: bool = True, seed: int = 0) -> torch.nn.Module:
