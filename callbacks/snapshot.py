@@ -6,13 +6,19 @@ all-reduce gives every rank the totals; the statistics, the circuit included, th
 same on every rank. The circuit's faithfulness needs the circuit, so its effect sums (plain and per
 replicate) take a second, small all-reduce. Each all-reduce also carries a failure flag, so a failure on any rank
 fails the snapshot on all of them, and all ranks keep joining the same collective calls.
+
+Not so on a sharded model (ZeRO-3, FSDP): its forward and backward passes gather parameters with
+collectives of their own, and a rank that fails inside them leaves the others waiting there, where
+no flag reaches them. Such a failure is fatal on the rank where it happens (ShardedSnapshotFailed,
+whatever ``tracker.strict`` says); its launcher then stops the others.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +28,7 @@ from sparks.callbacks.distributed import shard, sum_over_ranks, world
 from sparks.probes.bootstrap import poisson_weights
 from sparks.probes.edges import EdgeGraph
 from sparks.probes.faithfulness import pair_effects
+from sparks.probes.gather import is_sharded
 from sparks.probes.pairs import Pair
 from sparks.probes.scoring import score_pairs
 from sparks.probes.statistics import ScoreSums, SnapshotStats
@@ -33,6 +40,31 @@ class SnapshotFailed(RuntimeError):
     """A snapshot failed on some rank; raised on every rank, with the failing rank's traceback where known."""
 
 
+class ShardedSnapshotFailed(RuntimeError):
+    """Scoring a sharded model failed on this rank, whose peers may wait in the model's collectives.
+
+    Raised on this rank only, and fatal: no all-reduce can tell the others.
+    """
+
+
+@contextmanager
+def _sharded_passes(model: nn.Module, step: int) -> Iterator[None]:
+    """Turn a failure inside a sharded model's forward or backward passes into ShardedSnapshotFailed."""
+    try:
+        yield
+    except Exception as error:
+        if not is_sharded(model):
+            raise
+        rank = world()[0]
+        logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, rank, traceback.format_exc())
+        cause = traceback.format_exception_only(error)[-1].strip()
+        raise ShardedSnapshotFailed(
+            f"tracker: the head snapshot at step {step} failed on rank {rank} inside a sharded model's forward or "
+            f"backward (ZeRO-3/FSDP), where the other ranks wait in its collectives, so this rank stops whatever "
+            f"tracker.strict says: {cause}"
+        ) from error
+
+
 def _summed(compute: Callable[[], Tensor], zeros: Tensor, device: torch.device, step: int) -> Tensor:
     """``compute()``'s float64 vector summed over ranks, or SnapshotFailed on every rank if it raised on any.
 
@@ -41,6 +73,8 @@ def _summed(compute: Callable[[], Tensor], zeros: Tensor, device: torch.device, 
     error = None
     try:
         values = compute().double().reshape(-1)
+    except ShardedSnapshotFailed:
+        raise
     except Exception:  # noqa: BLE001 - any scoring error is isolated and reported on every rank
         error = traceback.format_exc()
         logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, world()[0], error)
@@ -64,10 +98,12 @@ def score_snapshot(
     device = next(model.parameters()).device
 
     def local_sums() -> Tensor:
-        scores = score_pairs(
-            model, own, method=config.method, level=config.level, metric=config.metric, steps=config.ig_steps,
-            batch_size=config.batch_size, chunk_size=config.chunk_size, pad_id=pad_id, progress=False,
-        )
+        with _sharded_passes(model, step):
+            scores = score_pairs(
+                model, own, method=config.method, level=config.level, metric=config.metric, steps=config.ig_steps,
+                ig_rule=config.ig_rule, batch_size=config.batch_size, chunk_size=config.chunk_size, pad_id=pad_id,
+                progress=False,
+            )
         return ScoreSums.of(scores, graph, config.selection, weights, replicate_weights).flatten()
 
     totals = _summed(local_sums, ScoreSums.zeros(shapes).flatten(), device, step)
@@ -76,7 +112,10 @@ def score_snapshot(
     all_weights = torch.cat([weights.double()[None], replicate_weights.double()])
 
     def local_effects() -> Tensor:
-        effects = pair_effects(model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id)
+        with _sharded_passes(model, step):
+            effects = pair_effects(
+                model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id
+            )
         return all_weights @ effects.double()
 
     effect_sums = _summed(local_effects, torch.zeros(len(all_weights), 2), device, step)

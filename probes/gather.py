@@ -1,11 +1,14 @@
 """Full parameters of a few modules of a sharded model, for the reads that happen outside its forward.
 
 Scoring runs the model's own forward and backward, which gather sharded parameters themselves
-(DeepSpeed ZeRO-3's module hooks, FSDP's per-unit all-gathers). Edge scoring also reads weights
-directly (the q/k/v/o maps, the norm in the vector-Jacobian product, the embedding), and those reads
-must see whole tensors: inside ``full_parameters(...)`` they do, gathered for just those modules
-(one decoder layer at a time), and sharded again on exit. Gathering is a collective call: every
-rank must enter the same ``full_parameters`` blocks in the same order. Unsharded models pass through.
+(DeepSpeed ZeRO-3's module hooks, FSDP's per-unit all-gathers). Scoring also reads weights
+directly (the embedding that integrated gradients start from; at edge level the q/k/v/o maps and the
+norm in the vector-Jacobian product), and those reads must see whole tensors: inside
+``full_parameters(...)`` they do, gathered for just those modules, and sharded again on exit. Under
+FSDP that means the sharding units holding them (``sharding_units``): a decoder layer's unit for its
+projections and norms, the root unit for the embedding, never the whole model. Gathering is a
+collective call: every rank must enter the same ``full_parameters`` blocks in the same order.
+Unsharded models pass through.
 """
 
 from __future__ import annotations
@@ -16,24 +19,84 @@ from contextlib import ExitStack, contextmanager
 from torch import Tensor, nn
 
 
-def _fsdp2_owners(root: nn.Module, modules: list[nn.Module]) -> list[nn.Module]:
-    """The FSDP2 units (``fully_shard``) whose parameter groups hold ``modules``' parameters."""
+def _fsdp1_class() -> type[nn.Module]:
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel
+
+
+def _unit_classes() -> tuple[type, ...]:
+    """The module classes that are FSDP sharding units: FSDP1's wrapper and FSDP2's ``FSDPModule``."""
     try:
         from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        return []
-    units = {name: module for name, module in root.named_modules() if isinstance(module, FSDPModule)}
+    except ImportError:  # torch 2.4 and 2.5 keep FSDP2 in a private module
+        from torch.distributed._composable.fsdp import FSDPModule
+    return (_fsdp1_class(), FSDPModule)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model``'s parameters are sharded over the ranks (DeepSpeed ZeRO-3, FSDP1, FSDP2).
+
+    Its forward and backward passes then run collectives of their own, which every rank must join.
+    """
+    classes = _unit_classes()
+    return any(isinstance(module, classes) for module in model.modules()) or any(
+        hasattr(parameter, "ds_id") for parameter in model.parameters()
+    )
+
+
+def sharding_units(root: nn.Module, modules: list[nn.Module]) -> list[nn.Module]:
+    """The FSDP units (FSDP1 ``FullyShardedDataParallel`` or FSDP2 ``fully_shard``) that hold ``modules``' parameters.
+
+    For each module: the innermost unit covering it (the unit its parameters belong to, a unit's own
+    parameters being those not under a nested unit) and every unit nested inside it, each unit once,
+    in ``root``'s module order. Empty for a model without FSDP units.
+    """
+    classes = _unit_classes()
+    named = list(root.named_modules())
+    units = [name for name, module in named if isinstance(module, classes)]
     if not units:
         return []
-    names = {id(module): name for name, module in root.named_modules()}
-    owners: list[nn.Module] = []
+    by_name = dict(named)
+    names = {id(module): name for name, module in named}
+    chosen: set[str] = set()
     for module in modules:
+        if id(module) not in names:
+            raise ValueError(f"full_parameters: {type(module).__name__} is not a submodule of {type(root).__name__}")
         name = names[id(module)]
         covering = [unit for unit in units if unit == "" or name == unit or name.startswith(unit + ".")]
-        owner = units[max(covering, key=len)] if covering else None
-        if owner is not None and all(owner is not known for known in owners):
-            owners.append(owner)
-    return owners
+        if covering:
+            chosen.add(max(covering, key=len))
+        chosen.update(unit for unit in units if name == "" or unit.startswith(name + "."))
+    return [by_name[unit] for unit in units if unit in chosen]
+
+
+def _gather_fsdp1(stack: ExitStack, root: nn.Module, units: list[nn.Module]) -> None:
+    """Summon each FSDP1 unit's own parameters (``recurse=False``), resharded when ``stack`` closes.
+
+    FSDP1 sets up its units from the outermost one on first use; a unit summoned on its own before
+    the model's first forward would take itself for the root and break that forward, so the outermost
+    units are set up first (torch's own first step of ``summon_full_params``; no communication).
+    """
+    if not units:
+        return
+    from torch.distributed.fsdp._runtime_utils import _lazy_init
+
+    fsdp1 = _fsdp1_class()
+    for outermost in _outermost(root, fsdp1):
+        _lazy_init(outermost, outermost)
+    for unit in units:
+        stack.enter_context(fsdp1.summon_full_params(unit, recurse=False, writeback=False))
+
+
+def _outermost(root: nn.Module, kind: type) -> list[nn.Module]:
+    """The ``kind`` modules under ``root`` (itself included) that no other ``kind`` module contains."""
+    if isinstance(root, kind):
+        return [root]
+    found: list[nn.Module] = []
+    for child in root.children():
+        found += _outermost(child, kind)
+    return found
 
 
 def _zero3_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
@@ -49,22 +112,17 @@ def full_parameters(root: nn.Module, *modules: nn.Module) -> Iterator[Callable[[
     """
     modules_list = list(modules)
     with ExitStack() as stack:
-        gathered = False
         zero3 = _zero3_parameters(modules_list)
         if zero3:
             import deepspeed
 
             stack.enter_context(deepspeed.zero.GatheredParameters(zero3, modifier_rank=None))
-            gathered = True
-        owners = _fsdp2_owners(root, modules_list)
-        for owner in owners:
-            owner.unshard()
-            stack.callback(owner.reshard)
-            gathered = True
-        if not owners:
-            from torch.distributed.fsdp import FullyShardedDataParallel
-
-            if any(isinstance(module, FullyShardedDataParallel) for module in root.modules()):
-                stack.enter_context(FullyShardedDataParallel.summon_full_params(root, writeback=False))
-                gathered = True
+        units = sharding_units(root, modules_list)
+        fsdp1 = _fsdp1_class()
+        _gather_fsdp1(stack, root, [unit for unit in units if isinstance(unit, fsdp1)])
+        for unit in units:
+            if not isinstance(unit, fsdp1):
+                unit.unshard()
+                stack.callback(unit.reshard)
+        gathered = bool(zero3 or units)
         yield (lambda tensor: tensor.detach().clone()) if gathered else (lambda tensor: tensor)
