@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.metrics import METRICS
 from sparks.probes.pairs import load_pairs
 from sparks.probes.schemes import SCHEMES
@@ -29,7 +30,9 @@ class TrackerConfig:
 
     Snapshots: the base model at the first step, every ``every`` optimizer steps, and the end.
     Pairs: a JSONL pair file (``sparks pairs``), or ``num_problems`` problems of the arithmetic
-    world's probe split made into ``scheme`` pairs. Circuit: at node level the fewest heads holding
+    world's probe split made into ``scheme`` pairs; a recipe on a real data set (gsm8k, openr1-math)
+    makes ``num_problems`` of its held-out questions into style pairs (``levels`` is for the
+    arithmetic world only; scheme numbers is refused there). Circuit: at node level the fewest heads holding
     ``mass`` of the total |score|; at edge level the top ``top_n`` edges pruned and thresholded by
     ``tau``; ranked by ``aggregation`` (probes.statistics). Uncertainty: ``replicates`` Poisson
     bootstrap replicates of the probe pairs (no extra forward pass); an event is confident when it
@@ -46,6 +49,7 @@ class TrackerConfig:
     level: str = "node"
     metric: str = "kl"
     ig_steps: int = 5
+    ig_rule: str = IG_RULE
     batch_size: int = 16
     chunk_size: int | None = None
     pairs: str | None = None
@@ -76,7 +80,7 @@ class TrackerConfig:
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size <= 0):
             raise bad("chunk_size", f"must be a whole number > 0 or unset, got {self.chunk_size!r}")
         for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES),
-                              ("aggregation", AGGREGATIONS)):
+                              ("aggregation", AGGREGATIONS), ("ig_rule", IG_RULES)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
         if self.method == "ceap" and self.level == "edge":

@@ -12,16 +12,18 @@ before a checkpoint of that step is written). Training resumed from a checkpoint
 store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
 other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model
 exactly as found (probes.hooks), so the training is the same with and without the tracker. A
-failed snapshot is logged with its traceback, recorded, and training goes on, unless ``config.strict``.
+failed snapshot is logged with its traceback, recorded, and training goes on, unless ``config.strict``,
+or unless it failed inside a sharded model's forward or backward on one rank (ShardedSnapshotFailed):
+the other ranks may then wait in the model's collectives, so that rank stops (callbacks.snapshot).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -33,11 +35,11 @@ from sparks.callbacks.distributed import sum_over_ranks
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import SnapshotRecorder, kept_series
 from sparks.callbacks.report import Dashboard
-from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
+from sparks.callbacks.snapshot import ShardedSnapshotFailed, SnapshotFailed, score_snapshot
 from sparks.callbacks.store import RunStore, RunStoreError
 from sparks.probes.edges import EdgeGraph
 from sparks.probes.pairs import Pair, load_pairs
-from sparks.probes.schemes import arith_style_pairs, numbers_pairs
+from sparks.probes.schemes import BASELINE_OPENING, REASONING_OPENING, arith_style_pairs, numbers_pairs, style_pairs
 from sparks.probes.scoring import graph_of
 from sparks.probes.sites import resolve
 from sparks.probes.statistics import SnapshotStats
@@ -60,18 +62,38 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
     return names
 
 
-def probe_pairs(config: TrackerConfig, tokenizer: Any, vocab_size: int | None = None) -> list[Pair]:
-    """The pair file (checked against the model's vocabulary and tokenizer), or pairs of the
-    arithmetic world's probe split in the configured scheme."""
+def probe_pairs(
+    config: TrackerConfig,
+    tokenizer: Any,
+    vocab_size: int | None = None,
+    *,
+    questions: Sequence[dict[str, Any]] | None = None,
+    system_prompt: str | None = None,
+) -> list[Pair]:
+    """The pair file (checked against the model's vocabulary and tokenizer); style pairs of a real
+    data set's held-out ``questions`` (rows with a "question", tasks.data.probe_questions) in the
+    recipe's chat format: the tokenizer's chat template with ``system_prompt``, then the paper's
+    reasoning opening against its baseline opening; or pairs of the arithmetic world's probe split
+    in the configured scheme."""
     if config.pairs is not None:
         return load_pairs(config.pairs, vocab_size=vocab_size, tokenizer=tokenizer)
-    problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed, fill=True)
-    if config.scheme == "style":
-        pairs = arith_style_pairs(tokenizer, problems)
+    if questions is not None:
+        if config.scheme != "style":
+            raise ValueError(f"tracker.scheme: {config.scheme} pairs swap arithmetic-world operands; "
+                             "a real data set's questions make style pairs")
+        texts = [row["question"] for row in questions]
+        pairs = style_pairs(tokenizer, texts, [REASONING_OPENING] * len(texts), [BASELINE_OPENING] * len(texts),
+                            system_prompt=system_prompt, meta=questions)
+        source = f"{len(texts)} held-out questions"
     else:
-        pairs = numbers_pairs(tokenizer, problems, seed=config.seed)
+        problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed, fill=True)
+        if config.scheme == "style":
+            pairs = arith_style_pairs(tokenizer, problems)
+        else:
+            pairs = numbers_pairs(tokenizer, problems, seed=config.seed)
+        source = f"{config.num_problems} probe problems"
     if not pairs:
-        raise ValueError(f"tracker: no {config.scheme} pair could be built from {config.num_problems} probe problems")
+        raise ValueError(f"tracker: no {config.scheme} pair could be built from {source}")
     return pairs
 
 
@@ -83,8 +105,9 @@ class HeadTrackerCallback(TrainerCallback):
         pairs: probe pairs; by default the config's pair file or arithmetic-world pairs built with
             the trainer's tokenizer.
         job_type: the kind of training ("grpo", "sft"), for the run store and the dashboards. It and
-            ``config.group`` become W&B's job type and group (WANDB_JOB_TYPE, WANDB_RUN_GROUP) unless
-            those are set, so a W&B run started by the trainer gets them too.
+            ``config.group`` become the job type and group of the tracker's W&B run, and of the
+            trainer's when it trains inside ``wandb_run`` (a user's WANDB_JOB_TYPE, WANDB_RUN_GROUP
+            win); the process environment is left as it was.
         dashboards: dashboards to feed; by default those the config names, made on the main process.
     """
 
@@ -105,10 +128,13 @@ class HeadTrackerCallback(TrainerCallback):
         self.pad_id = 0
         self.last_scored: int | None = None
         self._pending: tuple[int, SnapshotStats, float, bool] | None = None
-        if job_type:
-            os.environ.setdefault("WANDB_JOB_TYPE", job_type)
-        if self.config.group:
-            os.environ.setdefault("WANDB_RUN_GROUP", self.config.group)
+
+    def wandb_run(self, args: TrainingArguments) -> AbstractContextManager[None]:
+        """Train inside this block and a trainer reporting to wandb logs into a W&B run with the
+        tracker's group and job type (callbacks.wandb_dashboard.trainer_run), finished at its end."""
+        from sparks.callbacks.wandb_dashboard import trainer_run
+
+        return trainer_run(args, self.config.group, self.job_type)
 
     # -- the trainer's events -------------------------------------------------------------------
 
@@ -153,7 +179,8 @@ class HeadTrackerCallback(TrainerCallback):
     # -- scoring (every rank) and recording (main process) --------------------------------------
 
     def _score(self, model: nn.Module, step: int, final: bool) -> None:
-        """Score the snapshot on every rank; a failure on any rank fails it on all of them, at once.
+        """Score the snapshot on every rank; a failure on any rank fails it on all of them, at once, except
+        inside a sharded model's passes, where it stops the failing rank (ShardedSnapshotFailed).
 
         Its pictures are drawn at every ``pictures_every``-th scheduled snapshot and at the ``final`` one.
         """
@@ -161,6 +188,10 @@ class HeadTrackerCallback(TrainerCallback):
         start = time.perf_counter()
         try:
             stats = score_snapshot(model, self.pairs, self.config, self.graph, self.pad_id, step)
+        except ShardedSnapshotFailed:  # raised on the failing rank only: recorded if it is the main process, then fatal
+            if self.recorder is not None:
+                self.recorder.fail(step, traceback.format_exc())
+            raise
         except SnapshotFailed as failure:
             self._fail(step, str(failure))
         except Exception:  # noqa: BLE001 - the same on every rank: the statistics come from the same totals

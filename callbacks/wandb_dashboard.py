@@ -4,17 +4,64 @@ When transformers' WandbCallback has already started a run (``report_to: wandb``
 into that run next to the reward curve and the run is left for its owner to finish; otherwise the
 dashboard starts its own run on first use and finishes it in ``close``. Works offline
 (``WANDB_MODE=offline``, then ``wandb sync``).
+
+The tracker's group and job type reach both runs as ``wandb.init`` arguments, never through the
+process environment (``run_identity``, ``trainer_run``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from sparks.callbacks.panels import EVENT_COLUMNS, event_rows, figures
 from sparks.callbacks.plots import figure_pixels
 from sparks.callbacks.report import SnapshotReport
 
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
 STEP = "train/global_step"
+IDENTITY_VARIABLES = {"project": "WANDB_PROJECT", "group": "WANDB_RUN_GROUP", "job_type": "WANDB_JOB_TYPE"}
+
+
+def run_identity(project: str | None, group: str | None, job_type: str | None) -> dict[str, str | None]:
+    """``wandb.init``'s project, group and job type: the user's WANDB_PROJECT, WANDB_RUN_GROUP and
+    WANDB_JOB_TYPE where set, else the given ones.
+
+    Arguments, not variables set in ``os.environ``: those would outlive the run into whatever the
+    process runs next, and wandb reads its environment once per process, so later changes are lost.
+    """
+    given = {"project": project, "group": group, "job_type": job_type}
+    return {key: os.environ.get(variable) or given[key] for key, variable in IDENTITY_VARIABLES.items()}
+
+
+@contextmanager
+def trainer_run(args: TrainingArguments, group: str | None, job_type: str | None) -> Iterator[None]:
+    """A block (the training) in which the trainer's W&B run carries ``group`` and ``job_type``.
+
+    transformers' WandbCallback starts its run with a project and run name only, and joins a run
+    already active. So when the trainer reports to wandb and no run is active, the main process
+    starts that run here (``run_identity``, the project as WandbCallback would pick it) and finishes
+    it when the block ends, marked failed (exit code 1) if the block raised.
+    """
+    if "wandb" not in (args.report_to or []) or args.process_index != 0:
+        yield
+        return
+    import wandb
+
+    if wandb.run is not None:  # the user's own run: the trainer joins it as it is
+        yield
+        return
+    run = wandb.init(name=args.run_name, **run_identity(args.project, group, job_type))
+    try:
+        yield
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
 
 
 class WandbDashboard:
@@ -47,7 +94,8 @@ class WandbDashboard:
 
             self.owns_run = wandb.run is None
             if self.owns_run:
-                self.run = wandb.init(**self.init_args)
+                args = self.init_args
+                self.run = wandb.init(**args | run_identity(args["project"], args["group"], args["job_type"]))
             else:
                 self.run = wandb.run
                 if self.init_args["config"]:

@@ -1,4 +1,4 @@
-"""Making clean/corrupted pairs (DESIGN.md section 2): answer styles, and number swaps.
+"""Making clean/corrupted pairs (docs/method.md, "Probe pairs"): answer styles, and number swaps.
 
 *style*: the same question, then a reasoning-style opening in one row and a baseline-style opening
 in the other (clean = the style of the model under study: ``role="reasoning"`` puts the reasoning

@@ -1,17 +1,23 @@
 """Training and evaluation data sets by name, in TRL's conversational formats.
 
-`arith` is generated locally; `gsm8k` and `openr1-math` are loaded from the hub with `datasets`.
-Every row carries `answer` (the gold final answer, as text) and `task` (which checker applies), so
-one reward function serves every data set.
+`arith` is generated locally; `gsm8k` and `openr1-math` are loaded with `datasets.load_dataset`,
+from the hub or from a local directory in the hub's layout (``dataset_path``). Every row carries
+`answer` (the gold final answer, as text) and `task` (which checker applies), so one reward function
+serves every data set.
+
+Probe questions: one question in ``PROBE_ONE_IN`` of a real data set's training split, chosen by a
+hash of its text (as the arithmetic world splits its problems), is held out for the head tracker's
+probe pairs and never trained on, whatever the seed, the row order or the tracker's settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Callable
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, get_dataset_config_names, load_dataset
 
 from sparks.tasks import arith, formats
 
@@ -25,7 +31,7 @@ R1_SYSTEM_PROMPT = (
 
 @dataclass(frozen=True)
 class DataOptions:
-    """What a training script asks of a data set: its size, levels and prompt."""
+    """What a training script asks of a data set: its size, levels, prompt, and where a real one is read from."""
 
     kind: str  # "pretrain", "sft" or "grpo"
     num_examples: int
@@ -34,6 +40,7 @@ class DataOptions:
     system_prompt: str | None = None
     think_fraction: float = 0.2
     thinking_off_fraction: float = 0.1
+    dataset_path: str | None = None  # a local directory read in place of a real data set's hub name
 
 
 def chat_prompt(question: str, system_prompt: str | None) -> list[dict[str, str]]:
@@ -85,9 +92,54 @@ def _gsm8k_final(answer: str) -> str:
     return answer.split("####")[-1].strip().replace(",", "")
 
 
-def gsm8k_dataset(options: DataOptions, split: str = "train") -> Dataset:
+@dataclass(frozen=True)
+class HubSource:
+    """Where a real data set lives on the hub, which column holds the question, and how its
+    ``answer`` column gives the gold final answer."""
+
+    path: str
+    config: str
+    question: str
+    final_answer: Callable[[str], str] = str
+
+
+HUB_SOURCES = {
+    "gsm8k": HubSource("openai/gsm8k", "main", "question", _gsm8k_final),
+    "openr1-math": HubSource("open-r1/OpenR1-Math-220k", "default", "problem"),
+}
+PROBE_ONE_IN = 50
+
+
+def is_probe_question(question: str) -> bool:
+    """Whether a real data set's question is held out for probe pairs (module docstring)."""
+    return int(hashlib.sha256(question.strip().encode()).hexdigest(), 16) % PROBE_ONE_IN == 0
+
+
+def load_source(name: str, dataset_path: str | None = None) -> Dataset:
+    """A real data set's training split as published, all of it, from the hub or from ``dataset_path``.
+
+    Both go through ``load_dataset``: a local directory is read as a data set repository, so a
+    snapshot of the hub repository gives the hub's configuration and a plain directory of files
+    (``train.jsonl``, ``train.parquet``, ...) its only one.
+    """
+    if name not in HUB_SOURCES:
+        raise ValueError(f"{name!r} is not a data set loaded with datasets; those are {sorted(HUB_SOURCES)}")
+    source = HUB_SOURCES[name]
+    if dataset_path is None:
+        return load_dataset(source.path, source.config, split="train")
+    config = source.config if source.config in get_dataset_config_names(dataset_path) else None
+    return load_dataset(dataset_path, config, split="train")
+
+
+def _training_source(name: str, options: DataOptions) -> Dataset:
+    """The training split without its probe questions."""
+    column = HUB_SOURCES[name].question
+    return load_source(name, options.dataset_path).filter(lambda example: not is_probe_question(example[column]))
+
+
+def gsm8k_dataset(options: DataOptions) -> Dataset:
     """GSM8K (openai/gsm8k, main): the rationale becomes the think block for SFT."""
-    source = load_dataset("openai/gsm8k", "main", split=split)
+    source = _training_source("gsm8k", options)
 
     def to_row(example: dict) -> dict:
         final = _gsm8k_final(example["answer"])
@@ -100,9 +152,9 @@ def gsm8k_dataset(options: DataOptions, split: str = "train") -> Dataset:
     return _take(source.map(to_row, remove_columns=source.column_names), options)
 
 
-def openr1_math_dataset(options: DataOptions, split: str = "train") -> Dataset:
+def openr1_math_dataset(options: DataOptions) -> Dataset:
     """OpenR1-Math-220k (default subset): SFT keeps the first math-verified R1 generation."""
-    source = load_dataset("open-r1/OpenR1-Math-220k", "default", split=split)
+    source = _training_source("openr1-math", options)
     if options.kind == "sft":
         source = source.filter(lambda example: any(example["correctness_math_verify"]))
 
@@ -115,6 +167,18 @@ def openr1_math_dataset(options: DataOptions, split: str = "train") -> Dataset:
         return row
 
     return _take(source.map(to_row, remove_columns=source.column_names), options)
+
+
+def probe_questions(name: str, count: int, seed: int, dataset_path: str | None = None) -> list[dict[str, str]]:
+    """``count`` held-out questions of a real data set (fewer when it holds fewer), drawn with ``seed``:
+    each as ``{"question", "answer"}``, a question asked twice in the data set once."""
+    source = HUB_SOURCES[name]
+    held: dict[str, str] = {}
+    for example in load_source(name, dataset_path).filter(lambda example: is_probe_question(example[source.question])):
+        held.setdefault(example[source.question], source.final_answer(example["answer"]))
+    questions = sorted(held)
+    random.Random(f"{seed}-{name}-probe").shuffle(questions)
+    return [{"question": question, "answer": held[question]} for question in questions[:count]]
 
 
 def _take(dataset: Dataset, options: DataOptions) -> Dataset:

@@ -209,7 +209,7 @@ def test_save_steps_with_a_step_strategy_or_the_default_passes(tmp_path):
     [
         ("grpo", ("--report_to", "wandb"), "report_to"),
         ("sft", ("--report_to", "all"), "report_to"),  # every installed integration, W&B among them
-        ("grpo", ("--report_to", "none", "--tracker", '{"dashboards": ["wandb"], "num_problems": 8}'), "tracker.dashboards"),
+        ("grpo", ("--report_to", "trackio", "--tracker", '{"dashboards": ["wandb"], "num_problems": 8}'), "tracker.dashboards"),
     ],
 )
 @pytest.mark.hostile

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+from transformers import TrainingArguments
 from trl import ScriptArguments, TrlParser
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.probes.pairs import Pair, load_pairs_for_model
 from sparks.tasks import arith
-from sparks.tasks.data import DATASETS, DataOptions
+from sparks.tasks.data import DATASETS, HUB_SOURCES, PROBE_ONE_IN, DataOptions, probe_questions
 from sparks.train.launcher import report_to_launcher
 
 OFF = ("off", "none", "null", "false")
@@ -38,6 +40,11 @@ class DataArguments(ScriptArguments):
         default_factory=lambda: sorted(arith.LEVELS), metadata={"help": "Arithmetic difficulty levels to draw from."}
     )
     system_prompt: str | None = field(default=None, metadata={"help": "System message put before each question."})
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A local directory read in place of the data set's hub repository: a snapshot of it, "
+                          "or its files in the same layout (train.jsonl, train.parquet, ...)."},
+    )
 
     def data_options(self, kind: str, seed: int) -> DataOptions:
         return DataOptions(
@@ -46,6 +53,7 @@ class DataArguments(ScriptArguments):
             levels=tuple(self.levels),
             seed=seed,
             system_prompt=self.system_prompt,
+            dataset_path=self.dataset_path,
         )
 
     def check(self) -> None:
@@ -56,6 +64,12 @@ class DataArguments(ScriptArguments):
             raise RecipeError(f"levels: {self.levels} must be a non-empty list drawn from {sorted(arith.LEVELS)}")
         if self.num_train_examples < 0:
             raise RecipeError(f"num_train_examples: must be >= 0, got {self.num_train_examples}")
+        if self.dataset_path is not None:
+            if self.dataset_name not in HUB_SOURCES:
+                raise RecipeError(f"dataset_path: {self.dataset_name} is generated, not read; dataset_path is for "
+                                  f"{', '.join(sorted(HUB_SOURCES))}")
+            if not os.path.isdir(self.dataset_path):
+                raise RecipeError(f"dataset_path: {self.dataset_path!r} is not a directory")
 
 
 @dataclass
@@ -66,15 +80,31 @@ class RecipeArguments(DataArguments):
         default=None,
         metadata={"help": "Head tracker settings: a YAML mapping in the recipe, JSON on the command line, or 'off'."},
     )
+    report_to_none: bool = field(default=False, init=False, repr=False)
+    """Set by parse_recipe when the recipe or command line says ``report_to: none``: no dashboard either."""
 
     def tracker_config(self) -> TrackerConfig | None:
-        """The checked tracker settings, or None without a `tracker:` section or with `--tracker off`."""
+        """The checked tracker settings, or None without a `tracker:` section or with `--tracker off`.
+
+        An explicit ``report_to: none`` means nothing is reported anywhere: the tracker's dashboards
+        are off too (its run store under output_dir is still written).
+
+        Without a pair file, a real data set's probe pairs are style pairs of its held-out questions:
+        number swaps need the arithmetic world's questions.
+        """
         if self.tracker is None or (isinstance(self.tracker, str) and self.tracker.strip().lower() in OFF):
             return None
         try:
-            return TrackerConfig.from_recipe(self.tracker)
+            config = TrackerConfig.from_recipe(self.tracker)
         except ValueError as error:
             raise RecipeError(str(error)) from None
+        if self.dataset_name != "arith" and config.pairs is None and config.scheme != "style":
+            raise RecipeError(
+                f"tracker.scheme: {config.scheme} pairs swap operands of arithmetic-world questions, not of "
+                f"{self.dataset_name}'s; use scheme: style (pairs of {self.dataset_name}'s held-out questions) "
+                "or a pair file (tracker.pairs)"
+            )
+        return dataclasses.replace(config, dashboards=("none",)) if self.report_to_none else config
 
 
 @dataclass
@@ -103,7 +133,31 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
             raise RecipeError(f"unknown command-line argument {cli_unknown[0]!r}")
     except (ValueError, OSError) as error:
         exit_with(error)
+    recipes = [item for item in parsed if isinstance(item, RecipeArguments)]
+    if recipes:
+        recipes[0].report_to_none = _says_report_to_none(parser, parsed, argv)
     return tuple(parsed)
+
+
+def _says_report_to_none(parser: TrlParser, parsed: list, argv: list[str] | None) -> bool:
+    """Whether the recipe file or the command line sets ``report_to`` to nothing ("none", []).
+
+    TrainingArguments turns "none" into [], and "none" is also its default: only the recipe's own
+    words tell an explicit none from a recipe that says nothing.
+    """
+    training = [item for item in parsed if isinstance(item, TrainingArguments)]
+    if not training or training[0].report_to:
+        return False
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in args:
+        at = args.index("--config")
+        with open(args[at + 1]) as recipe:
+            if "report_to" in (yaml.safe_load(recipe) or {}):
+                return True
+        del args[at : at + 2]
+    unset = object()
+    parser.set_defaults(report_to=unset)  # the parser itself tells, aliases and abbreviations included
+    return parser.parse_known_args(args)[0].report_to is not unset
 
 
 def check_model_path(model_name_or_path: str | None) -> None:
@@ -122,10 +176,9 @@ def check_model_path(model_name_or_path: str | None) -> None:
     try:
         AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RecipeError(
             f"model_name_or_path: {model_name_or_path!r} is not a local directory and could not be "
-            f"resolved on the hub ({first_line})"
+            f"resolved on the hub ({first_line(error)})"
         ) from None
 
 
@@ -210,27 +263,53 @@ def check_output_dir(output_dir: str) -> None:
         raise RecipeError(f"output_dir: cannot write to {output_dir} ({error.strerror or error})") from None
 
 
-def check_pairs_fit_model(
-    tracker: TrackerConfig | None, model_args: Any, tokenizer: Any, trust_remote_code: bool = False
+def tracker_pairs(
+    tracker: TrackerConfig | None, data_args: DataArguments, model_args: Any, tokenizer: Any, trust_remote_code: bool = False
 ) -> list[Pair] | None:
-    """The tracker's pair file read against the model about to be trained: ids in its vocabulary, made
-    with its tokenizer (None without a pair file). The tracker then scores these pairs.
+    """The probe pairs the tracker will score, made with the model's tokenizer before the model loads.
 
-    Run after the tokenizer loads and before the model does (its config gives the vocabulary size).
+    The pair file read against the model about to be trained (ids in its vocabulary, made with its
+    tokenizer; the model's config gives the vocabulary size); or, for a real data set, style pairs of
+    ``num_problems`` of its held-out questions (tasks.data.probe_questions) in the recipe's chat
+    format and system prompt. None without a tracker, and for the arithmetic world, whose probe
+    pairs the tracker builds when training begins.
     """
-    if tracker is None or tracker.pairs is None:
+    if tracker is None:
         return None
+    if tracker.pairs is not None:
+        try:
+            return load_pairs_for_model(tracker.pairs, model_args.model_name_or_path, tokenizer,
+                                        revision=model_args.model_revision, trust_remote_code=trust_remote_code)
+        except (ValueError, OSError) as error:
+            raise RecipeError(f"tracker.pairs: {str(error).strip()}") from None
+    name = data_args.dataset_name
+    if name not in HUB_SOURCES:
+        return None
+    from sparks.callbacks.tracker import probe_pairs
+
     try:
-        return load_pairs_for_model(tracker.pairs, model_args.model_name_or_path, tokenizer,
-                                    revision=model_args.model_revision, trust_remote_code=trust_remote_code)
+        questions = probe_questions(name, tracker.num_problems, tracker.seed, data_args.dataset_path)
     except (ValueError, OSError) as error:
-        raise RecipeError(f"tracker.pairs: {str(error).strip()}") from None
+        where = f"dataset_path: {data_args.dataset_path!r}" if data_args.dataset_path else f"dataset_name: {name}"
+        raise RecipeError(f"{where} could not be read for the tracker's probe questions "
+                          f"({first_line(error)})") from None
+    if len(questions) < tracker.num_problems:
+        raise RecipeError(f"tracker.num_problems: {tracker.num_problems} probe questions asked, {name} holds "
+                          f"{len(questions)} (one question in {PROBE_ONE_IN} is held out from training)")
+    try:
+        return probe_pairs(tracker, tokenizer, questions=questions, system_prompt=data_args.system_prompt)
+    except ValueError as error:
+        raise RecipeError(first_line(error)) from None
+
+
+def first_line(error: Exception) -> str:
+    """An error's first line, or its type's name when it has no message."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def exit_with(error: Exception) -> None:
     """Print one line naming the problem and stop with status 2; under a launcher the line also ends its output."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    line = f"sparks: error: {message}"
+    line = f"sparks: error: {first_line(error)}"
     print(line, file=sys.stderr, flush=True)
     report_to_launcher(line)
     raise SystemExit(2)

@@ -20,10 +20,10 @@ from sparks.train.arguments import (  # noqa: E402
     GRPOScriptArguments,
     RecipeError,
     check_model_path,
-    check_pairs_fit_model,
     check_training_args,
     exit_with,
     parse_recipe,
+    tracker_pairs,
 )
 from sparks.train.models import load_model, load_tokenizer  # noqa: E402
 from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
@@ -43,7 +43,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     try:
-        pairs = check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
+        pairs = tracker_pairs(tracker, script_args, model_args, tokenizer, training_args.trust_remote_code)
     except RecipeError as error:
         exit_with(error)
     model = load_model(model_args, training_args)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.snapshot import ShardedSnapshotFailed
 from sparks.callbacks.store import RunStore, RunStoreError
 from sparks.callbacks.tracker import HeadTrackerCallback, dashboard_names
 from sparks.probes.pairs import Pair
@@ -66,30 +68,37 @@ def tracker_callbacks(
     checked against the model) or, without them, the pairs its config names.
 
     The trainer then also reports to the tracker's dashboards, in the same project, so the heads
-    panels sit next to the reward curve.
+    panels sit next to the reward curve; a recipe's explicit ``report_to: none`` has turned those
+    off already (train.arguments.parse_recipe), so the trainer then reports nowhere.
     """
     if config is None:
         return []
     report_to = [name for name in training_args.report_to if name != "none"]
     training_args.report_to = report_to + [name for name in dashboard_names(config) if name not in report_to]
-    os.environ.setdefault("WANDB_PROJECT", training_args.project)
     return [HeadTrackerCallback(config, pairs, job_type=job_type)]
 
 
 def train_and_save(trainer: Trainer, kind: str) -> None:
-    """Train (resuming if the recipe asks), save the model and trainer state, report on the main process."""
+    """Train (resuming if the recipe asks), save the model and trainer state, report on the main process.
+
+    With the head tracker on, the trainer's W&B run carries its group and job type (HeadTrackerCallback.wandb_run).
+    """
     use_reward_progress(trainer)
     args = trainer.args
     main_process = trainer.accelerator.is_main_process
     if main_process:
         processes = trainer.accelerator.num_processes
         print(f"sparks: {kind} on {processes} process{'es' if processes > 1 else ''}", flush=True)
+    trackers = [callback for callback in trainer.callback_handler.callbacks if isinstance(callback, HeadTrackerCallback)]
     try:
-        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        with trackers[0].wandb_run(args) if trackers else nullcontext():
+            trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     except RunStoreError as error:  # raised on every rank before the first step; the main process names it
         if main_process:
             exit_with(error)
         raise SystemExit(2) from None
+    except ShardedSnapshotFailed as error:  # raised on the failing rank only; it names it, its launcher stops the others
+        exit_with(error)
     trainer.save_model(args.output_dir)
     trainer.save_state()
     if main_process:

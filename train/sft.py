@@ -18,10 +18,10 @@ from sparks.train.arguments import (  # noqa: E402
     RecipeArguments,
     RecipeError,
     check_model_path,
-    check_pairs_fit_model,
     check_training_args,
     exit_with,
     parse_recipe,
+    tracker_pairs,
 )
 from sparks.train.models import load_model, load_tokenizer  # noqa: E402
 from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
@@ -39,7 +39,7 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     try:
-        pairs = check_pairs_fit_model(tracker, model_args, tokenizer, training_args.trust_remote_code)
+        pairs = tracker_pairs(tracker, script_args, model_args, tokenizer, training_args.trust_remote_code)
     except RecipeError as error:
         exit_with(error)
     model = load_model(model_args, training_args)
