@@ -40,6 +40,8 @@ from sparks.probes.ig import IG_RULES
 from sparks.probes.pairs import Pair
 from sparks.probes.scoring import score_pairs
 
+from random_models import wide_model
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -96,21 +98,6 @@ def cost_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: int,
         cells = [f"{statistics.median(seconds[rule]):.2f} s ({statistics.median(seconds[rule]) / right:.2f}x)" for rule in IG_RULES]
         rows.append(f"| {name} | {level}, m = {args.cost_steps} | " + " | ".join(cells) + " |")
     return rows
-
-
-def wide_model(vocab_size: int, head_dim: int) -> torch.nn.Module:
-    """A random Qwen2 with Qwen2.5-1.5B's head layout and a small hidden size (as bench/probe_cost.py)."""
-    config = transformers.Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=12 * head_dim,
-        intermediate_size=int(12 * head_dim * 8960 / 1536),
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    torch.manual_seed(0)
-    return transformers.Qwen2ForCausalLM(config)
 
 
 def main() -> None:

@@ -43,6 +43,8 @@ from sparks.probes.scoring import score_pairs
 from sparks.tasks import arith
 from sparks.tasks.tokenizer import build_tokenizer
 
+from random_models import wide_model
+
 MMAP_THRESHOLD = "65536"
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -173,21 +175,6 @@ def memory_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: in
     return rows
 
 
-def wide_model(vocab_size: int, args: argparse.Namespace) -> torch.nn.Module:
-    """A random Qwen2 with Qwen2.5-1.5B's head layout and a small hidden size."""
-    config = transformers.Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=12 * args.head_dim,
-        intermediate_size=int(12 * args.head_dim * 8960 / 1536),
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    torch.manual_seed(0)
-    return transformers.Qwen2ForCausalLM(config)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="outputs/tiny-base", help="trained tiny base model directory")
@@ -214,7 +201,7 @@ def main() -> None:
         models.append(("tiny base 4x8 (2 kv)", transformers.AutoModelForCausalLM.from_pretrained(args.base)))
     elif not args.memory:
         print(f"{args.base} not found: the tiny base model is skipped")
-    models.append((f"random 28x12 (2 kv), hidden {12 * args.head_dim}", wide_model(len(tokenizer), args)))
+    models.append((f"random 28x12 (2 kv), hidden {12 * args.head_dim}", wide_model(len(tokenizer), args.head_dim)))
     rows = memory_rows if args.memory else time_rows
     if not args.memory:
         print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {len(pairs)} x {max(len(pair.clean_ids) for pair in pairs)} tokens, k = {args.steps}\n")
