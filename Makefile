@@ -5,10 +5,12 @@ VENV ?= .venv
 # Otherwise $(TORCH) is installed, looked up first in $(TORCH_INDEX): PyTorch's CPU wheels by default,
 # since PyPI's Linux wheels are CUDA builds (gigabytes). A GPU machine: `make install TORCH_INDEX=`
 # (PyPI's CUDA build) or TORCH_INDEX=https://download.pytorch.org/whl/cu128; a torch of the system's
-# own (a CUDA container): `make install VENV_FLAGS=--system-site-packages`.
+# own (a CUDA container): `make install VENV_FLAGS=--system-site-packages`. Only torch itself is looked up
+# there; its dependencies come with the rest, from pip's usual index.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV_FLAGS ?=
+TORCH_VERSION := from importlib.metadata import version; print(version('torch'))
 BIN := $(VENV)/bin
 BASE_MODEL := outputs/tiny-base
 export WANDB_MODE ?= offline
@@ -22,13 +24,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
-		echo "sparks: keeping torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') from $(VENV)"; \
+	@if $(BIN)/python -c "$(TORCH_VERSION)" >/dev/null 2>&1; then \
+		echo "sparks: keeping torch $$($(BIN)/python -c "$(TORCH_VERSION)") from $(VENV)"; \
 	else \
 		echo "sparks: installing $(TORCH)$(if $(TORCH_INDEX), (first from $(TORCH_INDEX)))"; \
-		$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)); \
+		$(BIN)/python -m pip install --quiet --no-deps "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)); \
 	fi
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	echo "torch==$$($(BIN)/python -c "$(TORCH_VERSION)")" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]" --constraint $(VENV)/torch-pin.txt
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| echo "no chromium (Debian package, installed only as root): the trackio browser test will be skipped"
