@@ -237,7 +237,8 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", choices=sorted(METRICS), default="kl")
     score.add_argument("--ig-steps", type=int, default=5)
     score.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE,
-                       help="where eap-ig/ceap place their points: right k/m, left (k-1)/m (hannamw/EAP-IG), midpoint (k-1/2)/m")
+                       help="where eap-ig/ceap place their points: right k/m, left (k-1)/m (hannamw/EAP-IG), midpoint (k-1/2)/m "
+                            "(default: %(default)s)")
     score.add_argument("--batch-size", type=int, default=16)
     score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all for nodes, one for edges)")
     score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")
