@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from sparks.probes.forward import recorded_run
-from sparks.probes.gather import full_parameters
+from sparks.probes.gather import full_parameters, token_embeddings
 from sparks.probes.hooks import scoring
 from sparks.probes.ig import CHUNK_SIZES, IG_RULE, ig_points, integrate
 from sparks.probes.metrics import Metric, get_metric
@@ -139,9 +139,10 @@ def write_deltas(
         return (corrupted[name][:, first:].to(dtype) - clean[name][:, first:].to(dtype)) * mask
 
     with torch.no_grad():
-        ids = batch.corrupted_ids[:, first:], batch.clean_ids[:, first:]
-        with full_parameters(sites.model, sites.embed_tokens):
-            d_embed = sites.embed_tokens(ids[0]).to(dtype) - sites.embed_tokens(ids[1]).to(dtype)
+        corrupted_embeds, clean_embeds = token_embeddings(
+            sites.model, sites.embed_tokens, batch.corrupted_ids[:, first:], batch.clean_ids[:, first:]
+        )
+        d_embed = corrupted_embeds.to(dtype) - clean_embeds.to(dtype)
         writes = d_embed.new_empty(batch_size, 1 + sites.num_layers * (num_heads + 1), length, d_embed.shape[-1])
         writes[:, 0] = d_embed * mask
         d_z = []

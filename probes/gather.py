@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+import torch
 from torch import Tensor, nn
 
 
@@ -126,3 +127,13 @@ def full_parameters(root: nn.Module, *modules: nn.Module) -> Iterator[Callable[[
                 stack.callback(unit.reshard)
         gathered = bool(zero3 or units)
         yield (lambda tensor: tensor.detach().clone()) if gathered else (lambda tensor: tensor)
+
+
+def token_embeddings(root: nn.Module, embed_tokens: nn.Module, *ids: Tensor) -> tuple[Tensor, ...]:
+    """The embeddings of each of ``ids``, read outside the model's forward with the embedding gathered.
+
+    Through the module's own ``forward``, not its call: DeepSpeed's module hooks would gather it a
+    second time inside the block.
+    """
+    with torch.no_grad(), full_parameters(root, embed_tokens):
+        return tuple(embed_tokens.forward(token_ids) for token_ids in ids)

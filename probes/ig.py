@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from sparks.probes.forward import copies_logits, copies_metric
-from sparks.probes.gather import full_parameters
+from sparks.probes.gather import token_embeddings
 from sparks.probes.hooks import Hooks, Recorder
 from sparks.probes.metrics import Metric
 from sparks.probes.pairs import PairBatch
@@ -93,10 +93,7 @@ def integrate(
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     batch_size = batch.batch_size
-    # Run outside the model's forward, so its weights are gathered if sharded (and no sharding hooks run).
-    with torch.no_grad(), full_parameters(sites.model, sites.embed_tokens):
-        clean = sites.embed_tokens.forward(batch.clean_ids)
-        corrupted = sites.embed_tokens.forward(batch.corrupted_ids)
+    clean, corrupted = token_embeddings(sites.model, sites.embed_tokens, batch.clean_ids, batch.corrupted_ids)
     clean_logits = None
     if points[-1] != 1:
         with torch.no_grad(), Hooks() as hooks:

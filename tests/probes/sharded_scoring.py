@@ -28,14 +28,14 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sparks.probes.edges
-import sparks.probes.ig
+import sparks.probes.gather
 from sparks.probes.gather import full_parameters
 from sparks.probes.schemes import numbers_pairs
 from sparks.probes.scoring import score_pairs
 from sparks.tasks import arith
 
 LEVELS = ("edge", "node")  # edge first: its first gather (layer 0's q/k/v) comes before any forward
-MODULES_READING_WEIGHTS = (sparks.probes.ig, sparks.probes.edges)
+MODULES_READING_WEIGHTS = (sparks.probes.gather, sparks.probes.edges)  # gather: token_embeddings
 
 
 def fsdp2(model: nn.Module) -> nn.Module:
