@@ -40,6 +40,7 @@ from sparks.probes.schemes import (
     style_pairs,
 )
 from sparks.tasks import arith
+from sparks.tasks.data import HUB_SOURCES, probe_questions
 
 
 def _model_dir(path: str) -> str:
@@ -84,19 +85,25 @@ def pairs_command(args: argparse.Namespace) -> None:
     sampled = args.reasoning_model is not None or args.baseline_model is not None
     if sampled and (args.reasoning_model is None or args.baseline_model is None):
         raise ValueError("--reasoning-model and --baseline-model are given together")
-    if args.questions and args.scheme != "style":
-        raise ValueError("--questions works with --scheme style: a number swap needs the arithmetic world's answers")
+    if args.questions and args.dataset:
+        raise ValueError("--questions and --dataset are two sources of questions: give one")
+    if (args.questions or args.dataset) and args.scheme != "style":
+        raise ValueError("--questions and --dataset work with --scheme style: a number swap needs the arithmetic world's answers")
+    if args.dataset_path and not args.dataset:
+        raise ValueError("--dataset-path is a local copy of a --dataset: name the data set")
     if sampled and args.scheme != "style":
         raise ValueError("--reasoning-model and --baseline-model work with --scheme style: they write answer openings")
-    if args.questions:
-        meta = read_questions(args.questions)
+    questions_given = bool(args.questions or args.dataset)
+    if questions_given:
+        meta = read_questions(args.questions) if args.questions else probe_questions(
+            args.dataset, args.count, args.seed, args.dataset_path)
         questions = [row["question"] for row in meta]
     else:
         problems = arith.problems(args.split, args.levels, args.count, args.seed)
         questions, meta = [problem.question for problem in problems], [problem_meta(problem) for problem in problems]
     if args.scheme == "numbers":
         pairs = numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)
-    elif not sampled and not args.questions:
+    elif not sampled and not questions_given:
         pairs = arith_style_pairs(
             tokenizer, problems, role=args.role, opening_tokens=args.opening_tokens, system_prompt=args.system_prompt
         )
@@ -218,8 +225,12 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--role", choices=ROLES, default="reasoning", help="style scheme: which style is clean")
     pairs.add_argument("--opening-tokens", type=int, help="style scheme: tokens of each opening kept (default: shortest - 1)")
     pairs.add_argument("--questions", help="a real data set's questions: JSONL rows with 'question', or one per line")
-    pairs.add_argument("--reasoning-opening", default=REASONING_OPENING, help="with --questions: the reasoning template")
-    pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with --questions: the baseline template")
+    pairs.add_argument("--dataset", choices=sorted(HUB_SOURCES),
+                       help="style scheme: --count of the data set's held-out questions (never trained on), drawn "
+                            "with --seed as the tracker draws them")
+    pairs.add_argument("--dataset-path", help="with --dataset: a local copy read in place of the hub name")
+    pairs.add_argument("--reasoning-opening", default=REASONING_OPENING, help="with questions: the reasoning template")
+    pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with questions: the baseline template")
     pairs.add_argument("--reasoning-model", help="style scheme: sample each question's reasoning opening from this model")
     pairs.add_argument("--baseline-model", help="style scheme: sample each question's baseline opening from this model")
     pairs.add_argument("--sample-tokens", type=int, default=16, help="with the two models: new tokens per opening")

@@ -24,8 +24,7 @@ NAMES = ("Natalia", "Weng", "Betty", "Julie", "James", "Albert", "Mark", "Ken")
 # (the baseline opening "To determine the answer, we" is 27 bytes: N = 27 - 1).
 REASONING_ROW_END = "<think>\nOkay, so I have this pro"
 BASELINE_ROW_END = "To determine the answer, w"
-# Probe questions asked of the small local files (TrackerConfig checks the arithmetic levels even so,
-# and tasks.arith.problems fails on fewer problems than levels: the recipes' six levels need six).
+# Probe questions asked of the small local files.
 PROBES = 6
 ROWS = 1000  # 13 GSM8K-like and 20 OpenR1-like questions held out, at one in PROBE_ONE_IN
 
@@ -250,3 +249,29 @@ def test_bad_data_settings_stop_before_the_model_loads_with_one_line(tmp_path, c
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sparks: error: ")]
     assert lines == [f"sparks: error: {expected.format(data=data)}"]
     assert not (tmp_path / "run").exists()
+
+
+def test_sparks_pairs_with_a_dataset_writes_the_pairs_the_tracker_scores(tmp_path, random_model_dir, capsys):
+    """`sparks pairs --dataset gsm8k` draws the held-out questions the tracker draws, so its pair file
+    is the tracker's own pairs (and holds no training question)."""
+    from sparks.analysis.cli import main
+    from sparks.probes.pairs import load_pairs
+
+    local = write_gsm8k_snapshot(tmp_path / "gsm8k", gsm8k_rows(ROWS))
+    script_args, _, model_args = parse(
+        "grpo", gpu_recipe(tmp_path, "grpo", PROBES), "--dataset_name", "gsm8k", "--dataset_path", str(local),
+        "--output_dir", str(tmp_path / "run"),
+    )
+    tracker = script_args.tracker_config()
+    expected = tracker_pairs(tracker, script_args, model_args, TOKENIZER)
+    out = tmp_path / "pairs.jsonl"
+    assert main(["pairs", "--scheme", "style", "--model", str(random_model_dir), "--dataset", "gsm8k", "--dataset-path",
+                 str(local), "--count", str(PROBES), "--seed", str(tracker.seed), "--system-prompt",
+                 script_args.system_prompt, "--out", str(out)]) == 0
+    written = load_pairs(out)
+    assert [pair.clean_ids for pair in written] == [pair.clean_ids for pair in expected]
+    assert [pair.corrupted_ids for pair in written] == [pair.corrupted_ids for pair in expected]
+    assert all(is_probe_question(pair.meta["question"]) for pair in written)
+    assert main(["pairs", "--scheme", "style", "--model", str(random_model_dir), "--dataset", "gsm8k",
+                 "--questions", str(out), "--out", str(tmp_path / "other.jsonl")]) == 2
+    assert "sparks: error: --questions and --dataset are two sources of questions" in capsys.readouterr().err

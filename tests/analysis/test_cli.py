@@ -120,7 +120,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("missing_pairs", "does not exist"),
         ("missing_model", "model directory"),
         ("heads_syntax", "LAYER.HEAD"),
-        ("numbers_questions", "--questions works with --scheme style"),
+        ("numbers_questions", "--questions and --dataset work with --scheme style"),
         ("one_model", "--reasoning-model and --baseline-model are given together"),
         ("eap_kl", "--method eap with --metric kl scores exactly zero"),
     ],
