@@ -16,6 +16,7 @@ whatever ``tracker.strict`` says); its launcher then stops the others.
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,8 +44,19 @@ class SnapshotFailed(RuntimeError):
 class ShardedSnapshotFailed(RuntimeError):
     """Scoring a sharded model failed on this rank, whose peers may wait in the model's collectives.
 
-    Raised on this rank only, and fatal: no all-reduce can tell the others.
+    Raised on this rank only, and fatal: no all-reduce can tell the others. ``in_collective``: it was
+    raised by one of the model's collectives, as when another rank failed first and left.
     """
+
+    def __init__(self, message: str, *, in_collective: bool = False) -> None:
+        super().__init__(message)
+        self.in_collective = in_collective
+
+
+def _raised_in_collective(error: BaseException) -> bool:
+    """Whether ``error`` came out of torch.distributed (the innermost frame of its traceback is there)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}torch{os.sep}distributed{os.sep}" in frames[-1].filename
 
 
 @contextmanager
@@ -58,6 +70,13 @@ def _sharded_passes(model: nn.Module, step: int) -> Iterator[None]:
         rank = world()[0]
         logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, rank, traceback.format_exc())
         cause = traceback.format_exception_only(error)[-1].strip()
+        if _raised_in_collective(error):
+            raise ShardedSnapshotFailed(
+                f"tracker: the head snapshot at step {step} stopped on rank {rank}: a collective of the sharded "
+                f"model's forward or backward failed, as it does when another rank fails first (that rank's line "
+                f"names the cause): {cause}",
+                in_collective=True,
+            ) from error
         raise ShardedSnapshotFailed(
             f"tracker: the head snapshot at step {step} failed on rank {rank} inside a sharded model's forward or "
             f"backward (ZeRO-3/FSDP), where the other ranks wait in its collectives, so this rank stops whatever "

@@ -307,9 +307,11 @@ def first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def exit_with(error: Exception) -> None:
-    """Print one line naming the problem and stop with status 2; under a launcher the line also ends its output."""
+def exit_with(error: Exception, *, to_launcher: bool = True) -> None:
+    """Print one line naming the problem and stop with status 2; under a launcher the line also ends its
+    output, unless ``to_launcher`` is false (the line of a rank stopped by another rank's failure)."""
     line = f"sparks: error: {first_line(error)}"
     print(line, file=sys.stderr, flush=True)
-    report_to_launcher(line)
+    if to_launcher:
+        report_to_launcher(line)
     raise SystemExit(2)

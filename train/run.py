@@ -97,9 +97,16 @@ def train_and_save(trainer: Trainer, kind: str) -> None:
         if main_process:
             exit_with(error)
         raise SystemExit(2) from None
-    except ShardedSnapshotFailed as error:  # raised on the failing rank only; it names it, its launcher stops the others
-        exit_with(error)
+    except ShardedSnapshotFailed as error:
+        stop_rank(error)
     trainer.save_model(args.output_dir)
     trainer.save_state()
     if main_process:
         print(f"sparks: {kind} run written to {args.output_dir}", flush=True)
+
+
+def stop_rank(error: ShardedSnapshotFailed) -> None:
+    """End this rank after a sharded snapshot failed here (the others wait in the model's collectives, and
+    its launcher stops them). The rank that failed first names the cause last, in the launcher's report:
+    a rank whose collective failed after it only prints its own line."""
+    exit_with(error, to_launcher=not error.in_collective)

@@ -6,7 +6,7 @@ Also runs as two plain processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set
 The tracker (``strict: false``) scores the base model at train begin, then step 1, during which a
 forward pre-hook raises on rank 1 at its third pass through the second decoder layer, while rank 0
 goes on into the model's next all-gather. A ShardedSnapshotFailed ends a rank as train/run.py's
-``train_and_save`` ends it (``exit_with``); a rank that gets through both snapshots prints
+``train_and_save`` ends it (``stop_rank``); a rank that gets through both snapshots prints
 "rank R went on". ``TIMEOUT_SECONDS`` is the process group's timeout (``ddp_timeout`` in a recipe).
 """
 
@@ -26,8 +26,8 @@ from sparks.callbacks.snapshot import ShardedSnapshotFailed
 from sparks.callbacks.tracker import HeadTrackerCallback
 from sparks.probes.schemes import numbers_pairs
 from sparks.tasks import arith
-from sparks.train.arguments import exit_with
 from sparks.train.launcher import follow_launcher
+from sparks.train.run import stop_rank
 
 FAILING_RANK = 1
 FAILING_PASS = 3
@@ -68,7 +68,7 @@ def main(model_dir: str, out_dir: str, timeout: str) -> None:
         state.global_step = 1
         tracker.on_step_end(args, state, control, model=model)
     except ShardedSnapshotFailed as error:
-        exit_with(error)
+        stop_rank(error)
     print(f"rank {dist.get_rank()} went on", flush=True)
     dist.destroy_process_group()
 

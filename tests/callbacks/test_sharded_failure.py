@@ -28,6 +28,9 @@ def test_a_rank_failing_in_a_sharded_forward_stops_the_run_with_one_line(random_
             "or backward (ZeRO-3/FSDP)")
     lines = [text for text in output.splitlines() if text.startswith(line)]
     assert lines and lines[0].endswith("RuntimeError: injected failure in the middle of a sharded forward"), output[-6000:]
+    errors = [text for text in output.splitlines() if text.startswith("sparks: error:")]
+    assert errors[-1].startswith(line), "the rank that failed first has the last word"
+    assert not any("on rank 0 inside" in text for text in errors), "rank 0, stopped by rank 1, does not claim the failure"
     root_cause = output.split("Root Cause", 1)[-1]
     assert "rank      : 1" in root_cause and "injected failure" in root_cause, "the launcher's table names it"
     assert (tmp_path / "sparks/snapshots/step-00000000").is_dir(), "the sharded base model was scored and stored"
