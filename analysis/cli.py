@@ -3,6 +3,8 @@
     sparks pairs --scheme numbers --model outputs/tiny-base --split probe --levels 1 2 3 --count 64 --out pairs.jsonl
     sparks pairs --scheme style --model outputs/tiny-base --reasoning-model outputs/tiny-grpo --baseline-model outputs/tiny-base --out style.jsonl
     sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
+    sparks compare outputs/tiny-grpo outputs/tiny-sft --out compare/
+    sparks rescore outputs/tiny-grpo-saved --base outputs/tiny-base --method eap --metric logit_diff
 
 Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
 range, a model without the expected modules, a model whose scores are NaN or inf) ends with one
@@ -210,6 +212,25 @@ def score_command(args: argparse.Namespace) -> None:
           f"faithfulness {stats.faithfulness:.2f} [{stats.faithfulness_interval[0]:.2f}, {stats.faithfulness_interval[1]:.2f}], null churn {stats.null_churn:.1f} heads); wrote {out}")
 
 
+def rescore_command(args: argparse.Namespace) -> None:
+    from sparks.analysis.rescore import SETTINGS, rescore
+
+    changes = {setting: value for setting in SETTINGS if (value := getattr(args, setting)) is not None}
+    out = rescore(args.run_dir, changes, pairs=args.pairs, name=args.name, base=args.base, force=args.force,
+                  dtype=args.dtype, device=args.device)
+    print(f"wrote {out}")
+
+
+def compare_command(args: argparse.Namespace) -> None:
+    """Runs side by side: one self-contained HTML report and a PNG per figure (analysis.compare_report)."""
+    from sparks.analysis.compare_report import write_report
+
+    report, compared, warnings = write_report(args.run_dirs, args.out)
+    for warning in warnings:
+        print(f"sparks: warning: {warning}", file=sys.stderr)
+    print(f"compared {', '.join(compared)}; wrote {report}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sparks", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -263,6 +284,30 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     score.set_defaults(run=score_command)
+
+    compare = commands.add_parser("compare", help="compare tracked runs side by side: HTML report and PNGs")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a tracked run's output directory (or its sparks/)")
+    compare.add_argument("--out", required=True, help="a new (or empty) directory for report.html and the PNGs")
+    compare.set_defaults(run=compare_command)
+
+    rescore = commands.add_parser("rescore", help="score a run's saved checkpoints again, beside its live snapshots")
+    rescore.add_argument("run_dir", help="a tracked run's output directory, with checkpoint-* directories")
+    rescore.add_argument("--name", help="stored as RUN_DIR/rescores/NAME (default: METHOD-LEVEL-METRIC)")
+    rescore.add_argument("--force", action="store_true", help="replace an existing rescore of that name")
+    rescore.add_argument("--base", help="the base model, scored as step 0 (default: the one a LoRA run's adapters name; "
+                                        "a full-model run's checkpoints name none)")
+    rescore.add_argument("--pairs", help="another pair file (default: the pairs the run scored)")
+    for setting, kind, choices in (
+        ("method", str, METHODS), ("level", str, LEVELS), ("metric", str, sorted(METRICS)), ("ig-steps", int, None),
+        ("ig-rule", str, IG_RULES), ("num-problems", int, None), ("mass", float, None), ("top-n", int, None),
+        ("tau", float, None), ("aggregation", str, AGGREGATIONS), ("replicates", int, None),
+        ("confidence", float, None), ("batch-size", int, None), ("chunk-size", int, None),
+    ):
+        rescore.add_argument(f"--{setting}", type=kind, choices=choices, help="default: the run's tracker setting")
+    rescore.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float64"], default="auto",
+                         help="default: the dtype the checkpoints were saved in")
+    rescore.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    rescore.set_defaults(run=rescore_command)
     return root
 
 
