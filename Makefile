@@ -17,7 +17,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test base-model sft evaluate clean
+.PHONY: install demo test base-model sft grpo compare evaluate clean
 
 install: $(VENV)/.installed
 
@@ -41,12 +41,20 @@ base-model: $(BASE_MODEL)/model.safetensors
 $(BASE_MODEL)/model.safetensors: | $(VENV)/.installed
 	$(BIN)/python train/pretrain.py --config configs/tiny/pretrain.yaml --output_dir $(BASE_MODEL)
 
-# The demo and the SFT run start afresh each time; a run store is never overwritten by the scripts themselves.
-demo: $(BASE_MODEL)/model.safetensors
-	@[ ! -d outputs/tiny-grpo ] || { echo "sparks: replacing the previous demo run in outputs/tiny-grpo"; rm -rf outputs/tiny-grpo; }
+# The demo: SFT and GRPO from the same base, both tracked, then compared side by side. Each run starts
+# afresh; a run store is never overwritten by the scripts themselves, so the targets remove the old one.
+demo: sft grpo compare
+	@echo "sparks: head lineages stored in outputs/tiny-sft/sparks/ and outputs/tiny-grpo/sparks/"
+	@echo "sparks: SFT against GRPO, side by side: outputs/tiny-compare/report.html"
+	@echo "sparks: open the live heads dashboard with: $(BIN)/trackio show --project sparks"
+
+compare: | $(VENV)/.installed
+	@[ ! -d outputs/tiny-compare ] || { echo "sparks: replacing the previous comparison in outputs/tiny-compare"; rm -rf outputs/tiny-compare; }
+	$(BIN)/sparks compare outputs/tiny-sft outputs/tiny-grpo --out outputs/tiny-compare
+
+grpo: $(BASE_MODEL)/model.safetensors
+	@[ ! -d outputs/tiny-grpo ] || { echo "sparks: replacing the previous GRPO run in outputs/tiny-grpo"; rm -rf outputs/tiny-grpo; }
 	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml train/grpo.py --config configs/tiny/grpo.yaml
-	@echo "sparks: head lineage stored in outputs/tiny-grpo/sparks/"
-	@echo "sparks: open the heads dashboard with: $(BIN)/trackio show --project sparks"
 
 sft: $(BASE_MODEL)/model.safetensors
 	@[ ! -d outputs/tiny-sft ] || { echo "sparks: replacing the previous SFT run in outputs/tiny-sft"; rm -rf outputs/tiny-sft; }
