@@ -225,10 +225,18 @@ def compare_command(args: argparse.Namespace) -> None:
     """Runs side by side: one self-contained HTML report and a PNG per figure (analysis.compare_report)."""
     from sparks.analysis.compare_report import write_report
 
+    if not args.wandb and (args.project or args.group):
+        raise ValueError(f"{'--project' if args.project else '--group'} names where --wandb logs the comparison: add --wandb")
+    if args.wandb:
+        from sparks.analysis.compare_wandb import log_comparison, wandb_identity
+
+        identity = wandb_identity(args.run_dirs, args.project, args.group)
     report, compared, warnings = write_report(args.run_dirs, args.out)
     for warning in warnings:
         print(f"sparks: warning: {warning}", file=sys.stderr)
     print(f"compared {', '.join(compared)}; wrote {report}")
+    if args.wandb:
+        print(log_comparison(report, identity, compared, warnings))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -288,14 +296,19 @@ def parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="compare tracked runs side by side: HTML report and PNGs")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a tracked run's output directory (or its sparks/)")
     compare.add_argument("--out", required=True, help="a new (or empty) directory for report.html and the PNGs")
+    compare.add_argument("--wandb", action="store_true",
+                         help="also log the report to W&B: one run of job type compare in the runs' group (offline with WANDB_MODE=offline)")
+    compare.add_argument("--project", help="with --wandb: the W&B project (default: sparks; WANDB_PROJECT wins)")
+    compare.add_argument("--group", help="with --wandb: the W&B group (default: the one group the runs' tracker configs name; "
+                                         "WANDB_RUN_GROUP wins)")
     compare.set_defaults(run=compare_command)
 
     rescore = commands.add_parser("rescore", help="score a run's saved checkpoints again, beside its live snapshots")
     rescore.add_argument("run_dir", help="a tracked run's output directory, with checkpoint-* directories")
     rescore.add_argument("--name", help="stored as RUN_DIR/rescores/NAME (default: METHOD-LEVEL-METRIC)")
     rescore.add_argument("--force", action="store_true", help="replace an existing rescore of that name")
-    rescore.add_argument("--base", help="the base model, scored as step 0 (default: the one a LoRA run's adapters name; "
-                                        "a full-model run's checkpoints name none)")
+    rescore.add_argument("--base", help="the base model, scored as step 0 (default: the one a LoRA run's adapters name, "
+                                        "else the one run.json records)")
     rescore.add_argument("--pairs", help="another pair file (default: the pairs the run scored)")
     for setting, kind, choices in (
         ("method", str, METHODS), ("level", str, LEVELS), ("metric", str, sorted(METRICS)), ("ig-steps", int, None),

@@ -1,7 +1,8 @@
 """``sparks rescore RUN_DIR``: score the checkpoints a tracked run saved again, as a second scoring of the run.
 
 Each ``checkpoint-N`` of the run, its final model when no checkpoint holds its last step, and the
-base model as step 0 when known (``--base``, or the base a LoRA run's adapters name) are loaded and scored
+base model as step 0 when known (``--base``, the base a LoRA run's adapters name, or the one run.json
+records) are loaded and scored
 the way the live tracker scores a snapshot (callbacks.snapshot.score_snapshot), by default with the
 run's own tracker settings and probe pairs; the lineage, reward windows and summary are then built
 by the tracker's recorder (callbacks.recorder) over the run's logged series. The result is a whole
@@ -94,9 +95,10 @@ def adapter_base(path: Path) -> str | None:
     return json.loads(config.read_text()).get("base_model_name_or_path")
 
 
-def base_model(sources: list[Source], base: str | None) -> Path | None:
-    """The base model directory: ``base`` when given, else the one a LoRA run's adapters name (None for a full-model run)."""
-    named = base or next((name for source in sources if (name := adapter_base(source.path))), None)
+def base_model(sources: list[Source], base: str | None, recorded: str | None = None) -> Path | None:
+    """The base model directory: ``base`` when given, else the one a LoRA run's adapters name, else the
+    one the run recorded (run.json ``base_model``; None for a run from before it was recorded)."""
+    named = base or next((name for source in sources if (name := adapter_base(source.path))), None) or recorded
     if named is None:
         return None
     if not Path(named).is_dir():
@@ -174,7 +176,7 @@ def rescore(
         raise RescoreError(f"{run_dir}: not a tracked run (no sparks/run.json; train with a tracker: section)")
     run = live.run()
     sources = checkpoint_sources(run_dir)
-    base_dir = base_model(sources, base)
+    base_dir = base_model(sources, base, run.get("base_model"))
     if base_dir is not None:
         sources = [Source(0, base_dir)] + [source for source in sources if source.step != 0]
     stored = SETTINGS_SINCE | run["config"]

@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ from sparks.probes.edges import EdgeGraph
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.schemes import BASELINE_OPENING, REASONING_OPENING, arith_style_pairs, numbers_pairs, style_pairs
 from sparks.probes.scoring import graph_of
-from sparks.probes.sites import resolve
+from sparks.probes.sites import resolve, unwrap
 from sparks.probes.statistics import SnapshotStats
 from sparks.tasks import arith
 
@@ -60,6 +61,15 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
             name_list = [] if name == "none" else [name]
         names += [item for item in name_list if item not in names]
     return names
+
+
+def base_model_path(model: nn.Module) -> str | None:
+    """Where the trained model was loaded from (its ``name_or_path``, under a PEFT wrapper too): a local
+    directory made absolute, a hub name as it is; what ``sparks rescore`` scores as step 0."""
+    name = getattr(unwrap(model), "name_or_path", None)
+    if not name:
+        return None
+    return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
 
 
 def probe_pairs(
@@ -275,7 +285,7 @@ class HeadTrackerCallback(TrainerCallback):
                       f"the lineage starts here, without the base model's circuit", flush=True)
             lineage = HeadLineage(self.config.confidence)
             store.start({"config": self.config.as_dict(), "job_type": self.job_type, "pairs": len(self.pairs),
-                         "model": layout}, self.pairs)
+                         "model": layout, "base_model": base_model_path(model)}, self.pairs)
             store.append("metrics.jsonl", records)
         recorder = SnapshotRecorder(self.config, store, lineage, self.dashboards or [], series)
         if step > 0:

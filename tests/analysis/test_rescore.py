@@ -102,7 +102,8 @@ def test_other_settings_are_a_second_scoring_stored_beside(run_dir, same_setting
     for step in (0, 2, 4):
         assert not torch.allclose(_scores(eap, step)["mean"], _scores(run_dir, step)["mean"])
     edges = run_dir / "rescores" / "edges"
-    assert lineage_of(edges).steps == [2, 4]  # a full-model run's checkpoints name no base model: no step 0 without --base
+    assert lineage_of(edges).steps == [0, 2, 4]  # without --base: the base model the run recorded
+    assert RunStore(run_dir).run()["base_model"] == str(base_model_dir.resolve())
     run = RunStore(edges).run()
     assert run["rescore"]["changed"] == {"level": ["node", "edge"], "top_n": [5000, 30], "tau": [0.1, 0.0],
                                          "num_problems": [16, 8], "pairs": [16, 8]}
