@@ -3,7 +3,7 @@
     sparks pairs --scheme numbers --model outputs/tiny-base --split probe --levels 1 2 3 --count 64 --out pairs.jsonl
     sparks pairs --scheme style --model outputs/tiny-base --reasoning-model outputs/tiny-grpo --baseline-model outputs/tiny-base --out style.jsonl
     sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
-    sparks compare outputs/tiny-grpo outputs/tiny-sft --out compare/
+    sparks compare outputs/tiny-grpo outputs/tiny-sft --out compare/ --wandb
     sparks rescore outputs/tiny-grpo-saved --base outputs/tiny-base --method eap --metric logit_diff
 
 Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
@@ -222,7 +222,8 @@ def rescore_command(args: argparse.Namespace) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> None:
-    """Runs side by side: one self-contained HTML report and a PNG per figure (analysis.compare_report)."""
+    """Runs side by side: one self-contained HTML report and a PNG per figure (analysis.compare_report); with
+    ``--wandb`` also one W&B run of job type compare (analysis.compare_wandb), its target checked before the report is drawn."""
     from sparks.analysis.compare_report import write_report
 
     if not args.wandb and (args.project or args.group):

@@ -49,7 +49,7 @@ class Run:
     summary: dict[str, Any]
 
 
-def _store_of(path: Path) -> RunStore:
+def store_of(path: Path) -> RunStore:
     """The run store of an output directory (holding ``sparks/``) or of the ``sparks/`` directory itself."""
     if not path.is_dir():
         raise RunStoreError(f"{path}: no such directory")
@@ -63,7 +63,7 @@ def _store_of(path: Path) -> RunStore:
 def load_run(path: str | Path, name: str | None = None) -> Run:
     """Read one run store; a directory that is not a run, or a run without snapshots, raises one line saying so."""
     path = Path(path)
-    store = _store_of(path)
+    store = store_of(path)
     run = store.run()
     if not store.holds_lineage():
         raise RunStoreError(f"{path}: the run has no snapshots yet (no lineage.json): nothing to compare")
@@ -84,7 +84,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Read the runs, named by their output directories (with the parent directory's name, or the whole path, where two share one)."""
     paths = [Path(path) for path in paths]
-    roots = [_store_of(path).root.parent.resolve() for path in paths]
+    roots = [store_of(path).root.parent.resolve() for path in paths]
     twice = sorted({str(root) for root in roots if roots.count(root) > 1})
     if twice:
         raise RunStoreError(f"the same run is given twice: {', '.join(twice)}")
