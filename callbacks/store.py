@@ -1,10 +1,12 @@
 """The run store: everything the tracker learns, on disk under ``<output_dir>/sparks/``.
 
 Written by the main process only, so nothing is lost when a dashboard is unreachable and a run can
-be analysed later. Layout (format ``sparks-run``, version 2):
+be analysed later. Layout (format ``sparks-run``, version 3; version 2 lacks ``base_model``):
 
-- ``run.json``: format, version, tracker config, model head layout, job type, pair count, and
-  ``resumes``: one {step, changed} entry per resume, naming the settings that changed there.
+- ``run.json``: format, version, tracker config, model head layout, job type, pair count,
+  ``base_model`` (where the trained model was loaded from), and ``resumes``: one {step, changed}
+  entry per resume, naming the settings that changed there. A store written by ``sparks rescore``
+  adds ``rescore``: the run, the model scored at each step, the settings changed.
 - ``pairs.jsonl``: the probe pairs scored at every snapshot (probes.pairs format).
 - ``snapshots/step-XXXXXXXX/snapshot.json``: step, seconds, circuit heads, windowed series (e.g.
   the reward since the previous snapshot), pairs scored, and the uncertainty (probes.statistics):
@@ -52,7 +54,10 @@ from sparks.probes.circuit import Circuit
 from sparks.probes.pairs import Pair, load_pairs, save_pairs
 
 FORMAT = "sparks-run"
-VERSION = 2
+VERSION = 3
+READABLE = (2, 3)
+"""Versions this code reads: v3 adds run.json's ``base_model`` (what the run was loaded from) and its
+``rescore`` record (a store written by ``sparks rescore``); a v2 store reads as it is, without them."""
 LINEAGE_SETTINGS = (
     "every", "method", "level", "metric", "ig_steps", "ig_rule", "pairs", "scheme", "num_problems", "levels", "seed",
     "mass", "top_n", "tau", "aggregation", "replicates", "confidence",
@@ -166,8 +171,15 @@ class RunStore:
             record = json.loads((self.root / "run.json").read_text())
         except (OSError, ValueError) as error:
             raise RunStoreError(f"{self.root / 'run.json'}: unreadable ({error})") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("version") != VERSION:
-            raise RunStoreError(f"{self.root}: not a {FORMAT} v{VERSION} run store")
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise RunStoreError(f"{self.root}: not a {FORMAT} run store")
+        version = record.get("version")
+        if isinstance(version, int) and version > VERSION:
+            raise RunStoreError(f"{self.root}: a {FORMAT} v{version} run store, written by a newer sparks; this one "
+                                f"reads v{READABLE[0]} to v{VERSION}: upgrade sparks to read it")
+        if version not in READABLE:
+            raise RunStoreError(f"{self.root}: a {FORMAT} store of version {version!r}, which this sparks cannot read "
+                                f"(it reads v{READABLE[0]} to v{VERSION})")
         return record
 
     def resume(self, step: int, series: Sequence[dict[str, Any]]) -> Resumed | None:

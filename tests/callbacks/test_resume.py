@@ -330,3 +330,19 @@ def test_a_store_from_before_ig_rule_resumes_as_scored_with_the_right_rule(tmp_p
     assert store.check_settings(config | {"ig_rule": "right"}) == {}
     with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"^tracker.ig_rule: .* scored with 'right', this run asks for 'midpoint'"):
         store.check_settings(config | {"ig_rule": "midpoint"})
+
+
+def test_a_v2_store_reads_and_a_newer_one_is_refused_in_one_line(tmp_path):
+    """v3 only adds to run.json (base_model, rescore), so a v2 store still reads; a store written by a
+    newer sparks says to upgrade rather than being misread."""
+    store = sparks.callbacks.store.RunStore(tmp_path)
+    store.root.mkdir(parents=True)
+    for version in (2, 3):
+        (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": version, "config": {}}))
+        assert store.run()["version"] == version
+    (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": 4, "config": {}}))
+    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"v4 run store, written by a newer sparks; .* upgrade"):
+        store.run()
+    (store.root / "run.json").write_text(json.dumps({"format": "other", "version": 3}))
+    with pytest.raises(sparks.callbacks.store.RunStoreError, match="not a sparks-run run store"):
+        store.run()
