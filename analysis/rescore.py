@@ -35,10 +35,9 @@ from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
 from sparks.callbacks.store import SETTINGS_SINCE, RunStore
-from sparks.callbacks.tracker import probe_pairs
+from sparks.callbacks.tracker import head_layout, probe_pairs
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.scoring import graph_of
-from sparks.probes.sites import resolve
 
 RESCORES = "rescores"
 """The folder of a run directory that holds its rescores, one run directory per name."""
@@ -238,11 +237,8 @@ def _score_all(
     for source in tqdm(sources, desc="rescoring", unit="model"):
         model = load_model(source, base, dtype, device)
         if recorder is None:
-            sites = resolve(model)
-            layout = {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
-                      "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
             store.start({"config": config.as_dict(), "job_type": run.get("job_type"), "pairs": len(pairs),
-                         "model": layout, "rescore": record}, pairs)
+                         "model": head_layout(model), "rescore": record}, pairs)
             store.append("metrics.jsonl", metrics)
             recorder = SnapshotRecorder(config, store, HeadLineage(config.confidence), [], series)
         start = time.perf_counter()

@@ -63,6 +63,13 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
     return names
 
 
+def head_layout(model: nn.Module) -> dict[str, Any]:
+    """The model's type and head geometry, as run.json records it: runs with another layout are not comparable."""
+    sites = resolve(model)
+    return {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
+            "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
+
+
 def base_model_path(model: nn.Module) -> str | None:
     """Where the trained model was loaded from (its ``name_or_path``, under a PEFT wrapper too): a local
     directory made absolute, a hub name as it is; what ``sparks rescore`` scores as step 0."""
@@ -266,9 +273,7 @@ class HeadTrackerCallback(TrainerCallback):
     def _open_recorder(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> SnapshotRecorder:
         """The recorder over a fresh run store, or over the stored run resumed at this step (same settings, pairs and heads)."""
         store, step = RunStore(args.output_dir), state.global_step
-        sites = resolve(model)
-        layout = {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
-                  "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
+        layout = head_layout(model)
         series = [(int(entry["step"]), values) for entry in state.log_history
                   if "step" in entry and (values := kept_series(entry))]
         records = [{"step": logged_step, **values} for logged_step, values in series]
