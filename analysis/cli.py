@@ -232,12 +232,12 @@ def compare_command(args: argparse.Namespace) -> None:
         from sparks.analysis.compare_wandb import log_comparison, wandb_identity
 
         identity = wandb_identity(args.run_dirs, args.project, args.group)
-    report, compared, warnings = write_report(args.run_dirs, args.out)
-    for warning in warnings:
+    report = write_report(args.run_dirs, args.out)
+    for warning in report.warnings:
         print(f"sparks: warning: {warning}", file=sys.stderr)
-    print(f"compared {', '.join(compared)}; wrote {report}")
+    print(f"compared {', '.join(report.compared)}; wrote {report.path}")
     if args.wandb:
-        print(log_comparison(report, identity, compared, warnings))
+        print(log_comparison(report, identity))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -310,35 +310,43 @@ def _estimate(estimate: Estimate, digits: int = 2) -> str:
     return f"{_number(estimate.value, digits)} [{_number(estimate.low, digits)}, {_number(estimate.high, digits)}]"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+@dataclass(frozen=True)
+class Table:
+    """One of the report's tables: its header and rows of cell texts, as the page shows them."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+    def html(self, table_id: str) -> str:
+        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in self.rows)
+        return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def summary_table(summaries: Sequence[RunSummary]) -> str:
+def summary_table(summaries: Sequence[RunSummary]) -> Table:
     """Per run: behaviour, share of born heads alive at the end, confident churn / null churn, median lifespan, final emergent heads."""
     header = ["run", "snapshots", "behaves", "born heads alive at the end", "confident churn / null churn",
               "median lifespan (steps)", "final emergent heads"]
     rows = [[row.name, str(row.snapshots), row.mode, _estimate(row.share_alive), _estimate(row.churn_ratio),
              _estimate(row.median_lifespan, 0), _estimate(row.final_emergent, 0)] for row in summaries]
-    return _table(header, rows, "summary")
+    return Table(header, rows)
 
 
-def alignment_table(runs: Sequence[Run]) -> str:
+def alignment_table(runs: Sequence[Run]) -> Table:
     """The reward-alignment statistics of every run's summary, with the lag-search corrected p and its Holm adjustment."""
     header = ["run", "series", "method", "r", "lag", "n", "p (lag search)", "p (Holm, run's tests)", "note"]
     rows = [[run.name, row["series"], row["method"], _number(row["r"]), "–" if row["lag"] is None else str(row["lag"]), str(row["n"]), _number(row["p"], 3),
              _number(row["p_holm"], 3), "insufficient pairs" if row["insufficient"] else ""]
             for run in runs for row in alignment_rows(run.summary)]
-    return _table(header, rows, "alignment")
+    return Table(header, rows)
 
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f4f4f4}.warning{color:#a94400}"""
 
 
-def page(runs: Sequence[Run], summaries: Sequence[RunSummary], drawn: Sequence[Chart], warnings: Sequence[str]) -> str:
+def page(runs: Sequence[Run], summaries: Sequence[RunSummary], tables: dict[str, Table], drawn: Sequence[Chart],
+         warnings: Sequence[str]) -> str:
     """The report's HTML: warnings, the summary table, the alignment table, then every chart, plotly.js inline once."""
     figures = "".join(
         f'<section><h2>{html.escape(chart.title)}</h2>'
@@ -359,8 +367,8 @@ def page(runs: Sequence[Run], summaries: Sequence[RunSummary], drawn: Sequence[C
         f"interval of its share of born heads alive at the end lies above {CUMULATIVE_SHARE}, dynamically when below it.")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>sparks compare: {html.escape(", ".join(run.name for run in runs))}'
             f'</title><style>{STYLE}</style></head><body><h1>sparks compare</h1>'
-            f'<ul id="warnings">{notes}</ul><h2>Summary</h2><p>{html.escape(explanation)}</p>{summary_table(summaries)}'
-            f'<h2>Reward alignment</h2>{alignment_table(runs)}{figures}'
+            f'<ul id="warnings">{notes}</ul><h2>Summary</h2><p>{html.escape(explanation)}</p>{tables["summary"].html("summary")}'
+            f'<h2>Reward alignment</h2>{tables["alignment"].html("alignment")}{figures}'
             f'<script type="application/json" id="sparks-data">{html.escape(json.dumps(data, allow_nan=False), quote=False)}</script>'
             f'</body></html>')
 
@@ -388,9 +396,19 @@ def _target(out: Path) -> Path:
     return parent
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, list[str], list[str]]:
-    """Compare the runs into ``out`` (report.html and a PNG per chart); return the page, the runs compared and the warnings
-    (runs left out, settings that differ).
+@dataclass(frozen=True)
+class Report:
+    """A written report: its page (the PNGs beside it), the runs compared, the warnings (runs left out,
+    settings that differ) and its tables ("summary", "alignment") as the page shows them."""
+
+    path: Path
+    compared: list[str]
+    warnings: list[str]
+    tables: dict[str, Table]
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Report:
+    """Compare the runs into ``out`` (report.html and a PNG per chart).
 
     Bad input (a directory that is not a run, a run without snapshots, no two comparable runs, an
     ``out`` that cannot be written) raises RunStoreError or OSError, one line, leaving nothing behind.
@@ -401,6 +419,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path,
     replicates = [replicate_lineages(run.lineage) for run in kept]
     summaries = [summarise(run, others) for run, others in zip(kept, replicates)]
     drawn = charts(kept, replicates)
+    tables = {"summary": summary_table(summaries), "alignment": alignment_table(kept)}
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     except OSError as error:
@@ -408,10 +427,10 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path,
     try:
         for chart in drawn:
             save_png(matplotlib_figure(chart), staging / f"{chart.name}.png")
-        (staging / REPORT).write_text(page(kept, summaries, drawn, warnings))
+        (staging / REPORT).write_text(page(kept, summaries, tables, drawn, warnings))
         staging.chmod(0o755)  # mkdtemp makes it private; the report is meant to be read
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out / REPORT, [run.name for run in kept], warnings
+    return Report(out / REPORT, [run.name for run in kept], warnings, tables)

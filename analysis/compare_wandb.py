@@ -2,7 +2,7 @@
 compared runs' group, so it sits beside the runs it compares.
 
 The run holds the report's summary and reward-alignment tables as ``wandb.Table``s, cell for cell as the
-page shows them (read back from the written page, so W&B and the page cannot disagree), each figure's
+page shows them (the same Table objects the page is written from), each figure's
 PNG as a ``wandb.Image`` (W&B draws images the same online and synced from offline), and the page
 itself as ``wandb.Html`` (its Plotly figures stay interactive there: plotly.js is inline). Project and
 group follow the project's rule (callbacks.wandb_dashboard.run_identity): a user's WANDB_PROJECT and
@@ -13,16 +13,14 @@ WANDB_RUN_GROUP win. The job type is always "compare", what marks this run as th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 
 from sparks.analysis.compare import store_of
+from sparks.analysis.compare_report import Report
 from sparks.callbacks.wandb_dashboard import run_identity
 
 JOB_TYPE = "compare"
 PROJECT = "sparks"
-TABLES = ("summary", "alignment")
-"""The ids of the report's tables, each logged as ``compare/<id>``."""
 
 
 class WandbCompareError(ValueError):
@@ -52,70 +50,21 @@ def wandb_identity(run_dirs: Sequence[str | Path], project: str | None, group: s
     return identity | {"job_type": JOB_TYPE}
 
 
-class _TableReader(HTMLParser):
-    """The header and rows of each ``<table id=...>`` of the report, cell texts as the page shows them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[str, tuple[list[str], list[list[str]]]] = {}
-        self.table: str | None = None
-        self.row: list[str] | None = None
-        self.cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "table":
-            self.table = dict(attrs).get("id")
-            self.tables[self.table] = ([], [])
-        elif self.table is not None and tag == "tr":
-            self.row = []
-        elif self.row is not None and tag in ("td", "th"):
-            self.cell = []
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self.cell is not None:
-            self.row.append("".join(self.cell))
-            self.cell = None
-        elif tag == "tr" and self.row is not None:
-            header, rows = self.tables[self.table]
-            if header:
-                rows.append(self.row)
-            else:
-                header.extend(self.row)
-            self.row = None
-        elif tag == "table":
-            self.table = None
-
-
-def report_tables(page: str) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """The report page's tables by id: header and rows of cell texts."""
-    reader = _TableReader()
-    reader.feed(page)
-    reader.close()
-    missing = [name for name in TABLES if name not in reader.tables]
-    if missing:
-        raise WandbCompareError(f"--wandb: the report has no {', '.join(missing)} table")
-    return reader.tables
-
-
-def log_comparison(report: Path, identity: dict[str, str], compared: Sequence[str], warnings: Sequence[str]) -> str:
-    """Log the written report (``report``, its PNGs beside it) as one finished W&B run; return a line saying where it went."""
+def log_comparison(report: Report, identity: dict[str, str]) -> str:
+    """Log the written report (its PNGs beside it) as one finished W&B run; return a line saying where it went."""
     import wandb
 
-    tables = report_tables(report.read_text())
     try:
-        run = wandb.init(name=f"compare {' vs '.join(compared)}", config={"runs": list(compared), "warnings": list(warnings),
-                                                                         "report": str(report.absolute())}, **identity)
+        run = wandb.init(name=f"compare {' vs '.join(report.compared)}",
+                         config={"runs": report.compared, "warnings": report.warnings, "report": str(report.path.absolute())},
+                         **identity)
     except wandb.errors.Error as error:
         raise WandbCompareError(f"--wandb: W&B did not start the run ({str(error).strip().splitlines()[0]}); "
-                                f"the report is at {report}") from None
+                                f"the report is at {report.path}") from None
     try:
-        logged = {f"compare/{name}": wandb.Table(columns=tables[name][0], data=tables[name][1]) for name in TABLES}
-        logged |= {f"compare/{png.stem}": wandb.Image(str(png)) for png in sorted(report.parent.glob("*.png"))}
-        run.log(logged | {"compare/report": wandb.Html(str(report), inject=False)})
+        logged = {f"compare/{name}": wandb.Table(columns=table.header, data=table.rows) for name, table in report.tables.items()}
+        logged |= {f"compare/{png.stem}": wandb.Image(str(png)) for png in sorted(report.path.parent.glob("*.png"))}
+        run.log(logged | {"compare/report": wandb.Html(str(report.path), inject=False)})
     except BaseException:
         run.finish(exit_code=1)
         raise

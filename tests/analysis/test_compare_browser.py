@@ -56,7 +56,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on 
 def page(tmp_path_factory):
     """The listened-to copy of a two-run report: its path and what the listener recorded."""
     root = tmp_path_factory.mktemp("browser")
-    report, _, _ = write_report([write_run(root / name, name) for name in ("cumulative", "dynamic")], root / "compare")
+    report = write_report([write_run(root / name, name) for name in ("cumulative", "dynamic")], root / "compare").path
     copy = root / "listened.html"
     copy.write_text(report.read_text().replace("<head>", "<head>" + LISTENER, 1))
     dom = subprocess.run([CHROMIUM, *OFFLINE, f"--window-size={WIDTH},2000", "--dump-dom", copy.as_uri()],
