@@ -67,8 +67,8 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     run = store.run()
     if not store.holds_lineage():
         raise RunStoreError(f"{path}: the run has no snapshots yet (no lineage.json): nothing to compare")
+    lineage = store.lineage()
     try:
-        lineage = HeadLineage.from_state_dict(json.loads((store.root / "lineage.json").read_text()))
         records = [json.loads((snapshot_dir(store.root, step) / "snapshot.json").read_text()) for step in lineage.steps]
         summary_path = store.root / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

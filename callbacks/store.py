@@ -182,6 +182,13 @@ class RunStore:
                                 f"(it reads v{READABLE[0]} to v{VERSION})")
         return record
 
+    def lineage(self) -> HeadLineage:
+        """The committed lineage (lineage.json); RunStoreError naming the file when it cannot be read."""
+        try:
+            return HeadLineage.from_state_dict(json.loads((self.root / "lineage.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunStoreError(f"{self.root / 'lineage.json'}: unreadable ({error})") from None
+
     def resume(self, step: int, series: Sequence[dict[str, Any]]) -> Resumed | None:
         """Reopen the run at ``step`` (None when no lineage was committed here).
 
@@ -193,10 +200,9 @@ class RunStore:
             return None
         self.run()
         try:
-            lineage = HeadLineage.from_state_dict(json.loads((self.root / "lineage.json").read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RunStoreError(f"{self.root / 'lineage.json'}: unreadable ({error}); the lineage cannot be resumed: "
-                                f"set --output_dir to a new directory") from None
+            lineage = self.lineage()
+        except RunStoreError as error:
+            raise RunStoreError(f"{error}; the lineage cannot be resumed: set --output_dir to a new directory") from None
         kept = lineage.until(step)
         notes = []
         later = [later_step for later_step in lineage.steps if later_step > step]
