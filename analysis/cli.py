@@ -5,6 +5,7 @@
     sparks score --model outputs/tiny-base --pairs pairs.jsonl --method eap-ig --level edge --metric kl --out scores/
     sparks compare outputs/tiny-grpo outputs/tiny-sft --out compare/ --wandb
     sparks rescore outputs/tiny-grpo-saved --base outputs/tiny-base --method eap --metric logit_diff
+    sparks think --model outputs/tiny-base --out think/
 
 Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
 range, a model without the expected modules, a model whose scores are NaN or inf) ends with one
@@ -21,21 +22,23 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from sparks.analysis.ablate import INTERVENTIONS
+from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.callbacks.plots import head_heatmap, save_png
-from sparks.probes.bootstrap import poisson_weights
-from sparks.probes.faithfulness import pair_effects
 from sparks.probes.ig import IG_RULE, IG_RULES
-from sparks.probes.scoring import LEVELS, METHODS, graph_of, score_pairs
-from sparks.probes.statistics import AGGREGATIONS, NonFiniteScores, ScoreSums, Selection, SnapshotStats
+from sparks.probes.scoring import LEVELS, METHODS
+from sparks.probes.statistics import AGGREGATIONS, Selection
 from sparks.probes.metrics import METRICS
 from sparks.probes.openings import sample_openings
-from sparks.probes.pairs import load_pairs_for_model, save_pairs
+from sparks.probes.pairs import load_pairs, load_pairs_for_model, save_pairs
 from sparks.probes.schemes import (
     BASELINE_OPENING,
     REASONING_OPENING,
     ROLES,
     SCHEMES,
+    THINKING_MODES,
     arith_style_pairs,
+    has_thinking_switch,
     numbers_pairs,
     problem_meta,
     read_questions,
@@ -43,6 +46,7 @@ from sparks.probes.schemes import (
 )
 from sparks.tasks import arith
 from sparks.tasks.data import HUB_SOURCES, probe_questions
+from sparks.tasks.evaluation import MODES
 
 
 def _model_dir(path: str) -> str:
@@ -135,10 +139,7 @@ def score_command(args: argparse.Namespace) -> None:
     """Score heads or edges; every check (pair file, heads, finite scores) passes before ``--out`` is written."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if args.method == "eap" and args.metric == "kl":
-        raise ValueError("--method eap with --metric kl scores exactly zero (the KL gradient vanishes at the clean input)")
-    if args.replicates < 2:
-        raise ValueError(f"--replicates needs at least 2 bootstrap replicates, got {args.replicates}")
+    check_scoring(args.method, args.metric, args.replicates)
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
     heads = _heads(args.heads)
     model_dir = _model_dir(args.model)
@@ -148,34 +149,12 @@ def score_command(args: argparse.Namespace) -> None:
     pairs = load_pairs_for_model(args.pairs, model_dir, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
     model.to(args.device)
-    pad_id = model.config.pad_token_id or 0
-    scores = score_pairs(
-        model,
-        pairs,
-        method=args.method,
-        level=args.level,
-        metric=args.metric,
-        steps=args.ig_steps,
-        ig_rule=args.ig_rule,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        heads=heads,
-        pad_id=pad_id,
+    scored = score_circuit(
+        model, pairs, selection, name=args.model, method=args.method, metric=args.metric, ig_steps=args.ig_steps,
+        ig_rule=args.ig_rule, replicates=args.replicates, seed=args.seed, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, heads=heads,
     )
-    graph = graph_of(model)
-    scored = None
-    if heads is not None:
-        scored = torch.zeros(graph.num_layers, graph.num_heads, dtype=torch.bool)
-        for layer, head in heads:
-            scored[layer, head] = True
-    weights = torch.ones(len(pairs), dtype=torch.float64)
-    replicate_weights = poisson_weights(range(len(pairs)), args.replicates, args.seed)
-    try:
-        stats = SnapshotStats.of(ScoreSums.of(scores, graph, selection, weights, replicate_weights), graph, selection, scored)
-        effects = pair_effects(model, pairs, stats.circuit, metric=args.metric, batch_size=args.batch_size, pad_id=pad_id)
-        stats = stats.with_faithfulness(torch.cat([weights[None], replicate_weights]) @ effects.double())
-    except NonFiniteScores as error:
-        raise ValueError(f"{args.model}: {error}") from None
+    scores, stats = scored.scores, scored.stats
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))
@@ -212,6 +191,115 @@ def score_command(args: argparse.Namespace) -> None:
           f"faithfulness {stats.faithfulness:.2f} [{stats.faithfulness_interval[0]:.2f}, {stats.faithfulness_interval[1]:.2f}], null churn {stats.null_churn:.1f} heads); wrote {out}")
 
 
+def _swaps(args: argparse.Namespace, tokenizer) -> list[dict]:
+    """The number swaps sparks think scores: a number-swap pair file's, or drawn as ``sparks pairs --scheme numbers`` draws them."""
+    if args.pairs is not None:
+        if args.levels is not None or args.count is not None:
+            raise ValueError("--levels and --count draw the questions; --pairs brings its own: give one")
+        pairs = load_pairs(args.pairs)
+        for number, pair in enumerate(pairs, start=1):
+            if not all(isinstance(pair.meta.get(key), str) for key in ("question", "corrupted_question")):
+                raise ValueError(f"{args.pairs}: pair {number}: meta has no question and corrupted_question; sparks think "
+                                 "takes a number-swap pair file (sparks pairs --scheme numbers)")
+        return [pair.meta for pair in pairs]
+    levels = sorted(arith.LEVELS) if args.levels is None else args.levels
+    unknown = [level for level in levels if level not in arith.LEVELS]
+    if unknown:
+        raise ValueError(f"--levels: no level {unknown[0]}; the arithmetic world's levels are {', '.join(map(str, arith.LEVELS))}")
+    count = 64 if args.count is None else args.count
+    if count < 2:
+        raise ValueError(f"--count needs at least 2 questions to resample, got {count}")
+    problems = arith.problems("probe", levels, count, args.seed)
+    return [pair.meta for pair in numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)]
+
+
+def _think_table(summary: dict) -> str:
+    """The printed report of sparks think: heads, counts, sizes, faithfulness, verdict."""
+
+    def span(values: list, digits: int = 3) -> str:
+        return "[" + ", ".join("nan" if value is None else f"{value:.{digits}f}" for value in values) + "]"
+
+    lines = [f"{'head':>6}  {'category':<8}  {'conf':>5}  {'importance on':<24}  {'importance off':<24}"]
+    for row in summary["heads"]:
+        importance = [f"{row['importance'][mode]:.3f} {span(row['importance_interval'][mode])}" for mode in THINKING_MODES]
+        lines.append(f"{row['head'][0]:>4}.{row['head'][1]:<1}  {row['category']:<8}  {row['confidence']:>5.2f}"
+                     f"{'*' if row['confident'] else ' '} {importance[0]:<24}  {importance[1]:<24}")
+    lines.append("(* confident)")
+    for category, count in summary["counts"].items():
+        lines.append(f"{category:<8}: {count['raw']} heads (replicates 95% {span(count['interval'], 1)}), {count['confident']} confident")
+    for name, digits in (("size", 1), ("faithfulness", 3), ("efficiency", 3)):
+        parts = [f"{key} {'nan' if figure['value'] is None else format(figure['value'], f'.{digits}f')} "
+                 f"{span(figure['interval'], digits)}" for key, figure in summary[name].items()]
+        lines.append(f"{name}: " + "; ".join(parts))
+    return "\n".join(lines + summary["verdict"])
+
+
+def think_command(args: argparse.Namespace) -> None:
+    """One model's circuit with thinking on and off (analysis.think); every check passes before ``--out`` is written."""
+    from matplotlib.image import imsave
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sparks.analysis.think import compare_modes, plain, think_pixels, thinking_pairs
+
+    check_scoring(args.method, "kl", args.replicates)
+    if not 0 < args.confidence <= 1:
+        raise ValueError(f"--confidence is a share of replicates in (0, 1], got {args.confidence}")
+    if args.tokens < 1:
+        raise ValueError(f"--tokens needs at least 1 continuation token, got {args.tokens}")
+    selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} exists and is not an empty directory")
+    model_dir = _model_dir(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{args.model}: the tokenizer has no chat template; sparks think needs one with an enable_thinking switch (as Qwen3's)")
+    if not has_thinking_switch(tokenizer):
+        raise ValueError(f"{args.model}: the chat template renders the same prompt with enable_thinking on and off; "
+                         "sparks think needs a template with the switch (as Qwen3's)")
+    swaps = _swaps(args, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype)).to(args.device)
+    pairs = thinking_pairs(model, tokenizer, swaps, tokens=args.tokens, system_prompt=args.system_prompt,
+                           batch_size=args.batch_size)
+    kept = len(pairs["on"])
+    if kept < 2:
+        raise ValueError(f"only {kept} of {len(swaps)} questions pair in both thinking modes (equal prompt lengths, a "
+                         "non-empty continuation): at least 2 are needed")
+    scored = {
+        mode: score_circuit(model, pairs[mode], selection, name=f"{args.model} (thinking {mode})", method=args.method,
+                            metric="kl", ig_steps=args.ig_steps, ig_rule=args.ig_rule, replicates=args.replicates,
+                            seed=args.seed, batch_size=args.batch_size)
+        for mode in THINKING_MODES
+    }
+    stats = {mode: result.stats for mode, result in scored.items()}
+    comparison = compare_modes(stats, {mode: result.replicate_faithfulness for mode, result in scored.items()}, args.confidence)
+    modes = {
+        mode: {
+            "enable_thinking": switch,
+            "continuation_tokens": len(pairs[mode][0].targets),
+            "circuit_heads": [list(head) for head in stats[mode].circuit.heads],
+            "importance": stats[mode].importance.tolist(),
+            "membership": stats[mode].membership.tolist(),
+            "stability": stats[mode].stability,
+            "null_churn": stats[mode].null_churn,
+        }
+        for mode, switch in THINKING_MODES.items()
+    }
+    settings = {name: getattr(args, name) for name in ("model", "pairs", "method", "level", "ig_steps", "ig_rule", "mass", "top_n",
+                                                     "tau", "aggregation", "replicates", "seed", "tokens", "system_prompt")}
+    summary = {**settings, "metric": "kl", "num_questions": len(swaps), "num_pairs": kept, "modes": modes, **comparison}
+    out.mkdir(parents=True, exist_ok=True)
+    for mode in THINKING_MODES:
+        save_pairs(pairs[mode], out / f"pairs-{mode}.jsonl")
+    (out / "think.json").write_text(json.dumps(plain(summary), indent=1))
+    imsave(out / "think.png", think_pixels(stats, comparison, f"{Path(args.model).name}, {kept} pairs"))
+    print(f"{kept} of {len(swaps)} questions pair in both thinking modes ({len(swaps) - kept} left out: unequal prompt "
+          f"lengths or an empty continuation); continuations of {modes['on']['continuation_tokens']} (on) and "
+          f"{modes['off']['continuation_tokens']} (off) tokens")
+    print(_think_table(plain(summary)))
+    print(f"wrote {out}")
+
+
 def rescore_command(args: argparse.Namespace) -> None:
     from sparks.analysis.rescore import SETTINGS, rescore
 
@@ -238,6 +326,18 @@ def compare_command(args: argparse.Namespace) -> None:
     print(f"compared {', '.join(report.compared)}; wrote {report.path}")
     if args.wandb:
         print(log_comparison(report, identity))
+
+
+def ablate_command(args: argparse.Namespace) -> None:
+    """pass@1 with the head set changed against matched controls (analysis.ablate), checked before any generation."""
+    from sparks.analysis.ablate import format_summary, run_ablation
+
+    bad_levels = [level for level in args.levels if level not in arith.LEVELS]
+    if bad_levels:
+        raise ValueError(f"--levels: unknown level {bad_levels[0]}; levels are {sorted(arith.LEVELS)}")
+    out, result = run_ablation(args)
+    print(format_summary(result, result["levels"]))
+    print(f"wrote {out}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -294,6 +394,36 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     score.set_defaults(run=score_command)
 
+    think = commands.add_parser("think", help="one model's circuit with thinking on and off, compared head by head")
+    think.add_argument("--model", required=True, help="model directory; its chat template must know enable_thinking")
+    think.add_argument("--out", required=True, help="a new (or empty) directory for think.json, think.png and the mode pair files")
+    think.add_argument("--pairs", help="a number-swap pair file (sparks pairs --scheme numbers) whose questions are scored "
+                                       "(default: drawn from the arithmetic world's probe split)")
+    think.add_argument("--levels", type=int, nargs="+", help="without --pairs: levels to draw (default: all)")
+    think.add_argument("--count", type=int, help="without --pairs: problems to draw (default: 64; those without a usable "
+                                                 "number swap are left out)")
+    think.add_argument("--seed", type=int, default=0, help="seeds the question draw, the swaps and the bootstrap weights")
+    think.add_argument("--tokens", type=int, default=8,
+                       help="new tokens of each greedy continuation (each mode's are cut to its shortest)")
+    think.add_argument("--method", choices=METHODS, default="eap-ig",
+                       help="the metric is KL, the only one that means anything when both rows continue with the same "
+                            "tokens (logit_diff would compare a token with itself); eap scores zero under it")
+    think.add_argument("--level", choices=LEVELS, default="node")
+    think.add_argument("--ig-steps", type=int, default=5)
+    think.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE)
+    think.add_argument("--mass", type=float, default=0.5, help="node level: share of |score| the circuit's heads hold")
+    think.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
+    think.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")
+    think.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs")
+    think.add_argument("--replicates", type=int, default=100, help="Poisson bootstrap replicates, paired across the modes")
+    think.add_argument("--confidence", type=float, default=0.9,
+                       help="share of paired replicates a head's category needs to be confident (default: %(default)s)")
+    think.add_argument("--batch-size", type=int, default=16)
+    think.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
+    think.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    think.add_argument("--system-prompt")
+    think.set_defaults(run=think_command)
+
     compare = commands.add_parser("compare", help="compare tracked runs side by side: HTML report and PNGs")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a tracked run's output directory (or its sparks/)")
     compare.add_argument("--out", required=True, help="a new (or empty) directory for report.html and the PNGs")
@@ -322,6 +452,38 @@ def parser() -> argparse.ArgumentParser:
                          help="default: the dtype the checkpoints were saved in")
     rescore.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     rescore.set_defaults(run=rescore_command)
+
+    ablate = commands.add_parser("ablate", help="pass@1 per level with a head set zeroed, mean-ablated or scaled, against matched controls")
+    ablate.add_argument("--model", required=True, help="the model directory to change (e.g. the base model)")
+    chosen = ablate.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--heads", help="the head set: a JSON list of [layer, head] (or sparks score's scores.json), or LAYER.HEAD items")
+    chosen.add_argument("--from-run", help="a tracked run's output directory: its final circuit, or see --emergent, --step")
+    which = ablate.add_mutually_exclusive_group()
+    which.add_argument("--emergent", action="store_true", help="with --from-run: its emergent heads at the last snapshot")
+    which.add_argument("--step", type=int, help="with --from-run: its circuit at this snapshot step")
+    ablate.add_argument("--base-heads", help="with --heads: the base model's circuit heads, the second control")
+    ablate.add_argument("--mode", choices=INTERVENTIONS, required=True)
+    ablate.add_argument("--factor", type=float, help="with --mode scale: the factor (the paper: 1.3 and 0.5)")
+    ablate.add_argument("--controls", type=int, default=5, help="random head sets matched in size and layers")
+    ablate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
+    ablate.add_argument("--temperature", type=float, default=0.7,
+                        help="sampling temperature (default: the tiny GRPO recipe's); with one seed, omit for greedy")
+    ablate.add_argument("--greedy", dest="temperature", action="store_const", const=None, help="greedy decoding (one seed)")
+    ablate.add_argument("--style", choices=MODES, default="free", help="prompt style: free (the model's choice), think or direct")
+    ablate.add_argument("--problems", help="a real data set's problems: JSONL with question, answer and an optional level, "
+                                           "checked with math-verify as the accuracy reward does")
+    ablate.add_argument("--split", choices=("test", "probe"), default="test", help="arithmetic world split")
+    ablate.add_argument("--levels", type=int, nargs="+", default=sorted(arith.LEVELS))
+    ablate.add_argument("--per-level", type=int, default=30, help="arithmetic problems per level")
+    ablate.add_argument("--seed", type=int, default=0, help="seed of the problem draw and of the random controls")
+    ablate.add_argument("--system-prompt")
+    ablate.add_argument("--max-new-tokens", type=int, default=96)
+    ablate.add_argument("--batch-size", type=int, default=64)
+    ablate.add_argument("--out", help="a new directory for the result (default with --from-run: RUN_DIR/ablations/NAME)")
+    ablate.add_argument("--name", help="with --from-run and no --out: NAME (default: HEADS-MODEFACTOR, e.g. emergent-scale1.3)")
+    ablate.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ablate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ablate.set_defaults(run=ablate_command)
     return root
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Run:
     records: list[dict[str, Any]]
     metrics: list[dict[str, Any]]
     summary: dict[str, Any]
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def store_of(path: Path) -> RunStore:
@@ -78,7 +79,18 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         raise RunStoreError(f"{path}: the run has no snapshots yet: nothing to compare")
     pairs = load_pairs(store.root / "pairs.jsonl")
     return Run(name or store.root.parent.name, store.root, run["config"], run.get("model", {}), pairs, lineage, records,
-               store.read("metrics.jsonl"), summary)
+               store.read("metrics.jsonl"), summary, read_ablations(store.root.parent))
+
+
+def read_ablations(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """The ``sparks ablate`` results stored with a run (``ablations/NAME/ablation.json``), by NAME."""
+    results = {}
+    for path in sorted((output_dir / "ablations").glob("*/ablation.json")):
+        try:
+            results[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
+    return results
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:

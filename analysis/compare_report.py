@@ -13,9 +13,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +47,7 @@ from sparks.analysis.compare import (
 )
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.plots import DPI, save_png
-from sparks.callbacks.store import RunStoreError
+from sparks.analysis.outputs import check_out, staged
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 REPORT = "report.html"
@@ -341,6 +338,35 @@ def alignment_table(runs: Sequence[Run]) -> Table:
     return Table(header, rows)
 
 
+def _difference(cells: dict[str, Any] | None, cell: str) -> str:
+    if cells is None:
+        return "–"
+    estimate = cells[cell]
+    return f"{estimate['value']:+.2f} [{estimate['low']:+.2f}, {estimate['high']:+.2f}]"
+
+
+ABLATION_NOTE = ("sparks ablate results stored in each run's ablations/ directory. Differences are paired problem by problem "
+                 "(same problems, same sampling seeds) with 95% bootstrap intervals over the problems; easy and hard are the "
+                 "lowest and highest third of the levels.")
+
+
+def ablation_table(runs: Sequence[Run]) -> Table:
+    """Every ``sparks ablate`` result stored with a run: the head set, the intervention, and the paired pass@1
+    differences against the unchanged model and the matched random controls, overall, on easy and on hard levels."""
+    header = ["run", "ablation", "heads", "intervention", "pass@1 change vs model", "vs random (all)",
+              "vs random (easy levels)", "vs random (hard levels)", "vs base circuit"]
+    rows = []
+    for run in runs:
+        for name, result in run.ablations.items():
+            differences = result["differences"]
+            change = result["mode"] if result["factor"] is None else f"{result['mode']} x{result['factor']}"
+            rows.append([run.name, name, str(len(result["heads"])), change,
+                         _difference(differences.get("heads - model"), "all"),
+                         *(_difference(differences.get("heads - random"), cell) for cell in ("all", "easy", "hard")),
+                         _difference(differences.get("heads - base"), "all")])
+    return Table(header, rows)
+
+
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f4f4f4}.warning{color:#a94400}"""
 
@@ -360,6 +386,8 @@ def page(runs: Sequence[Run], summaries: Sequence[RunSummary], tables: dict[str,
                    "alignment": {run.name: alignment_rows(run.summary) for run in runs},
                    "charts": [asdict(chart) for chart in drawn]})
     notes = "".join(f'<li class="warning">{html.escape(warning)}</li>' for warning in warnings)
+    ablations = (f'<h2>Ablation and scaling</h2><p>{html.escape(ABLATION_NOTE)}</p>{tables["ablation"].html("ablation")}'
+                 if "ablation" in tables else "")
     explanation = (
         "Intervals are 95%. Share alive, median lifespan and final emergent heads: the figure over the bootstrap replicate "
         "lineages (replicate b's circuits across the snapshots, the same resampling of the probe pairs at every snapshot). "
@@ -368,7 +396,7 @@ def page(runs: Sequence[Run], summaries: Sequence[RunSummary], tables: dict[str,
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>sparks compare: {html.escape(", ".join(run.name for run in runs))}'
             f'</title><style>{STYLE}</style></head><body><h1>sparks compare</h1>'
             f'<ul id="warnings">{notes}</ul><h2>Summary</h2><p>{html.escape(explanation)}</p>{tables["summary"].html("summary")}'
-            f'<h2>Reward alignment</h2>{tables["alignment"].html("alignment")}{figures}'
+            f'<h2>Reward alignment</h2>{tables["alignment"].html("alignment")}{ablations}{figures}'
             f'<script type="application/json" id="sparks-data">{html.escape(json.dumps(data, allow_nan=False), quote=False)}</script>'
             f'</body></html>')
 
@@ -384,22 +412,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _target(out: Path) -> Path:
-    """Check ``--out`` before anything is read or drawn: a new or empty directory in an existing, writable one."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunStoreError(f"--out: {out} exists and is not an empty directory; name a new one")
-    parent = out.absolute().parent
-    if not parent.is_dir():
-        raise RunStoreError(f"--out: {parent} is not a directory to write the report in")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunStoreError(f"--out: {parent} is not writable")
-    return parent
-
-
 @dataclass(frozen=True)
 class Report:
     """A written report: its page (the PNGs beside it), the runs compared, the warnings (runs left out,
-    settings that differ) and its tables ("summary", "alignment") as the page shows them."""
+    settings that differ) and its tables ("summary", "alignment", and "ablation" when a run holds
+    sparks ablate results) as the page shows them."""
 
     path: Path
     compared: list[str]
@@ -414,23 +431,16 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Report:
     ``out`` that cannot be written) raises RunStoreError or OSError, one line, leaving nothing behind.
     """
     out = Path(out)
-    parent = _target(out)
+    check_out(out)
     kept, warnings = comparable(load_runs(run_dirs))
     replicates = [replicate_lineages(run.lineage) for run in kept]
     summaries = [summarise(run, others) for run, others in zip(kept, replicates)]
     drawn = charts(kept, replicates)
     tables = {"summary": summary_table(summaries), "alignment": alignment_table(kept)}
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    except OSError as error:
-        raise RunStoreError(f"--out: cannot write in {parent} ({error.strerror})") from None
-    try:
+    if any(run.ablations for run in kept):
+        tables["ablation"] = ablation_table(kept)
+    with staged(out) as staging:
         for chart in drawn:
             save_png(matplotlib_figure(chart), staging / f"{chart.name}.png")
         (staging / REPORT).write_text(page(kept, summaries, tables, drawn, warnings))
-        staging.chmod(0o755)  # mkdtemp makes it private; the report is meant to be read
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Report(out / REPORT, [run.name for run in kept], warnings, tables)

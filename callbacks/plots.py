@@ -25,7 +25,7 @@ MEMBERSHIP = ("not in the circuit", "kept from base", "emergent")  # category na
 MEMBERSHIP_COLOURS = ("#f0f0f0", "#4c72b0", "#dd8452")
 
 
-def _figure(width: float, height: float, left: float, right: float, bottom: float = 0.5, top: float = 0.3) -> Figure:
+def margined_figure(width: float, height: float, left: float, right: float, bottom: float = 0.5, top: float = 0.3) -> Figure:
     """A figure with fixed margins in inches: a layout engine would cost more than drawing the figure."""
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
@@ -36,7 +36,7 @@ def _figure(width: float, height: float, left: float, right: float, bottom: floa
 def _grid_figure(layers: int, heads: int, side: float) -> tuple[Figure, Axes]:
     """A figure sized to a layer x head grid (and ``side`` inches for a colour bar or legend), layer 0 at the top."""
     grid_width, height = max(1.5, 0.45 * heads), max(2.2, 1.1 + 0.4 * layers)
-    figure = _figure(0.6 + grid_width + side, height, left=0.6, right=side)
+    figure = margined_figure(0.6 + grid_width + side, height, left=0.6, right=side)
     axes = figure.subplots()
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
@@ -86,7 +86,7 @@ def membership_heatmap(shape: tuple[int, int], circuit: Collection[Head], base: 
 
 
 def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
-    figure = _figure(5.0, 3.2, left=0.7, right=0.15)
+    figure = margined_figure(5.0, 3.2, left=0.7, right=0.15)
     axes = figure.subplots()
     axes.set_title(title, fontsize=9)
     axes.set_xlabel(xlabel)

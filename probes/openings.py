@@ -4,7 +4,8 @@ The paper's style pairs follow the same question with the reasoning model's own 
 baseline model's own opening. Here each model continues the chat prompt that the pair rows use
 (probes.schemes.pair_prompt), greedily or sampled with a
 seed, and the new tokens up to the first end-of-sequence are its opening, as text: style_pairs
-tokenizes it and aligns both styles to equal length.
+tokenizes it and aligns both styles to equal length. The same continuations as ids, in a thinking
+mode of the chat template, are what thinking-mode pairs teacher-force (probes.schemes.mode_pairs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparks.probes.schemes import pair_prompt
@@ -25,9 +27,10 @@ def _continue(
     tokens: int,
     decoding: dict[str, Any],
     system_prompt: str | None,
-) -> list[str]:
-    """One left-padded batch of questions continued by the model; text up to the first end-of-sequence."""
-    prompts = [pair_prompt(tokenizer, question, system_prompt) for question in questions]
+    enable_thinking: bool | None,
+) -> list[list[int]]:
+    """One left-padded batch of questions continued by the model; new ids up to the first end-of-sequence."""
+    prompts = [pair_prompt(tokenizer, question, system_prompt, enable_thinking) for question in questions]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     batch = batch.to(next(model.parameters()).device)
     output = model.generate(
@@ -38,15 +41,15 @@ def _continue(
         eos_token_id=tokenizer.eos_token_id,
     )
     stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    openings = []
+    continuations = []
     for row in output[:, batch["input_ids"].shape[1] :].tolist():
         end = next((index for index, token in enumerate(row) if token in stops), len(row))
-        openings.append(tokenizer.decode(row[:end]))
-    return openings
+        continuations.append(row[:end])
+    return continuations
 
 
 @torch.no_grad()
-def sample_openings(
+def continuation_ids(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
@@ -55,9 +58,12 @@ def sample_openings(
     seed: int | None = None,
     system_prompt: str | None = None,
     batch_size: int = 16,
-) -> list[str]:
-    """Each question's opening as ``model`` writes it: at most ``tokens`` new tokens.
+    enable_thinking: bool | None = None,
+    progress: bool = True,
+) -> list[list[int]]:
+    """Each question's continuation as ``model`` writes it: at most ``tokens`` new ids, up to the first end-of-sequence.
 
+    The prompt is probes.schemes.pair_prompt's, in the thinking mode ``enable_thinking`` when given.
     ``seed=None`` decodes greedily; a seed samples at temperature 1 (no top-k or top-p), with the
     global RNG state restored afterwards. The model's training mode is restored too.
     """
@@ -68,14 +74,34 @@ def sample_openings(
     decoding = {"do_sample": False} if seed is None else {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
     device = next(model.parameters()).device
     training = model.training
-    openings = []
+    continuations = []
+    starts = range(0, len(questions), batch_size)
     try:
         model.eval()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
-            for start in range(0, len(questions), batch_size):
-                openings += _continue(model, tokenizer, questions[start : start + batch_size], tokens, decoding, system_prompt)
+            for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
+                continuations += _continue(
+                    model, tokenizer, questions[start : start + batch_size], tokens, decoding, system_prompt, enable_thinking
+                )
     finally:
         model.train(training)
-    return openings
+    return continuations
+
+
+def sample_openings(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    *,
+    tokens: int = 16,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> list[str]:
+    """Each question's opening as ``model`` writes it, as text: continuation_ids decoded."""
+    ids = continuation_ids(
+        model, tokenizer, questions, tokens=tokens, seed=seed, system_prompt=system_prompt, batch_size=batch_size
+    )
+    return [tokenizer.decode(row) for row in ids]

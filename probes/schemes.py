@@ -16,6 +16,12 @@ still in the world's range) so the answer changes; the prompt asks for a direct 
 ``<answer>``; the scored position is the last one and the answer ids are the first token of each
 answer. Candidates whose answers start with the same token, or whose prompts tokenize to different
 lengths, are skipped.
+
+*thinking*: a number swap's two questions in one thinking mode of the chat template (``on``:
+``enable_thinking=True``, ``off``: ``False``), each row followed by the model's own continuation of
+the clean prompt in that mode (teacher-forced: the corrupted row is the swapped question followed by
+the clean question's continuation); every position predicting a continuation token is scored.
+Answers are the same tokens in both rows, so only the KL metric means anything here.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import ast
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,8 @@ from sparks.tasks.data import chat_prompt
 from sparks.tasks.evaluation import style_prompt
 
 SCHEMES = ("style", "numbers")
+THINKING_MODES = {"on": True, "off": False}
+"""The chat template's ``enable_thinking`` value in each thinking mode."""
 ROLES = ("reasoning", "baseline")
 REASONING_OPENING = "<think>\nOkay, so I have this problem"
 """The paper's reasoning-model opening, a template for real data sets."""
@@ -46,9 +54,15 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def pair_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None) -> str:
-    """A style pair's prompt: the chat prompt of the question with the generation prompt."""
-    return tokenizer.apply_chat_template(chat_prompt(question, system_prompt), tokenize=False, add_generation_prompt=True)
+def pair_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None, enable_thinking: bool | None = None
+) -> str:
+    """A style (or thinking mode) pair's prompt: the chat prompt of the question with the generation prompt,
+    rendered with the template's ``enable_thinking`` switch when it is given (left to the template's default if not)."""
+    switch = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.apply_chat_template(
+        chat_prompt(question, system_prompt), tokenize=False, add_generation_prompt=True, **switch
+    )
 
 
 def style_pairs(
@@ -224,6 +238,65 @@ def numbers_pairs(
                     )
                 )
                 break
+    return pairs
+
+
+def has_thinking_switch(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer's chat template renders a prompt differently with ``enable_thinking`` on and off."""
+    on, off = (pair_prompt(tokenizer, "1+1", None, switch) for switch in THINKING_MODES.values())
+    return on != off
+
+
+def mode_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    swaps: Sequence[dict[str, Any]],
+    continuations: Mapping[str, Sequence[Sequence[int]]],
+    *,
+    system_prompt: str | None = None,
+) -> dict[str, list[Pair]]:
+    """Thinking-mode pairs (see the module docstring) of number swaps, one list per mode of THINKING_MODES.
+
+    ``swaps`` are number-swap pairs' metadata (``question`` and ``corrupted_question``);
+    ``continuations[mode][i]`` are the ids the model wrote after swap i's clean prompt in that mode.
+    A swap is kept only when both modes can pair it (clean and corrupted prompts of equal length, a
+    non-empty continuation), so both lists hold the same questions in the same order: pair i of
+    ``on`` and pair i of ``off`` share their bootstrap weights (probes.bootstrap). Each mode's
+    continuations are cut to the shortest kept one, so every pair of a mode scores as many positions.
+    """
+    for mode in THINKING_MODES:
+        if len(continuations[mode]) != len(swaps):
+            raise ValueError(f"{len(continuations[mode])} continuations in thinking mode {mode} for {len(swaps)} swaps")
+    kept = []
+    for index, swap in enumerate(swaps):
+        rows = {}
+        for mode, switch in THINKING_MODES.items():
+            clean, corrupted = (
+                _ids(tokenizer, pair_prompt(tokenizer, swap[key], system_prompt, switch))
+                for key in ("question", "corrupted_question")
+            )
+            continuation = list(continuations[mode][index])
+            if len(clean) == len(corrupted) and clean != corrupted and continuation:
+                rows[mode] = (clean, corrupted, continuation)
+        if len(rows) == len(THINKING_MODES):
+            kept.append((swap, rows))
+    pairs: dict[str, list[Pair]] = {}
+    for mode in THINKING_MODES:
+        count = min((len(rows[mode][2]) for _, rows in kept), default=0)
+        pairs[mode] = []
+        for swap, rows in kept:
+            clean, corrupted, continuation = rows[mode]
+            tail = continuation[:count]
+            pairs[mode].append(
+                Pair(
+                    clean_text=tokenizer.decode(clean + tail),
+                    corrupted_text=tokenizer.decode(corrupted + tail),
+                    clean_ids=clean + tail,
+                    corrupted_ids=corrupted + tail,
+                    targets=list(range(len(clean) - 1, len(clean) + count - 1)),
+                    clean_answer_ids=tail,
+                    meta={**swap, "scheme": "thinking", "thinking": mode, "continuation_tokens": count},
+                )
+            )
     return pairs
 
 

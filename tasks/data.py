@@ -88,7 +88,7 @@ def arith_dataset(options: DataOptions, split: str = "train") -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _gsm8k_final(answer: str) -> str:
+def gsm8k_final(answer: str) -> str:
     return answer.split("####")[-1].strip().replace(",", "")
 
 
@@ -104,7 +104,7 @@ class HubSource:
 
 
 HUB_SOURCES = {
-    "gsm8k": HubSource("openai/gsm8k", "main", "question", _gsm8k_final),
+    "gsm8k": HubSource("openai/gsm8k", "main", "question", gsm8k_final),
     "openr1-math": HubSource("open-r1/OpenR1-Math-220k", "default", "problem"),
 }
 PROBE_ONE_IN = 50
@@ -142,7 +142,7 @@ def gsm8k_dataset(options: DataOptions) -> Dataset:
     source = _training_source("gsm8k", options)
 
     def to_row(example: dict) -> dict:
-        final = _gsm8k_final(example["answer"])
+        final = gsm8k_final(example["answer"])
         row = {"prompt": chat_prompt(example["question"], options.system_prompt), "answer": final, "task": "math"}
         if options.kind == "sft":
             rationale = example["answer"].split("####")[0].strip()

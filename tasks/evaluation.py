@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,14 +21,26 @@ MODES = (*formats.STYLES, "free")
 
 
 @dataclass(frozen=True)
-class Graded:
-    """One problem, the model's completion and whether it was right."""
+class FileProblem:
+    """A real data set's problem read from a local file: its gold answer is text (checked with
+    math-verify), its level whatever the file says, and its steps cannot be checked (None)."""
 
-    problem: Problem
+    question: str
+    answer: str
+    level: int
+    steps: None = None
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One problem, the model's completion, whether it was right, and whether it ran into the token limit."""
+
+    problem: Problem | FileProblem
     style: str
     completion: str
     correct: bool
     formatted: bool
+    truncated: bool = False
 
 
 def style_prompt(tokenizer: PreTrainedTokenizerBase, question: str, style: str, system_prompt: str | None) -> str:
@@ -47,6 +61,14 @@ def style_prompt(tokenizer: PreTrainedTokenizerBase, question: str, style: str, 
     return prompt + f"{formats.THINK_OPEN}\n" if style == "think" else prompt
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A generated text, and whether it ended at the token limit instead of an end of sequence."""
+
+    text: str
+    truncated: bool
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -55,8 +77,12 @@ def generate_completions(
     max_new_tokens: int,
     batch_size: int,
     progress: tqdm | None = None,
-) -> list[str]:
-    """Greedy completions for `prompts`, in order, batched with left padding."""
+    temperature: float | None = None,
+) -> list[Completion]:
+    """Completions for `prompts`, in order, batched with left padding: greedy, or sampled at
+    `temperature` (no top-k or top-p) from torch's global generator."""
+    decoding = {"do_sample": False} if temperature is None else {
+        "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     completions = []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(
@@ -64,12 +90,15 @@ def generate_completions(
         ).to(model.device)
         output = model.generate(
             **batch,
+            **decoding,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        completions += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ended = (new_tokens == tokenizer.eos_token_id).any(-1).tolist()
+        completions += [Completion(text, not stopped) for text, stopped in zip(texts, ended)]
         if progress is not None:
             progress.update(len(batch["input_ids"]))
     return completions
@@ -78,26 +107,32 @@ def generate_completions(
 def grade(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    problems: list[Problem],
+    problems: Sequence[Problem | FileProblem],
     styles: tuple[str, ...] = MODES,
     system_prompt: str | None = None,
     max_new_tokens: int = 96,
     batch_size: int = 64,
+    *,
+    temperature: float | None = None,
+    check: Callable[[str, int | str], bool] = formats.is_correct,
+    progress: tqdm | None = None,
 ) -> list[Graded]:
-    """Every problem answered greedily in every style, and checked."""
+    """Every problem answered in every style (greedily, or sampled at `temperature`) and checked with
+    `check(completion, gold answer)`; `progress` is a bar to advance instead of a bar of its own."""
     was_training = model.training
     model.eval()
     graded = []
     try:
-        with tqdm(total=len(problems) * len(styles), desc="evaluating", unit="problem") as progress:
+        with nullcontext(progress) if progress is not None else tqdm(
+            total=len(problems) * len(styles), desc="evaluating", unit="problem"
+        ) as bar:
             for style in styles:
                 prompts = [style_prompt(tokenizer, problem.question, style, system_prompt) for problem in problems]
-                texts = generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-                for problem, text in zip(problems, texts):
-                    text = f"{formats.THINK_OPEN}\n{text}" if style == "think" else text
-                    graded.append(
-                        Graded(problem, style, text, formats.is_correct(text, problem.answer), formats.has_think_format(text))
-                    )
+                completions = generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size, bar, temperature)
+                for problem, completion in zip(problems, completions):
+                    text = f"{formats.THINK_OPEN}\n{completion.text}" if style == "think" else completion.text
+                    graded.append(Graded(problem, style, text, check(text, problem.answer), formats.has_think_format(text),
+                                         completion.truncated))
     finally:
         model.train(was_training)
     return graded

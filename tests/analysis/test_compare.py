@@ -174,7 +174,7 @@ def test_an_unwritable_or_used_out_is_refused_before_anything_is_drawn(runs, tmp
     used = tmp_path / "used"
     used.mkdir()
     (used / "keep.txt").write_text("x")
-    for out, message in [(blocker / "compare", "is not a directory to write the report in"),
+    for out, message in [(blocker / "compare", "is not a directory to write in"),
                          (used, "exists and is not an empty directory")]:
         assert main(["compare", str(runs["cumulative"]), "--out", str(out)]) == 2
         err = capsys.readouterr().err

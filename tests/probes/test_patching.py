@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -79,6 +81,25 @@ def test_zero_ablation_equals_exact_patching_with_zeros():
     for layer, head in [(0, 0), (1, 3)]:
         with zero_ablate(model, [(layer, head)]):
             torch.testing.assert_close(effects[:, layer, head], _effect(model, batch, clean), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_zero_ablation_and_scaling_equal_editing_the_o_proj_columns_by_hand(arch):
+    """A head writes through its d_head columns of o_proj.weight: zeroing (scaling) them by hand in a copy of
+    the model is the manual computation that zero_ablate (scale_heads) must agree with."""
+    model, batch = tiny_model(arch), random_pairs()
+    sites = resolve(model)
+    heads = [(0, 2), (1, 0), (1, 3)]
+    for factor, context in ((0.0, zero_ablate(model, heads)), (1.3, scale_heads(model, heads, 1.3))):
+        edited = copy.deepcopy(model)
+        with torch.no_grad():
+            for layer, head in heads:
+                columns = slice(head * sites.head_dim, (head + 1) * sites.head_dim)
+                resolve(edited).layers[layer].o_proj.weight[:, columns] *= factor
+        with context:
+            hooked = _logits(model, batch)
+        torch.testing.assert_close(hooked, _logits(edited, batch), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(hooked, _logits(model, batch), atol=1e-4)
 
 
 def test_mean_ablation_equals_exact_patching_with_means():

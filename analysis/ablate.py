@@ -1,0 +1,446 @@
+"""What a head set does: pass@1 per difficulty level with the set zeroed, mean-ablated or scaled,
+against matched controls (``sparks ablate``; docs/method.md, "Ablation and scaling").
+
+Conditions, all on the same problems with the same sampling seeds (the generator is reseeded before
+each condition's generation, so the conditions' differences are paired problem by problem):
+
+- ``model``: the model unchanged;
+- ``heads``: the chosen head set changed;
+- ``random-1`` … ``random-k``: head sets drawn at random, matched in size and layer distribution;
+- ``base``: the base model's circuit heads, changed the same way (when known).
+
+A problem's value in a condition is its share of correct answers over the seeds (and, for the pooled
+``random`` group, over the draws too). Every pass@1 and every difference carries a 95% percentile
+bootstrap interval over the problems. Wrong answers are sorted by ``tasks.errors.categorise``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from tqdm.auto import tqdm
+
+from sparks.analysis.compare import store_of
+from sparks.analysis.outputs import check_out, staged
+from sparks.callbacks.plots import margined_figure, save_png
+from sparks.probes.hooks import scoring
+from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ablate
+from sparks.probes.sites import resolve
+from sparks.tasks import formats
+from sparks.tasks.arith import Problem
+from sparks.tasks.data import gsm8k_final
+from sparks.tasks.errors import CATEGORIES, categorise
+from sparks.tasks.evaluation import FileProblem, Graded, grade, style_prompt
+
+Head = tuple[int, int]
+INTERVENTIONS = ("zero", "mean", "scale")
+DRAWS = 2000
+"""Bootstrap resamples of the problems behind every interval (seeded, so a result is reproducible)."""
+INTERVAL = (0.025, 0.975)
+GROUPS = ("model", "heads", "random", "base")
+COMPARISONS = (("heads", "model"), ("heads", "random"), ("heads", "base"), ("random", "model"))
+"""The differences reported, each paired problem by problem."""
+
+
+@dataclass(frozen=True)
+class HeadSet:
+    """The heads to change, what they are in words, the base circuit's heads for the control (None when
+    unknown), and each head's emergence confidence where a run's lineage gives one."""
+
+    heads: list[Head]
+    source: str
+    base: list[Head] | None = None
+    confidence: dict[str, float] | None = None
+
+
+def parse_heads(text: str, source: str) -> list[Head]:
+    """Heads from JSON (a list of [layer, head], or an object with ``heads`` or ``circuit_heads``, as
+    ``sparks score`` writes) or plain ``LAYER.HEAD`` items separated by commas or white space."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        items = [item for item in re.split(r"[,\s]+", text) if item]
+        if not all(re.fullmatch(r"\d+\.\d+", item) for item in items):
+            bad = next(item for item in items if not re.fullmatch(r"\d+\.\d+", item))
+            raise ValueError(f"{source}: {bad!r} is not a LAYER.HEAD head") from None
+        return [(int(layer), int(head)) for layer, head in (item.split(".") for item in items)]
+    if isinstance(value, dict):
+        value = value.get("heads", value.get("circuit_heads"))
+    if not isinstance(value, list) or not all(
+        isinstance(item, list) and len(item) == 2 and all(type(part) is int for part in item) for item in value
+    ):
+        raise ValueError(f"{source}: expected a JSON list of [layer, head] pairs (or an object with 'heads')")
+    return [(layer, head) for layer, head in value]
+
+
+def read_heads(path: str | Path) -> list[Head]:
+    """The heads in the file at ``path`` (see ``parse_heads``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"heads file {path} does not exist")
+    return parse_heads(path.read_text(), str(path))
+
+
+def heads_from_run(run_dir: str | Path, emergent: bool = False, step: int | None = None) -> HeadSet:
+    """A tracked run's heads: its emergent heads at the last snapshot (the paper's set difference
+    against the base circuit), or its circuit at snapshot ``step`` (default: the last); the base
+    control is the run's base circuit."""
+    store = store_of(Path(run_dir))
+    if not store.holds_lineage():
+        raise ValueError(f"{run_dir}: the run has no snapshots yet (no lineage.json)")
+    lineage = store.lineage()
+    if step is not None and step not in lineage.steps:
+        raise ValueError(f"{run_dir}: no snapshot at step {step}; its snapshots are at steps {lineage.steps}")
+    index = lineage.steps.index(step) if step is not None else len(lineage) - 1
+    at = lineage.steps[index]
+    base = sorted(lineage.base)
+    if not emergent:
+        return HeadSet(sorted(lineage.snapshots[index].heads), f"the circuit of {run_dir} at step {at}", base)
+    heads = sorted(lineage.emergent(index))
+    if not heads:
+        raise ValueError(f"{run_dir} has no emergent heads at step {at}: its circuit holds only base-model heads")
+    shares = lineage.confidence(index, "emerge")
+    confidence = None if shares is None else {f"{layer}.{head}": float(shares[layer, head]) for layer, head in heads}
+    return HeadSet(heads, f"the emergent heads of {run_dir} at step {at}", base, confidence)
+
+
+def check_heads(heads: Sequence[Head], num_layers: int, num_heads: int, what: str) -> None:
+    """One line for an empty set, a head twice or a head the model does not have."""
+    if not heads:
+        raise ValueError(f"{what}: the head set is empty")
+    for layer, head in heads:
+        if not (0 <= layer < num_layers and 0 <= head < num_heads):
+            raise ValueError(f"{what}: head {layer}.{head} is out of range: the model has {num_layers} layers of {num_heads} heads")
+    if len(set(heads)) != len(heads):
+        raise ValueError(f"{what}: a head is listed twice")
+
+
+def matched_random_heads(heads: Sequence[Head], num_heads: int, rng: random.Random) -> list[Head]:
+    """A random head set with as many heads in each layer as ``heads`` has, none of them in ``heads``."""
+    per_layer = Counter(layer for layer, _ in heads)
+    drawn = []
+    for layer, count in sorted(per_layer.items()):
+        others = [head for head in range(num_heads) if (layer, head) not in heads]
+        if len(others) < count:
+            raise ValueError(f"no random control matches the set: layer {layer} has {count} of its {num_heads} heads "
+                             f"in it and only {len(others)} others")
+        drawn += [(layer, head) for head in sorted(rng.sample(others, count))]
+    return drawn
+
+
+def prompt_means(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int) -> torch.Tensor:
+    """Every head's mean output [L, H, d_head] over the prompts' tokens, what mean ablation puts in its place."""
+    total, count = None, 0
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=False).to(next(model.parameters()).device)
+        tokens = int(batch["attention_mask"].sum())
+        part = head_means(model, batch["input_ids"], batch["attention_mask"]) * tokens
+        total, count = part if total is None else total + part, count + tokens
+    return total / count
+
+
+@contextmanager
+def intervention(model: nn.Module, mode: str, heads: Sequence[Head], factor: float | None, means: torch.Tensor | None) -> Iterator[None]:
+    """The heads changed while the block runs: zeroed, set to their mean output, or scaled by ``factor``."""
+    if not heads:
+        context = nullcontext()
+    elif mode == "zero":
+        context = zero_ablate(model, heads)
+    elif mode == "mean":
+        context = mean_ablate(model, heads, means)
+    else:
+        context = scale_heads(model, heads, factor)
+    with context:
+        yield
+
+
+def evaluate_conditions(
+    model: nn.Module,
+    tokenizer,
+    problems: Sequence[Problem | FileProblem],
+    conditions: dict[str, list[Head]],
+    *,
+    mode: str,
+    factor: float | None,
+    seeds: Sequence[int],
+    temperature: float | None,
+    style: str,
+    system_prompt: str | None,
+    max_new_tokens: int,
+    batch_size: int,
+    check: Callable[[str, Any], bool],
+) -> list[dict[str, Any]]:
+    """One record per condition, seed and problem: whether the answer was right and, if not, why.
+
+    The model is left exactly as found after every condition (its hooks removed, train flags and
+    torch's generator state put back).
+    """
+    means = None
+    if mode == "mean":
+        prompts = [style_prompt(tokenizer, problem.question, style, system_prompt) for problem in problems]
+        means = prompt_means(model, tokenizer, prompts, batch_size)
+    records = []
+    total = len(conditions) * len(seeds) * len(problems)
+    with tqdm(total=total, desc="ablating", unit="answer") as progress, scoring(model, grad=False):
+        for condition, heads in conditions.items():
+            for seed in seeds:
+                torch.manual_seed(seed)
+                progress.set_postfix_str(f"{condition}, seed {seed}")
+                with intervention(model, mode, heads, factor, means):
+                    graded = grade(model, tokenizer, problems, (style,), system_prompt, max_new_tokens, batch_size,
+                                   temperature=temperature, check=check, progress=progress)
+                records += [_record(condition, seed, index, item) for index, item in enumerate(graded)]
+    return records
+
+
+def _record(condition: str, seed: int, index: int, item: Graded) -> dict[str, Any]:
+    category = None if item.correct else categorise(item.completion, item.truncated, item.problem.steps)
+    return {"condition": condition, "seed": seed, "problem": index, "level": item.problem.level,
+            "question": item.problem.question, "answer": item.problem.answer, "completion": item.completion,
+            "correct": item.correct, "truncated": item.truncated, "error": category}
+
+
+def group_of(condition: str) -> str:
+    """The group a condition is reported in: the random draws are pooled."""
+    return "random" if condition.startswith("random-") else condition
+
+
+def problem_values(records: Sequence[dict[str, Any]], num_problems: int) -> dict[str, np.ndarray]:
+    """Each group's [problems] share of correct answers over its seeds (and draws)."""
+    right: dict[str, np.ndarray] = {}
+    count: dict[str, np.ndarray] = {}
+    for record in records:
+        group = group_of(record["condition"])
+        right.setdefault(group, np.zeros(num_problems))[record["problem"]] += record["correct"]
+        count.setdefault(group, np.zeros(num_problems))[record["problem"]] += 1
+    return {group: right[group] / count[group] for group in right}
+
+
+def bootstrap(values: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The mean of ``values`` (one per problem) with its 95% percentile bootstrap interval over the problems."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (DRAWS, len(values)))].mean(1)
+    low, high = np.quantile(means, INTERVAL)
+    return {"value": float(values.mean()), "low": float(low), "high": float(high), "problems": int(len(values))}
+
+
+def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[str, Any]:
+    """pass@1 per group and level, the paired differences, the error counts and the verdicts."""
+    num_problems = 1 + max(record["problem"] for record in records)
+    level_of = np.zeros(num_problems, dtype=int)
+    for record in records:
+        level_of[record["problem"]] = record["level"]
+    values = problem_values(records, num_problems)
+    cells = {"all": np.ones(num_problems, dtype=bool)} | {str(level): level_of == level for level in levels}
+    third = max(1, len(levels) // 3)
+    cells |= {"easy": np.isin(level_of, levels[:third]), "hard": np.isin(level_of, levels[-third:])}
+    pass_at_1 = {group: {cell: bootstrap(value[chosen]) for cell, chosen in cells.items()} for group, value in values.items()}
+    differences = {
+        f"{one} - {other}": {cell: bootstrap(values[one][chosen] - values[other][chosen]) for cell, chosen in cells.items()}
+        for one, other in COMPARISONS if one in values and other in values
+    }
+    errors: dict[str, dict[str, dict[str, int]]] = {}
+    answers: dict[str, Counter] = {}
+    for record in records:
+        group = group_of(record["condition"])
+        for cell in ("all", str(record["level"])):
+            answers.setdefault(group, Counter())[cell] += 1
+            by_category = errors.setdefault(group, {}).setdefault(cell, dict.fromkeys(CATEGORIES, 0))
+            if record["error"] is not None:
+                by_category[record["error"]] += 1
+    draws = sorted({record["condition"] for record in records if record["condition"].startswith("random-")})
+    per_draw = {draw: float(np.mean([r["correct"] for r in records if r["condition"] == draw])) for draw in draws}
+    return {"pass_at_1": pass_at_1, "differences": differences, "errors": errors,
+            "answers": {group: dict(counts) for group, counts in answers.items()}, "random_draws": per_draw,
+            "easy_levels": list(levels[:third]), "hard_levels": list(levels[-third:]),
+            "verdicts": verdicts(differences)}
+
+
+def _sign(estimate: dict[str, float]) -> int:
+    """+1 when the whole interval lies above 0, -1 below, 0 when it holds 0."""
+    return 1 if estimate["low"] > 0 else -1 if estimate["high"] < 0 else 0
+
+
+def verdicts(differences: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """What the intervals support, one line each; nothing is called on an interval that holds 0."""
+    lines = []
+    for name, cells in differences.items():
+        overall = cells["all"]
+        said = {1: "raises", -1: "lowers", 0: "does not change (interval holds 0)"}[_sign(overall)]
+        lines.append(f"{name}: {said} pass@1: {overall['value']:+.3f} [{overall['low']:+.3f}, {overall['high']:+.3f}]")
+    against = differences.get("heads - random")
+    if against is not None:
+        easy, hard = _sign(against["easy"]), _sign(against["hard"])
+        if easy < 0 < hard:
+            call = "yes: the set helps hard problems and hurts easy ones beyond the random controls"
+        elif easy == hard == 0:
+            call = "undecided: neither easy nor hard problems move beyond the random controls"
+        else:
+            call = "no"
+        lines.append(f"easy-versus-hard trade-off: {call} (easy {against['easy']['value']:+.3f} "
+                     f"[{against['easy']['low']:+.3f}, {against['easy']['high']:+.3f}], hard {against['hard']['value']:+.3f} "
+                     f"[{against['hard']['low']:+.3f}, {against['hard']['high']:+.3f}])")
+    return lines
+
+
+COLOURS = {"model": "#555555", "heads": "#dd8452", "random": "#4c72b0", "base": "#55a868"}
+
+
+def ablation_figure(summary: dict[str, Any], levels: Sequence[int], title: str) -> Figure:
+    """pass@1 per level with 95% intervals for each group (left), and the share of answers wrong in each error category (right)."""
+    figure = margined_figure(11.0, 4.0, left=0.7, right=0.2, bottom=0.6, top=0.5)
+    rate, kinds = figure.subplots(1, 2, gridspec_kw={"wspace": 0.3})
+    for offset, (group, cells) in enumerate(summary["pass_at_1"].items()):
+        x = np.arange(len(levels)) + (offset - 1.5) * 0.08
+        value = np.array([cells[str(level)]["value"] for level in levels])
+        low = np.array([cells[str(level)]["low"] for level in levels])
+        high = np.array([cells[str(level)]["high"] for level in levels])
+        rate.errorbar(x, value, yerr=[value - low, high - value], marker="o", markersize=4, capsize=2,
+                      color=COLOURS[group], label=group)
+    rate.set_xticks(range(len(levels)), [f"L{level}" for level in levels])
+    rate.set_xlabel("difficulty level")
+    rate.set_ylabel("pass@1 (95% interval)")
+    rate.set_ylim(-0.02, 1.02)
+    rate.legend(fontsize=8)
+    groups = list(summary["errors"])
+    bottom = np.zeros(len(groups))
+    for category in CATEGORIES:
+        shares = np.array([summary["errors"][group]["all"][category] / summary["answers"][group]["all"] for group in groups])
+        if shares.any():
+            kinds.bar(groups, shares, bottom=bottom, label=category)
+            bottom += shares
+    kinds.set_ylabel("share of answers wrong, by error")
+    kinds.legend(fontsize=8, title="error", title_fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def file_problems(path: str | Path) -> list[FileProblem]:
+    """A real data set's problems from a local JSONL file: ``question``, ``answer`` (a GSM8K answer's
+    text after ``####`` is taken) and an optional integer ``level``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"problem file {path} does not exist")
+    problems = []
+    for number, line in enumerate((line for line in path.read_text().splitlines() if line.strip()), start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{path}: row {number} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or row.get("answer") is None:
+            raise ValueError(f"{path}: row {number} needs a 'question' and an 'answer'")
+        level = row.get("level", 1)
+        if type(level) is not int:
+            raise ValueError(f"{path}: row {number}: 'level' must be an integer, got {level!r}")
+        problems.append(FileProblem(row["question"], gsm8k_final(str(row["answer"])), level))
+    if not problems:
+        raise ValueError(f"{path}: no problems")
+    return problems
+
+
+def write_ablation(out: Path, settings: dict[str, Any], records: list[dict[str, Any]], levels: Sequence[int]) -> dict[str, Any]:
+    """ablation.json (settings, summary), completions.jsonl and ablation.png, written whole into ``out``."""
+    summary = summarise(records, levels)
+    result = {**settings, **summary}
+    title = f"{settings['mode']}{'' if settings['factor'] is None else ' x' + str(settings['factor'])} of {len(settings['heads'])} heads"
+    with staged(out) as staging:
+        (staging / "ablation.json").write_text(json.dumps(result, indent=1))
+        (staging / "completions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+        save_png(ablation_figure(summary, levels, title), staging / "ablation.png")
+    return result
+
+
+def format_summary(result: dict[str, Any], levels: Sequence[int]) -> str:
+    """The printed table: pass@1 per group and level with intervals, then the verdicts."""
+    cells = [str(level) for level in levels] + ["all"]
+    lines = ["group    " + "".join(f"{'L' + cell if cell != 'all' else 'all':<19}" for cell in cells)]
+    for group, by_cell in result["pass_at_1"].items():
+        lines.append(f"{group:<9}" + "".join(
+            f"{by_cell[cell]['value']:.2f} [{by_cell[cell]['low']:.2f},{by_cell[cell]['high']:.2f}]  " for cell in cells))
+    return "\n".join(lines + result["verdicts"])
+
+
+def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
+    """``sparks ablate``: every input checked before the model generates, the result written whole."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from sparks.tasks import arith
+    from sparks.train.rewards import math_equal
+
+    if args.mode == "scale" and args.factor is None:
+        raise ValueError("--mode scale needs --factor (the paper scales by 1.3 and 0.5)")
+    if args.mode != "scale" and args.factor is not None:
+        raise ValueError(f"--factor is for --mode scale; --mode {args.mode} does not take one")
+    if args.emergent and args.from_run is None or args.step is not None and args.from_run is None:
+        raise ValueError("--emergent and --step choose heads of a tracked run: add --from-run RUN_DIR")
+    if args.base_heads and args.from_run:
+        raise ValueError("--base-heads is for --heads: with --from-run the base control is the run's base circuit")
+    if args.controls < 1:
+        raise ValueError(f"--controls must be at least 1 random draw, got {args.controls}")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise ValueError("--seeds must name distinct seeds")
+    if args.temperature is not None and args.temperature <= 0:
+        raise ValueError(f"--temperature must be positive (leave it out for greedy decoding), got {args.temperature}")
+    if args.temperature is None and len(args.seeds) > 1:
+        raise ValueError("greedy decoding gives the same answers for every seed: give one --seeds value or a --temperature")
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"model directory {args.model} does not exist")
+    if args.from_run:
+        chosen = heads_from_run(args.from_run, args.emergent, args.step)
+        what = "emergent" if args.emergent else f"step{args.step}" if args.step is not None else "circuit"
+        name = args.name or f"{what}-{args.mode}{'' if args.factor is None else args.factor}"
+        out = Path(args.out) if args.out else store_of(Path(args.from_run)).root.parent / "ablations" / name
+        if not args.out:
+            out.parent.mkdir(exist_ok=True)
+    else:
+        base = read_heads(args.base_heads) if args.base_heads else None
+        chosen = HeadSet(read_heads(args.heads), f"the heads in {args.heads}", base)
+        if not args.out:
+            raise ValueError("--out names where the result goes (with --from-run it defaults to RUN_DIR/ablations/NAME)")
+        out = Path(args.out)
+    check_out(out)
+    problems = file_problems(args.problems) if args.problems else arith.problems(args.split, args.levels, args.per_level * len(args.levels), args.seed)
+    levels = sorted({problem.level for problem in problems})
+    config = AutoConfig.from_pretrained(args.model)
+    num_layers, num_heads = config.num_hidden_layers, config.num_attention_heads
+    check_heads(chosen.heads, num_layers, num_heads, "--from-run" if args.from_run else "--heads")
+    if chosen.base is not None:
+        check_heads(chosen.base, num_layers, num_heads, "the base circuit" if args.from_run else "--base-heads")
+    rng = random.Random(args.seed)
+    conditions = {"model": [], "heads": chosen.heads}
+    conditions |= {f"random-{draw + 1}": matched_random_heads(chosen.heads, num_heads, rng) for draw in range(args.controls)}
+    if chosen.base is not None:
+        conditions["base"] = chosen.base
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device)
+    resolve(model)  # a model without the expected modules fails here, before any generation
+    check = math_equal if args.problems else formats.is_correct
+    started = time.perf_counter()
+    records = evaluate_conditions(
+        model, tokenizer, problems, conditions, mode=args.mode, factor=args.factor, seeds=args.seeds,
+        temperature=args.temperature, style=args.style, system_prompt=args.system_prompt,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, check=check)
+    settings = {
+        "model": args.model, "head_set": chosen.source, "heads": [list(head) for head in chosen.heads],
+        "emergence_confidence": chosen.confidence, "mode": args.mode, "factor": args.factor,
+        "conditions": {name: [list(head) for head in heads] for name, heads in conditions.items()},
+        "problems": args.problems or f"arithmetic world, {args.split} split, {args.per_level} per level, seed {args.seed}",
+        "levels": levels, "seeds": list(args.seeds), "temperature": args.temperature, "style": args.style,
+        "system_prompt": args.system_prompt, "max_new_tokens": args.max_new_tokens,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return out, write_ablation(out, settings, records, levels)
