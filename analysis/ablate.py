@@ -219,15 +219,16 @@ def group_of(condition: str) -> str:
     return "random" if condition.startswith("random-") else condition
 
 
-def problem_values(records: Sequence[dict[str, Any]], num_problems: int) -> dict[str, np.ndarray]:
-    """Each group's [problems] share of correct answers over its seeds (and draws)."""
-    right: dict[str, np.ndarray] = {}
+def problem_values(records: Sequence[dict[str, Any]], num_problems: int,
+                   counted: Callable[[dict[str, Any]], bool] = lambda record: record["correct"]) -> dict[str, np.ndarray]:
+    """Each group's [problems] share of its answers (over its seeds and draws) that are ``counted``: right, by default."""
+    hits: dict[str, np.ndarray] = {}
     count: dict[str, np.ndarray] = {}
     for record in records:
         group = group_of(record["condition"])
-        right.setdefault(group, np.zeros(num_problems))[record["problem"]] += record["correct"]
+        hits.setdefault(group, np.zeros(num_problems))[record["problem"]] += counted(record)
         count.setdefault(group, np.zeros(num_problems))[record["problem"]] += 1
-    return {group: right[group] / count[group] for group in right}
+    return {group: hits[group] / count[group] for group in hits}
 
 
 def bootstrap(values: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -239,7 +240,8 @@ def bootstrap(values: np.ndarray, seed: int = 0) -> dict[str, float]:
 
 
 def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[str, Any]:
-    """pass@1 per group and level, the paired differences, the error counts and the verdicts."""
+    """pass@1 per group and level, the paired differences, the error counts per group and level, each error
+    category's share of the answers (all levels) per group with the paired differences, and the verdicts."""
     num_problems = 1 + max(record["problem"] for record in records)
     level_of = np.zeros(num_problems, dtype=int)
     for record in records:
@@ -262,12 +264,19 @@ def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[
             by_category = errors.setdefault(group, {}).setdefault(cell, dict.fromkeys(CATEGORIES, 0))
             if record["error"] is not None:
                 by_category[record["error"]] += 1
+    error_rates = {}
+    for category in CATEGORIES:
+        shares = problem_values(records, num_problems, lambda record, category=category: record["error"] == category)
+        if any(share.any() for share in shares.values()):
+            error_rates[category] = {group: bootstrap(share) for group, share in shares.items()}
+            error_rates[category] |= {f"{one} - {other}": bootstrap(shares[one] - shares[other])
+                                      for one, other in COMPARISONS if one in shares and other in shares}
     draws = sorted({record["condition"] for record in records if record["condition"].startswith("random-")})
     per_draw = {draw: float(np.mean([r["correct"] for r in records if r["condition"] == draw])) for draw in draws}
-    return {"pass_at_1": pass_at_1, "differences": differences, "errors": errors,
+    return {"pass_at_1": pass_at_1, "differences": differences, "errors": errors, "error_rates": error_rates,
             "answers": {group: dict(counts) for group, counts in answers.items()}, "random_draws": per_draw,
             "easy_levels": list(levels[:third]), "hard_levels": list(levels[-third:]),
-            "verdicts": verdicts(differences)}
+            "verdicts": verdicts(differences, error_rates)}
 
 
 def _sign(estimate: dict[str, float]) -> int:
@@ -275,9 +284,15 @@ def _sign(estimate: dict[str, float]) -> int:
     return 1 if estimate["low"] > 0 else -1 if estimate["high"] < 0 else 0
 
 
-def verdicts(differences: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+def verdicts(differences: dict[str, dict[str, dict[str, float]]],
+             error_rates: dict[str, dict[str, dict[str, float]]] | None = None) -> list[str]:
     """What the intervals support, one line each; nothing is called on an interval that holds 0."""
     lines = []
+    for category, estimates in (error_rates or {}).items():
+        against = estimates.get("heads - random")
+        if against is not None and _sign(against):
+            lines.append(f"{category} errors: the set makes {'more' if _sign(against) > 0 else 'fewer'} than the random "
+                         f"controls: {against['value']:+.3f} of answers [{against['low']:+.3f}, {against['high']:+.3f}]")
     for name, cells in differences.items():
         overall = cells["all"]
         said = {1: "raises", -1: "lowers", 0: "does not change (interval holds 0)"}[_sign(overall)]

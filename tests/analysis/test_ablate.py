@@ -122,8 +122,15 @@ def test_summary_by_hand():
     assert summary["errors"]["heads"]["1"]["slip"] == 10 and summary["errors"]["heads"]["3"]["loop"] == 0
     assert summary["errors"]["random"]["all"]["slip"] == 5 and summary["errors"]["random"]["all"]["loop"] == 30
     assert summary["answers"]["random"]["all"] == 60
+    rates = summary["error_rates"]
+    assert set(rates) == {"slip", "loop"} and rates["slip"]["heads"]["value"] == pytest.approx(1 / 3)
+    assert rates["slip"]["random"]["value"] == pytest.approx(0.25 / 3)  # level 1: half of one draw's answers
+    assert rates["slip"]["heads - model"]["value"] == pytest.approx(1 / 3)
+    assert rates["loop"]["heads - random"]["value"] == pytest.approx(5 / 30 - 15 / 30)
     assert summary["random_draws"] == {"random-1": pytest.approx(0.5), "random-2": pytest.approx(1 / 3)}
     assert any(line.startswith("easy-versus-hard trade-off: yes") for line in summary["verdicts"])
+    assert any(line.startswith("slip errors: the set makes more than the random controls: +0.250") for line in summary["verdicts"])
+    assert any(line.startswith("loop errors: the set makes fewer") for line in summary["verdicts"])
 
 
 def test_a_difference_whose_interval_holds_zero_is_not_called():
