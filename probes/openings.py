@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparks.probes.schemes import pair_prompt
+from sparks.tasks.evaluation import decoding
 
 
 def _continue(
@@ -25,7 +26,7 @@ def _continue(
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
     tokens: int,
-    decoding: dict[str, Any],
+    generation: dict[str, Any],
     system_prompt: str | None,
     enable_thinking: bool | None,
 ) -> list[list[int]]:
@@ -35,7 +36,7 @@ def _continue(
     batch = batch.to(next(model.parameters()).device)
     output = model.generate(
         **batch,
-        **decoding,
+        **generation,
         max_new_tokens=tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -71,7 +72,6 @@ def continuation_ids(
         raise ValueError(f"tokens must be >= 1, got {tokens}")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary")
-    decoding = {"do_sample": False} if seed is None else {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
     device = next(model.parameters()).device
     training = model.training
     continuations = []
@@ -83,7 +83,8 @@ def continuation_ids(
                 torch.manual_seed(seed)
             for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
                 continuations += _continue(
-                    model, tokenizer, questions[start : start + batch_size], tokens, decoding, system_prompt, enable_thinking
+                    model, tokenizer, questions[start : start + batch_size], tokens, decoding(None if seed is None else 1.0),
+                    system_prompt, enable_thinking
                 )
     finally:
         model.train(training)

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -69,6 +70,13 @@ class Completion:
     truncated: bool
 
 
+def decoding(temperature: float | None) -> dict[str, Any]:
+    """`generate` arguments: greedy for None, else plain sampling at `temperature` (no top-k or top-p)."""
+    if temperature is None:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -81,8 +89,6 @@ def generate_completions(
 ) -> list[Completion]:
     """Completions for `prompts`, in order, batched with left padding: greedy, or sampled at
     `temperature` (no top-k or top-p) from torch's global generator."""
-    decoding = {"do_sample": False} if temperature is None else {
-        "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     completions = []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(
@@ -90,7 +96,7 @@ def generate_completions(
         ).to(model.device)
         output = model.generate(
             **batch,
-            **decoding,
+            **decoding(temperature),
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
