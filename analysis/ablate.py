@@ -51,6 +51,8 @@ DRAWS = 2000
 """Bootstrap resamples of the problems behind every interval (seeded, so a result is reproducible)."""
 INTERVAL = (0.025, 0.975)
 GROUPS = ("model", "heads", "random", "base")
+MIN_ERRORS = 10
+"""An error category's difference is called only when the set and the random controls made at least this many such errors."""
 COMPARISONS = (("heads", "model"), ("heads", "random"), ("heads", "base"), ("random", "model"))
 """The differences reported, each paired problem by problem."""
 
@@ -268,7 +270,9 @@ def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[
     for category in CATEGORIES:
         shares = problem_values(records, num_problems, lambda record, category=category: record["error"] == category)
         if any(share.any() for share in shares.values()):
-            error_rates[category] = {group: bootstrap(share) for group, share in shares.items()}
+            error_rates[category] = {group: bootstrap(share) | {"count": int(sum(
+                record["error"] == category for record in records if group_of(record["condition"]) == group))}
+                for group, share in shares.items()}
             error_rates[category] |= {f"{one} - {other}": bootstrap(shares[one] - shares[other])
                                       for one, other in COMPARISONS if one in shares and other in shares}
     draws = sorted({record["condition"] for record in records if record["condition"].startswith("random-")})
@@ -290,7 +294,8 @@ def verdicts(differences: dict[str, dict[str, dict[str, float]]],
     lines = []
     for category, estimates in (error_rates or {}).items():
         against = estimates.get("heads - random")
-        if against is not None and _sign(against):
+        seen = estimates.get("heads", {}).get("count", 0) + estimates.get("random", {}).get("count", 0)
+        if against is not None and _sign(against) and seen >= MIN_ERRORS:
             lines.append(f"{category} errors: the set makes {'more' if _sign(against) > 0 else 'fewer'} than the random "
                          f"controls: {against['value']:+.3f} of answers [{against['low']:+.3f}, {against['high']:+.3f}]")
     for name, cells in differences.items():

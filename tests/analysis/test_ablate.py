@@ -133,6 +133,18 @@ def test_summary_by_hand():
     assert any(line.startswith("loop errors: the set makes fewer") for line in summary["verdicts"])
 
 
+def test_an_error_category_seen_a_few_times_is_not_called():
+    right = [True] * 10
+    few = [False] * 4 + [True] * 6  # 4 slips (level 1) against none: an interval above 0, but 4 errors are not a finding
+    records = _records({"model": {1: right, 2: right}, "heads": {1: few, 2: right}, "random-1": {1: right, 2: right}})
+    summary = summarise(records, [1, 2])
+    assert summary["error_rates"]["slip"]["heads - random"]["low"] > 0 and summary["error_rates"]["slip"]["heads"]["count"] == 4
+    assert not any(line.startswith("slip errors") for line in summary["verdicts"])
+    more = [False] * 10
+    summary = summarise(_records({"model": {1: right, 2: right}, "heads": {1: more, 2: right}, "random-1": {1: right, 2: right}}), [1, 2])
+    assert any(line.startswith("slip errors: the set makes more") for line in summary["verdicts"])
+
+
 def test_a_difference_whose_interval_holds_zero_is_not_called():
     coin = [True, False] * 5
     records = _records({"model": {1: coin, 2: coin, 3: coin}, "heads": {1: coin[::-1], 2: coin, 3: coin},
