@@ -74,10 +74,12 @@ def parse_heads(text: str, source: str) -> list[Head]:
     try:
         value = json.loads(text)
     except ValueError:
+        value = None
+    if not isinstance(value, (list, dict)):  # "1.7" is JSON too: a number, read as the head it names
         items = [item for item in re.split(r"[,\s]+", text) if item]
-        if not all(re.fullmatch(r"\d+\.\d+", item) for item in items):
-            bad = next(item for item in items if not re.fullmatch(r"\d+\.\d+", item))
-            raise ValueError(f"{source}: {bad!r} is not a LAYER.HEAD head") from None
+        bad = next((item for item in items if not re.fullmatch(r"\d+\.\d+", item)), None)
+        if bad is not None:
+            raise ValueError(f"{source}: {bad!r} is not a LAYER.HEAD head")
         return [(int(layer), int(head)) for layer, head in (item.split(".") for item in items)]
     if isinstance(value, dict):
         value = value.get("heads", value.get("circuit_heads"))

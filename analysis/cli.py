@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from sparks.analysis.ablate import INTERVENTIONS
+from sparks.analysis.ablate import INTERVENTIONS, parse_heads
 from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.callbacks.plots import head_heatmap, save_png
 from sparks.probes.ig import IG_RULE, IG_RULES
@@ -53,19 +53,6 @@ def _model_dir(path: str) -> str:
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
     return path
-
-
-def _heads(text: str | None) -> list[tuple[int, int]] | None:
-    """``"0.1,2.3"`` -> [(0, 1), (2, 3)]."""
-    if text is None:
-        return None
-    heads = []
-    for item in text.split(","):
-        parts = item.strip().split(".")
-        if len(parts) != 2 or not all(part.isdigit() for part in parts):
-            raise ValueError(f"--heads takes LAYER.HEAD items separated by commas, not {item!r}")
-        heads.append((int(parts[0]), int(parts[1])))
-    return heads
 
 
 def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str]) -> tuple[list[str], list[str]]:
@@ -141,7 +128,7 @@ def score_command(args: argparse.Namespace) -> None:
 
     check_scoring(args.method, args.metric, args.replicates)
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
-    heads = _heads(args.heads)
+    heads = None if args.heads is None else parse_heads(args.heads, "--heads")
     model_dir = _model_dir(args.model)
     # A weights-only directory has no tokenizer to check the ids against (transformers would make an empty one).
     has_tokenizer = any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))

@@ -230,3 +230,36 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_problems():
     for estimate in (small, large):
         assert estimate["low"] <= estimate["value"] <= estimate["high"]
     assert large["high"] - large["low"] < small["high"] - small["low"]
+
+
+def test_a_real_data_sets_problems_are_read_and_checked_with_math_verify(random_model_dir, tmp_path, monkeypatch):
+    problems = tmp_path / "gsm8k.jsonl"
+    problems.write_text(json.dumps({"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"}) + "\n"
+                        + json.dumps({"question": "What is half of 1,000?", "answer": "#### 1,000", "level": 2}) + "\n")
+    read = ablate.file_problems(problems)
+    assert [(p.answer, p.level, p.steps) for p in read] == [("7", 1, None), ("1000", 2, None)]
+    # the answers are checked as the accuracy reward checks them: a right answer, in other words, counts
+    from sparks.train.rewards import math_equal
+    assert math_equal("<answer>\\frac{14}{2}</answer>", read[0].answer) and not math_equal("<answer>8</answer>", read[0].answer)
+    seen = []
+    monkeypatch.setattr(ablate, "grade", lambda *a, check, **k: seen.append(check) or grade(*a, check=check, **k))
+    heads = tmp_path / "heads.txt"
+    heads.write_text("1.2")
+    out = tmp_path / "out"
+    assert main(["ablate", "--model", str(random_model_dir), "--heads", str(heads), "--mode", "zero", "--problems", str(problems),
+                 "--controls", "1", "--seeds", "0", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert seen and all(check is math_equal for check in seen)
+    result = json.loads((out / "ablation.json").read_text())
+    assert result["levels"] == [1, 2] and result["problems"] == str(problems)
+    records = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert {r["answer"] for r in records} == {"7", "1000"}
+
+
+@pytest.mark.parametrize(("row", "message"), [('{"question": "q"}', "row 1 needs a 'question' and an 'answer'"),
+                                              ('{"question": "q", "answer": "1", "level": "hard"}', "'level' must be an integer"),
+                                              ("not json", "row 1 is not JSON")])
+def test_a_bad_problem_file_is_one_line(tmp_path, row, message):
+    path = tmp_path / "problems.jsonl"
+    path.write_text(row + "\n")
+    with pytest.raises(ValueError, match=message):
+        ablate.file_problems(path)
