@@ -1,4 +1,5 @@
-"""The ``sparks`` command line: build probe pair sets, score heads and edges on a saved model.
+"""The ``sparks`` command line: build probe pair sets, score heads and edges on a saved model, compare runs, and
+test what heads do (thinking on/off circuits, ablation and scaling).
 
     sparks pairs --scheme numbers --model outputs/tiny-base --split probe --levels 1 2 3 --count 64 --out pairs.jsonl
     sparks pairs --scheme style --model outputs/tiny-base --reasoning-model outputs/tiny-grpo --baseline-model outputs/tiny-base --out style.jsonl
@@ -6,6 +7,7 @@
     sparks compare outputs/tiny-grpo outputs/tiny-sft --out compare/ --wandb
     sparks rescore outputs/tiny-grpo-saved --base outputs/tiny-base --method eap --metric logit_diff
     sparks think --model outputs/tiny-base --out think/
+    sparks ablate --model outputs/tiny-base --from-run outputs/tiny-sft --emergent --mode scale --factor 1.3
 
 Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
 range, a model without the expected modules, a model whose scores are NaN or inf) ends with one

@@ -7,7 +7,7 @@ Hooks: the same seeded evaluation (`tasks.evaluation.grade`, one sampling seed) 
 set scaled by 1.0, which changes no answer (checked), timed alternately `--repeats` times in one
 process; the ratio of the medians is the hooks' cost per answer. Whole run: `evaluate_conditions` with
 the findings' conditions (the model, the set, `--controls` random sets, the base circuit) x `--seeds`,
-against C x S plain seeded evaluations of the unchanged model: the ratio is 1 when every condition
+against S plain seeded evaluations of the unchanged model timed just before it, times C: the ratio is 1 when every condition
 costs a plain evaluation; above 1, the changed models write longer answers (or the hooks cost).
 Models: the trained tiny base model and the findings' stronger SFT run when present.
 """
@@ -75,11 +75,11 @@ def main() -> None:
         conditions = {"model": [], "heads": HEADS}
         conditions |= {f"random-{i + 1}": matched_random_heads(HEADS, 8, rng) for i in range(args.controls)}
         conditions["base"] = BASE_CIRCUIT
-        start = clock()
-        for seed in range(args.seeds):
-            seeded_grade(model, tokenizer, problems, seed)
-        unchanged = clock() - start
         for mode, factor in (("scale", 1.3), ("scale", 0.5), ("zero", None), ("mean", None)):
+            start = clock()
+            for seed in range(args.seeds):
+                seeded_grade(model, tokenizer, problems, seed)
+            unchanged = clock() - start
             start = clock()
             evaluate_conditions(model, tokenizer, problems, conditions, mode=mode, factor=factor, seeds=range(args.seeds),
                                 temperature=0.7, style="free", system_prompt=None, max_new_tokens=96, batch_size=64,
