@@ -38,6 +38,7 @@ from sparks.analysis.outputs import check_out, staged
 from sparks.callbacks.plots import margined_figure, save_png
 from sparks.probes.hooks import scoring
 from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ablate
+from sparks.probes.schemes import has_thinking_switch
 from sparks.probes.sites import resolve
 from sparks.tasks import formats
 from sparks.tasks.arith import Problem
@@ -448,6 +449,9 @@ def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
     if chosen.base is not None:
         conditions["base"] = chosen.base
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.style == "direct" and not (tokenizer.chat_template and has_thinking_switch(tokenizer)):
+        raise ValueError(f"--style direct switches thinking off with the chat template's enable_thinking, which the template "
+                         f"of {args.model} does not know: use --style free or think")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device)
     resolve(model)  # a model without the expected modules fails here, before any generation
     check = math_equal if args.problems else formats.is_correct

@@ -1,4 +1,5 @@
 import json
+import shutil
 import random
 from collections import Counter
 from contextlib import contextmanager
@@ -263,3 +264,20 @@ def test_a_bad_problem_file_is_one_line(tmp_path, row, message):
     path.write_text(row + "\n")
     with pytest.raises(ValueError, match=message):
         ablate.file_problems(path)
+
+
+def test_thinking_off_needs_a_template_that_knows_enable_thinking(random_model_dir, tmp_path, capsys):
+    model = tmp_path / "no-switch"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(random_model_dir / name, model / name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(random_model_dir)
+    tokenizer.chat_template = "{%- for m in messages -%}{{ m['content'] }}{%- endfor -%}A:"
+    tokenizer.save_pretrained(model)
+    heads = tmp_path / "heads.txt"
+    heads.write_text("0.1")
+    out = tmp_path / "out"
+    assert main(["ablate", "--model", str(model), "--heads", str(heads), "--mode", "zero", "--style", "direct", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--style direct switches thinking off with the chat template's enable_thinking" in err
+    assert not out.exists()
