@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from sparks.analysis.ablate import INTERVENTIONS, parse_heads
 from sparks.analysis.circuit_scoring import check_scoring, score_circuit
+from sparks.analysis.outputs import check_out, staged
 from sparks.callbacks.plots import head_heatmap, save_png
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.scoring import LEVELS, METHODS
@@ -235,10 +236,11 @@ def think_command(args: argparse.Namespace) -> None:
         raise ValueError(f"--confidence is a share of replicates in (0, 1], got {args.confidence}")
     if args.tokens < 1:
         raise ValueError(f"--tokens needs at least 1 continuation token, got {args.tokens}")
+    if not 1 <= args.min_tokens <= args.tokens:
+        raise ValueError(f"--min-tokens must lie between 1 and --tokens ({args.tokens}), got {args.min_tokens}")
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} exists and is not an empty directory")
+    check_out(out)
     model_dir = _model_dir(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:
@@ -248,12 +250,12 @@ def think_command(args: argparse.Namespace) -> None:
                          "sparks think needs a template with the switch (as Qwen3's)")
     swaps = _swaps(args, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype)).to(args.device)
-    pairs = thinking_pairs(model, tokenizer, swaps, tokens=args.tokens, system_prompt=args.system_prompt,
-                           batch_size=args.batch_size)
+    pairs = thinking_pairs(model, tokenizer, swaps, tokens=args.tokens, min_tokens=args.min_tokens,
+                           system_prompt=args.system_prompt, batch_size=args.batch_size)
     kept = len(pairs["on"])
     if kept < 2:
-        raise ValueError(f"only {kept} of {len(swaps)} questions pair in both thinking modes (equal prompt lengths, a "
-                         "non-empty continuation): at least 2 are needed")
+        raise ValueError(f"only {kept} of {len(swaps)} questions pair in both thinking modes (equal prompt lengths, "
+                         f"continuations of at least --min-tokens {args.min_tokens}): at least 2 are needed")
     scored = {
         mode: score_circuit(model, pairs[mode], selection, name=f"{args.model} (thinking {mode})", method=args.method,
                             metric="kl", ig_steps=args.ig_steps, ig_rule=args.ig_rule, replicates=args.replicates,
@@ -275,15 +277,16 @@ def think_command(args: argparse.Namespace) -> None:
         for mode, switch in THINKING_MODES.items()
     }
     settings = {name: getattr(args, name) for name in ("model", "pairs", "method", "level", "ig_steps", "ig_rule", "mass", "top_n",
-                                                     "tau", "aggregation", "replicates", "seed", "tokens", "system_prompt")}
+                                                     "tau", "aggregation", "replicates", "seed", "tokens", "min_tokens",
+                                                     "system_prompt")}
     summary = {**settings, "metric": "kl", "num_questions": len(swaps), "num_pairs": kept, "modes": modes, **comparison}
-    out.mkdir(parents=True, exist_ok=True)
-    for mode in THINKING_MODES:
-        save_pairs(pairs[mode], out / f"pairs-{mode}.jsonl")
-    (out / "think.json").write_text(json.dumps(plain(summary), indent=1))
-    imsave(out / "think.png", think_pixels(stats, comparison, f"{Path(args.model).name}, {kept} pairs"))
+    with staged(out) as staging:
+        for mode in THINKING_MODES:
+            save_pairs(pairs[mode], staging / f"pairs-{mode}.jsonl")
+        (staging / "think.json").write_text(json.dumps(plain(summary), indent=1))
+        imsave(staging / "think.png", think_pixels(stats, comparison, f"{Path(args.model).name}, {kept} pairs"))
     print(f"{kept} of {len(swaps)} questions pair in both thinking modes ({len(swaps) - kept} left out: unequal prompt "
-          f"lengths or an empty continuation); continuations of {modes['on']['continuation_tokens']} (on) and "
+          f"lengths or a continuation shorter than {args.min_tokens} tokens); continuations of {modes['on']['continuation_tokens']} (on) and "
           f"{modes['off']['continuation_tokens']} (off) tokens")
     print(_think_table(plain(summary)))
     print(f"wrote {out}")
@@ -394,6 +397,9 @@ def parser() -> argparse.ArgumentParser:
     think.add_argument("--seed", type=int, default=0, help="seeds the question draw, the swaps and the bootstrap weights")
     think.add_argument("--tokens", type=int, default=8,
                        help="new tokens of each greedy continuation (each mode's are cut to its shortest)")
+    think.add_argument("--min-tokens", type=int, default=3,
+                       help="a question whose continuation in either mode is shorter is left out, so that one short "
+                            "answer does not cut every pair to it (default: %(default)s)")
     think.add_argument("--method", choices=METHODS, default="eap-ig",
                        help="the metric is KL, the only one that means anything when both rows continue with the same "
                             "tokens (logit_diff would compare a token with itself); eap scores zero under it")

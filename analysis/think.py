@@ -39,6 +39,7 @@ def thinking_pairs(
     swaps: Sequence[dict[str, Any]],
     *,
     tokens: int,
+    min_tokens: int,
     system_prompt: str | None,
     batch_size: int,
 ) -> dict[str, list[Pair]]:
@@ -49,7 +50,7 @@ def thinking_pairs(
                                batch_size=batch_size, enable_thinking=switch)
         for mode, switch in THINKING_MODES.items()
     }
-    return mode_pairs(tokenizer, swaps, continuations, system_prompt=system_prompt)
+    return mode_pairs(tokenizer, swaps, continuations, system_prompt=system_prompt, min_tokens=min_tokens)
 
 
 def category_masks(on: Tensor, off: Tensor) -> dict[str, Tensor]:

@@ -253,15 +253,17 @@ def mode_pairs(
     continuations: Mapping[str, Sequence[Sequence[int]]],
     *,
     system_prompt: str | None = None,
+    min_tokens: int = 1,
 ) -> dict[str, list[Pair]]:
     """Thinking-mode pairs (see the module docstring) of number swaps, one list per mode of THINKING_MODES.
 
     ``swaps`` are number-swap pairs' metadata (``question`` and ``corrupted_question``);
     ``continuations[mode][i]`` are the ids the model wrote after swap i's clean prompt in that mode.
     A swap is kept only when both modes can pair it (clean and corrupted prompts of equal length, a
-    non-empty continuation), so both lists hold the same questions in the same order: pair i of
-    ``on`` and pair i of ``off`` share their bootstrap weights (probes.bootstrap). Each mode's
-    continuations are cut to the shortest kept one, so every pair of a mode scores as many positions.
+    continuation of at least ``min_tokens`` ids), so both lists hold the same questions in the same
+    order: pair i of ``on`` and pair i of ``off`` share their bootstrap weights (probes.bootstrap).
+    Each mode's continuations are cut to the shortest kept one, so every pair of a mode scores as many
+    positions; ``min_tokens`` keeps one short answer from cutting every pair to it.
     """
     for mode in THINKING_MODES:
         if len(continuations[mode]) != len(swaps):
@@ -275,7 +277,7 @@ def mode_pairs(
                 for key in ("question", "corrupted_question")
             )
             continuation = list(continuations[mode][index])
-            if len(clean) == len(corrupted) and clean != corrupted and continuation:
+            if len(clean) == len(corrupted) and clean != corrupted and len(continuation) >= max(1, min_tokens):
                 rows[mode] = (clean, corrupted, continuation)
         if len(rows) == len(THINKING_MODES):
             kept.append((swap, rows))

@@ -30,7 +30,7 @@ def test_mode_pairs_are_one_question_in_two_templates_continued_by_the_model(bas
     model, tokenizer = base
     problems = arith.problems("probe", [1, 2, 5], 6, seed=0)
     swaps = [pair.meta for pair in numbers_pairs(tokenizer, problems)]
-    pairs = thinking_pairs(model, tokenizer, swaps, tokens=8, system_prompt=None, batch_size=4)
+    pairs = thinking_pairs(model, tokenizer, swaps, tokens=8, min_tokens=3, system_prompt=None, batch_size=4)
     assert len(pairs["on"]) == len(swaps) == 6
     assert [p.meta["question"] for p in pairs["on"]] == [p.meta["question"] for p in pairs["off"]] == [s["question"] for s in swaps]
     for mode, switch in (("on", True), ("off", False)):
@@ -72,6 +72,10 @@ def test_mode_pairs_keep_a_question_only_when_both_modes_pair_it():
     assert pairs["off"][1].clean_ids == prompt + [24, 25] and pairs["off"][1].meta["continuation_tokens"] == 2
     with pytest.raises(ValueError, match="3 continuations in thinking mode on for 4 swaps"):
         mode_pairs(tokenizer, swaps, {"on": continuations["on"][:3], "off": continuations["off"]})
+    # with min_tokens 3, swap 0's two-token off continuation leaves it out instead of cutting every off pair to 2
+    longer = mode_pairs(tokenizer, swaps, continuations, min_tokens=3)
+    assert [p.meta["question"] for p in longer["on"]] == [p.meta["question"] for p in longer["off"]] == ["2+2"]
+    assert longer["off"][0].clean_answer_ids == [24, 25, 26] and longer["on"][0].clean_answer_ids == [17, 18, 19, 20]
 
 
 def _stats(heads: list[tuple[int, int]], replicates: list[set[int]], importance: list[float], faithfulness: float) -> SnapshotStats:
