@@ -325,7 +325,7 @@ COLOURS = {"model": "#555555", "heads": "#dd8452", "random": "#4c72b0", "base": 
 
 def ablation_figure(summary: dict[str, Any], levels: Sequence[int], title: str) -> Figure:
     """pass@1 per level with 95% intervals for each group (left), and the share of answers wrong in each error category (right)."""
-    figure = margined_figure(11.0, 4.0, left=0.7, right=0.2, bottom=0.6, top=0.5)
+    figure = margined_figure(12.0, 4.0, left=0.7, right=1.2, bottom=0.6, top=0.5)
     rate, kinds = figure.subplots(1, 2, gridspec_kw={"wspace": 0.3})
     for offset, (group, cells) in enumerate(summary["pass_at_1"].items()):
         x = np.arange(len(levels)) + (offset - 1.5) * 0.08
@@ -347,7 +347,7 @@ def ablation_figure(summary: dict[str, Any], levels: Sequence[int], title: str) 
             kinds.bar(groups, shares, bottom=bottom, label=category)
             bottom += shares
     kinds.set_ylabel("share of answers wrong, by error")
-    kinds.legend(fontsize=8, title="error", title_fontsize=8)
+    kinds.legend(fontsize=8, title="error", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     figure.suptitle(title, fontsize=10)
     return figure
 
@@ -379,7 +379,9 @@ def write_ablation(out: Path, settings: dict[str, Any], records: list[dict[str, 
     """ablation.json (settings, summary), completions.jsonl and ablation.png, written whole into ``out``."""
     summary = summarise(records, levels)
     result = {**settings, **summary}
-    title = f"{settings['mode']}{'' if settings['factor'] is None else ' x' + str(settings['factor'])} of {len(settings['heads'])} heads"
+    change = settings["mode"] if settings["factor"] is None else f"scaled x{settings['factor']}"
+    heads = ", ".join(f"{layer}.{head}" for layer, head in settings["heads"])
+    title = f"{Path(settings['model']).name}: heads {heads} {change}; random: {len(settings['conditions']) - 2 - ('base' in settings['conditions'])} matched sets"
     with staged(out) as staging:
         (staging / "ablation.json").write_text(json.dumps(result, indent=1))
         (staging / "completions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))

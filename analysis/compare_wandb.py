@@ -1,7 +1,8 @@
 """``sparks compare --wandb``: the written report logged to W&B as one run of job type "compare", in the
 compared runs' group, so it sits beside the runs it compares.
 
-The run holds the report's summary and reward-alignment tables as ``wandb.Table``s, cell for cell as the
+The run holds the report's summary and reward-alignment tables (and its ablation table, when a run holds
+``sparks ablate`` results) as ``wandb.Table``s, cell for cell as the
 page shows them (the same Table objects the page is written from), each figure's
 PNG as a ``wandb.Image`` (W&B draws images the same online and synced from offline), and the page
 itself as ``wandb.Html`` (its Plotly figures stay interactive there: plotly.js is inline). Project and
