@@ -295,12 +295,6 @@ def verdicts(differences: dict[str, dict[str, dict[str, float]]],
              error_rates: dict[str, dict[str, dict[str, float]]] | None = None) -> list[str]:
     """What the intervals support, one line each; nothing is called on an interval that holds 0."""
     lines = []
-    for category, estimates in (error_rates or {}).items():
-        against = estimates.get("heads - random")
-        seen = estimates.get("heads", {}).get("count", 0) + estimates.get("random", {}).get("count", 0)
-        if against is not None and _sign(against) and seen >= MIN_ERRORS:
-            lines.append(f"{category} errors: the set makes {'more' if _sign(against) > 0 else 'fewer'} than the random "
-                         f"controls: {against['value']:+.3f} of answers [{against['low']:+.3f}, {against['high']:+.3f}]")
     for name, cells in differences.items():
         overall = cells["all"]
         said = {1: "raises", -1: "lowers", 0: "does not change (interval holds 0)"}[_sign(overall)]
@@ -317,6 +311,12 @@ def verdicts(differences: dict[str, dict[str, dict[str, float]]],
         lines.append(f"easy-versus-hard trade-off: {call} (easy {against['easy']['value']:+.3f} "
                      f"[{against['easy']['low']:+.3f}, {against['easy']['high']:+.3f}], hard {against['hard']['value']:+.3f} "
                      f"[{against['hard']['low']:+.3f}, {against['hard']['high']:+.3f}])")
+    for category, estimates in (error_rates or {}).items():
+        against = estimates.get("heads - random")
+        seen = estimates.get("heads", {}).get("count", 0) + estimates.get("random", {}).get("count", 0)
+        if against is not None and _sign(against) and seen >= MIN_ERRORS:
+            lines.append(f"{category} errors: the set makes {'more' if _sign(against) > 0 else 'fewer'} than the random "
+                         f"controls: {against['value']:+.3f} of answers [{against['low']:+.3f}, {against['high']:+.3f}]")
     return lines
 
 
