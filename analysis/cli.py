@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from sparks.probes.schemes import (
     problem_meta,
     read_questions,
     style_pairs,
+    text_number_swap,
 )
 from sparks.tasks import arith
 from sparks.tasks.data import HUB_SOURCES, probe_questions
@@ -182,16 +184,35 @@ def score_command(args: argparse.Namespace) -> None:
 
 
 def _swaps(args: argparse.Namespace, tokenizer) -> list[dict]:
-    """The number swaps sparks think scores: a number-swap pair file's, or drawn as ``sparks pairs --scheme numbers`` draws them."""
+    """The number swaps sparks think scores: a number-swap pair file's; a real data set's questions, one whole
+    number in each changed (probes.schemes.text_number_swap); or drawn as ``sparks pairs --scheme numbers`` draws them."""
+    sources = [name for name in ("pairs", "questions", "dataset") if getattr(args, name) is not None]
+    if len(sources) > 1:
+        raise ValueError(f"--{sources[0]} and --{sources[1]} are two sources of questions: give one")
+    if args.dataset_path is not None and args.dataset is None:
+        raise ValueError("--dataset-path is a local copy of a --dataset: name the data set")
+    if sources and args.levels is not None:
+        raise ValueError(f"--levels draws arithmetic questions; --{sources[0]} brings its own: give one")
+    if sources in (["pairs"], ["questions"]) and args.count is not None:
+        raise ValueError(f"--count draws questions; --{sources[0]} brings its own: give one")
     if args.pairs is not None:
-        if args.levels is not None or args.count is not None:
-            raise ValueError("--levels and --count draw the questions; --pairs brings its own: give one")
         pairs = load_pairs(args.pairs)
         for number, pair in enumerate(pairs, start=1):
             if not all(isinstance(pair.meta.get(key), str) for key in ("question", "corrupted_question")):
                 raise ValueError(f"{args.pairs}: pair {number}: meta has no question and corrupted_question; sparks think "
                                  "takes a number-swap pair file (sparks pairs --scheme numbers)")
         return [pair.meta for pair in pairs]
+    if sources:
+        rows = read_questions(args.questions) if args.questions else probe_questions(
+            args.dataset, 64 if args.count is None else args.count, args.seed, args.dataset_path)
+        swaps = []
+        for row in rows:
+            swapped = text_number_swap(row["question"], random.Random(f"{args.seed}-{row['question']}"))
+            if swapped is not None:
+                swaps.append({**row, "corrupted_question": swapped})
+        if not swaps:
+            raise ValueError(f"no question of --{sources[0]} holds a whole number to change")
+        return swaps
     levels = sorted(arith.LEVELS) if args.levels is None else args.levels
     unknown = [level for level in levels if level not in arith.LEVELS]
     if unknown:
@@ -391,9 +412,14 @@ def parser() -> argparse.ArgumentParser:
     think.add_argument("--out", required=True, help="a new (or empty) directory for think.json, think.png and the mode pair files")
     think.add_argument("--pairs", help="a number-swap pair file (sparks pairs --scheme numbers) whose questions are scored "
                                        "(default: drawn from the arithmetic world's probe split)")
-    think.add_argument("--levels", type=int, nargs="+", help="without --pairs: levels to draw (default: all)")
-    think.add_argument("--count", type=int, help="without --pairs: problems to draw (default: 64; those without a usable "
-                                                 "number swap are left out)")
+    think.add_argument("--questions", help="a real data set's questions (JSONL rows with 'question', or one per line): one "
+                                           "whole number in each is changed to another of its digit count")
+    think.add_argument("--dataset", choices=sorted(HUB_SOURCES),
+                       help="--count of the data set's held-out probe questions (never trained on), numbers changed as --questions")
+    think.add_argument("--dataset-path", help="with --dataset: a local copy read in place of the hub name")
+    think.add_argument("--levels", type=int, nargs="+", help="arithmetic questions: levels to draw (default: all)")
+    think.add_argument("--count", type=int, help="arithmetic or --dataset questions to draw (default: 64; those without a "
+                                                 "usable number swap are left out)")
     think.add_argument("--seed", type=int, default=0, help="seeds the question draw, the swaps and the bootstrap weights")
     think.add_argument("--tokens", type=int, default=8,
                        help="new tokens of each greedy continuation (each mode's are cut to its shortest)")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import json
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,26 @@ def operand_swaps(question: str, rng: random.Random) -> Iterator[tuple[str, int]
         swapped = _with_leaf(tree, index, value)
         if arith.valid(swapped) and arith.evaluate(swapped) != answer:
             yield arith.render(swapped), arith.evaluate(swapped)
+
+
+_WHOLE_NUMBER = re.compile(r"(?<![\d.,])\d+(?![\d.,]?\d)")
+"""A whole number written plainly: not part of a decimal (3.5) or a grouped number (1,000)."""
+
+
+def text_number_swap(question: str, rng: random.Random) -> str | None:
+    """A real data set's question with one of its whole numbers, chosen by ``rng``, changed to another of the
+    same digit count (so a digit-wise tokenizer keeps the length), or None when it has none. Its answer
+    changes in general and is unknown, which the thinking-mode pairs do not need (they score KL)."""
+    numbers = list(_WHOLE_NUMBER.finditer(question))
+    if not numbers:
+        return None
+    number = rng.choice(numbers)
+    value, digits = int(number.group()), len(number.group())
+    low = 0 if digits == 1 else 10 ** (digits - 1)
+    other = value
+    while other == value:
+        other = rng.randrange(low, 10**digits)
+    return f"{question[: number.start()]}{other}{question[number.end():]}"
 
 
 def numbers_pairs(

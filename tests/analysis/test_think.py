@@ -1,6 +1,7 @@
 """sparks think: the mode pairs, the paired comparison by hand, the command end to end, and its refusals."""
 
 import json
+import random
 import shutil
 
 import pytest
@@ -11,7 +12,7 @@ from sparks.analysis.cli import main
 from sparks.analysis.think import compare_modes, thinking_pairs
 from sparks.probes.circuit import Circuit
 from sparks.probes.pairs import load_pairs
-from sparks.probes.schemes import mode_pairs, numbers_pairs, pair_prompt
+from sparks.probes.schemes import mode_pairs, numbers_pairs, pair_prompt, text_number_swap
 from sparks.probes.statistics import SnapshotStats
 from sparks.tasks import arith
 from sparks.tasks.data import chat_prompt
@@ -206,3 +207,60 @@ def test_think_refuses_bad_input_in_one_line(case, message, random_model_dir, tm
     last = err.rstrip("\n").split("\n")[-1]
     assert last.startswith("sparks: error: ") and message in last
     assert [path.name for path in out.iterdir()] == ["keep.txt"] if case == "out_not_empty" else not out.exists()
+
+
+QUESTIONS = ["Tom has 12 apples and buys 7 more. How many apples?", "What is 45 plus 3?", "No numbers at all?",
+             "A box holds 6 pens. How many pens are in 4 boxes?", "Sara reads 23 pages a day for 5 days."]
+
+
+def test_a_real_data_sets_questions_are_swapped_in_their_text(random_model_dir, tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question": q, "source": "mine"}) + "\n" for q in QUESTIONS))
+    out = tmp_path / "think"
+    assert main(["think", "--model", str(random_model_dir), "--questions", str(questions), "--replicates", "10",
+                 "--ig-steps", "2", "--min-tokens", "1", "--out", str(out)]) == 0
+    on = load_pairs(out / "pairs-on.jsonl")
+    kept = [pair.meta["question"] for pair in on]
+    assert "No numbers at all?" not in kept and kept == [q for q in QUESTIONS if q != "No numbers at all?"][: len(kept)]
+    for pair in on:
+        question, swapped = pair.meta["question"], pair.meta["corrupted_question"]
+        assert pair.meta["source"] == "mine" and swapped != question and len(swapped) == len(question)
+        assert swapped == text_number_swap(question, random.Random(f"0-{question}"))
+    assert json.loads((out / "think.json").read_text())["num_questions"] == 4
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--questions", "Q", "--pairs", "P"], "--pairs and --questions are two sources of questions"),
+    (["--dataset-path", "D"], "--dataset-path is a local copy of a --dataset"),
+    (["--questions", "Q", "--levels", "1"], "--levels draws arithmetic questions; --questions brings its own"),
+    (["--questions", "Q", "--count", "3"], "--count draws questions; --questions brings its own"),
+    (["--questions", "NONE"], "no question of --questions holds a whole number to change"),
+])
+def test_question_sources_refuse_bad_input_in_one_line(random_model_dir, tmp_path, capsys, extra, message):
+    (tmp_path / "Q").write_text("What is 4 plus 5?\n")
+    (tmp_path / "NONE").write_text("No numbers.\nNone here either.\n")
+    extra = [str(tmp_path / item) if item in ("Q", "P", "D", "NONE") else item for item in extra]
+    out = tmp_path / "out"
+    assert main(["think", "--model", str(random_model_dir), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("sparks: error") == 1 and message in err.rstrip("\n").split("\n")[-1]
+    assert not out.exists()
+
+
+def test_a_data_sets_held_out_questions_from_a_local_copy(random_model_dir, tmp_path, monkeypatch):
+    import datasets
+
+    from sparks.tasks.data import is_probe_question
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    copy = tmp_path / "gsm8k"
+    copy.mkdir()
+    rows = [{"question": f"Ann has {n} pens and buys {n % 7 + 2} more. How many pens now?", "answer": f"#### {n + n % 7 + 2}"}
+            for n in range(10, 1010)]
+    (copy / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "think"
+    assert main(["think", "--model", str(random_model_dir), "--dataset", "gsm8k", "--dataset-path", str(copy), "--count", "4",
+                 "--replicates", "10", "--ig-steps", "2", "--min-tokens", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "think.json").read_text())
+    questions = [pair.meta["question"] for pair in load_pairs(out / "pairs-on.jsonl")]
+    assert summary["num_questions"] == 4 and questions and all(is_probe_question(q) for q in questions)

@@ -114,3 +114,23 @@ def test_read_questions(tmp_path):
         read_questions(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError):
         read_questions(tmp_path / "missing.jsonl")
+
+
+def test_text_number_swap_changes_one_whole_number_and_keeps_its_digit_count():
+    import random as _random
+    import re
+
+    from sparks.probes.schemes import text_number_swap
+
+    question = "Tom has 12 apples, buys 3 more for 2.50 dollars and pays 1,000 cents."
+    seen = set()
+    for seed in range(40):
+        swapped = text_number_swap(question, _random.Random(seed))
+        before, after = re.split(r"(\d+)", question), re.split(r"(\d+)", swapped)
+        changed = [(a, b) for a, b in zip(before, after) if a != b]
+        assert len(before) == len(after) and len(changed) == 1
+        (old, new), = changed
+        assert old in ("12", "3") and len(new) == len(old) and new != old and (len(new) == 1 or new[0] != "0")
+        seen.add(old)
+    assert seen == {"12", "3"}  # both plain numbers get chosen; 2.50 and 1,000 never
+    assert text_number_swap("No numbers, nor 3.5 or 1,000.", _random.Random(0)) is None
