@@ -21,8 +21,8 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from sparks.probes.hooks import scoring
 from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ablate
 from sparks.probes.schemes import has_thinking_switch
 from sparks.probes.sites import resolve
+from sparks.probes.statistics import INTERVAL
 from sparks.tasks import formats
 from sparks.tasks.arith import Problem
 from sparks.tasks.data import gsm8k_final
@@ -50,8 +51,6 @@ Head = tuple[int, int]
 INTERVENTIONS = ("zero", "mean", "scale")
 DRAWS = 2000
 """Bootstrap resamples of the problems behind every interval (seeded, so a result is reproducible)."""
-INTERVAL = (0.025, 0.975)
-GROUPS = ("model", "heads", "random", "base")
 MIN_ERRORS = 10
 """An error category's difference is called only when the set and the random controls made at least this many such errors."""
 COMPARISONS = (("heads", "model"), ("heads", "random"), ("heads", "base"), ("random", "model"))
@@ -158,19 +157,17 @@ def prompt_means(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size
     return total / count
 
 
-@contextmanager
-def intervention(model: nn.Module, mode: str, heads: Sequence[Head], factor: float | None, means: torch.Tensor | None) -> Iterator[None]:
+def intervention(
+    model: nn.Module, mode: str, heads: Sequence[Head], factor: float | None, means: torch.Tensor | None
+) -> AbstractContextManager:
     """The heads changed while the block runs: zeroed, set to their mean output, or scaled by ``factor``."""
     if not heads:
-        context = nullcontext()
-    elif mode == "zero":
-        context = zero_ablate(model, heads)
-    elif mode == "mean":
-        context = mean_ablate(model, heads, means)
-    else:
-        context = scale_heads(model, heads, factor)
-    with context:
-        yield
+        return nullcontext()
+    if mode == "zero":
+        return zero_ablate(model, heads)
+    if mode == "mean":
+        return mean_ablate(model, heads, means)
+    return scale_heads(model, heads, factor)
 
 
 def evaluate_conditions(
@@ -219,9 +216,14 @@ def _record(condition: str, seed: int, index: int, item: Graded) -> dict[str, An
             "correct": item.correct, "truncated": item.truncated, "error": category}
 
 
+def is_random(condition: str) -> bool:
+    """Whether the condition is one of the matched random draws."""
+    return condition.startswith("random-")
+
+
 def group_of(condition: str) -> str:
     """The group a condition is reported in: the random draws are pooled."""
-    return "random" if condition.startswith("random-") else condition
+    return "random" if is_random(condition) else condition
 
 
 def problem_values(records: Sequence[dict[str, Any]], num_problems: int,
@@ -273,12 +275,11 @@ def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[
     for category in CATEGORIES:
         shares = problem_values(records, num_problems, lambda record, category=category: record["error"] == category)
         if any(share.any() for share in shares.values()):
-            error_rates[category] = {group: bootstrap(share) | {"count": int(sum(
-                record["error"] == category for record in records if group_of(record["condition"]) == group))}
-                for group, share in shares.items()}
+            error_rates[category] = {group: bootstrap(share) | {"count": errors[group]["all"][category]}
+                                     for group, share in shares.items()}
             error_rates[category] |= {f"{one} - {other}": bootstrap(shares[one] - shares[other])
                                       for one, other in COMPARISONS if one in shares and other in shares}
-    draws = sorted({record["condition"] for record in records if record["condition"].startswith("random-")})
+    draws = sorted({record["condition"] for record in records if is_random(record["condition"])})
     per_draw = {draw: float(np.mean([r["correct"] for r in records if r["condition"] == draw])) for draw in draws}
     return {"pass_at_1": pass_at_1, "differences": differences, "errors": errors, "error_rates": error_rates,
             "answers": {group: dict(counts) for group, counts in answers.items()}, "random_draws": per_draw,
@@ -381,7 +382,7 @@ def write_ablation(out: Path, settings: dict[str, Any], records: list[dict[str, 
     result = {**settings, **summary}
     change = settings["mode"] if settings["factor"] is None else f"scaled x{settings['factor']}"
     heads = ", ".join(f"{layer}.{head}" for layer, head in settings["heads"])
-    title = f"{Path(settings['model']).name}: heads {heads} {change}; random: {len(settings['conditions']) - 2 - ('base' in settings['conditions'])} matched sets"
+    title = f"{Path(settings['model']).name}: heads {heads} {change}; random: {sum(map(is_random, settings['conditions']))} matched sets"
     with staged(out) as staging:
         (staging / "ablation.json").write_text(json.dumps(result, indent=1))
         (staging / "completions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -422,8 +423,6 @@ def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
         raise ValueError(f"--temperature must be positive (leave it out for greedy decoding), got {args.temperature}")
     if args.temperature is None and len(args.seeds) > 1:
         raise ValueError("greedy decoding gives the same answers for every seed: give one --seeds value or a --temperature")
-    if not Path(args.model).is_dir():
-        raise FileNotFoundError(f"model directory {args.model} does not exist")
     if args.from_run:
         chosen = heads_from_run(args.from_run, args.emergent, args.step)
         what = "emergent" if args.emergent else f"step{args.step}" if args.step is not None else "circuit"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from sparks.probes.bootstrap import poisson_weights
-from sparks.probes.faithfulness import faithfulness, pair_effects
+from sparks.probes.faithfulness import pair_effects, replicate_faithfulness
 from sparks.probes.pairs import Pair
 from sparks.probes.scoring import graph_of, score_pairs
 from sparks.probes.statistics import NonFiniteScores, ScoreSums, Selection, SnapshotStats
@@ -36,9 +36,7 @@ class ScoredCircuit:
     def replicate_faithfulness(self) -> Tensor:
         """[B] the reported circuit's faithfulness under each replicate's weights (NaN where the empty
         circuit does no damage): the values ``stats.faithfulness_interval`` takes its quantiles of."""
-        sums = self.replicate_weights @ self.effects.double()
-        return torch.tensor([faithfulness(float(circuit), float(empty)) for circuit, empty in sums.tolist()],
-                            dtype=torch.float64)
+        return replicate_faithfulness(*(self.replicate_weights @ self.effects.double()).unbind(-1))
 
 
 def check_scoring(method: str, metric: str, replicates: int) -> None:

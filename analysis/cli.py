@@ -348,6 +348,7 @@ def ablate_command(args: argparse.Namespace) -> None:
     bad_levels = [level for level in args.levels if level not in arith.LEVELS]
     if bad_levels:
         raise ValueError(f"--levels: unknown level {bad_levels[0]}; levels are {sorted(arith.LEVELS)}")
+    _model_dir(args.model)
     out, result = run_ablation(args)
     print(format_summary(result, result["levels"]))
     print(f"wrote {out}")

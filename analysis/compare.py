@@ -26,8 +26,8 @@ from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import REWARD_KEYS
 from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, snapshot_dir
 from sparks.probes.pairs import Pair, load_pairs
+from sparks.probes.statistics import INTERVAL
 
-INTERVAL = (0.025, 0.975)
 CHURN_DRAWS = 2000
 """Snapshot resamples behind the churn ratio's interval (seeded, so the report is reproducible)."""
 CUMULATIVE_SHARE = 0.5

@@ -76,10 +76,16 @@ def faithfulness(circuit_effect_sum: float, empty_effect_sum: float) -> float:
     return float(1.0 - circuit_effect_sum / empty_effect_sum)
 
 
+def replicate_faithfulness(circuit_effect_sums: Tensor, empty_effect_sums: Tensor) -> Tensor:
+    """[B] ``faithfulness`` of each bootstrap replicate's effect sums [B] each, in float64 (NaN where the
+    empty circuit does no damage)."""
+    return torch.where(empty_effect_sums > 0, 1.0 - circuit_effect_sums / empty_effect_sums, math.nan).double()
+
+
 def faithfulness_interval(circuit_effect_sums: Tensor, empty_effect_sums: Tensor) -> tuple[float, float]:
     """The 2.5% and 97.5% points of the faithfulness over bootstrap replicates' effect sums [B] each
     (replicates without an empty-circuit effect left out; NaN when none has one)."""
-    values = torch.where(empty_effect_sums > 0, 1.0 - circuit_effect_sums / empty_effect_sums, math.nan).double()
+    values = replicate_faithfulness(circuit_effect_sums, empty_effect_sums)
     low, high = torch.nanquantile(values, values.new_tensor((0.025, 0.975))).tolist()
     return low, high
 

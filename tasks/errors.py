@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sparks.tasks import formats
+from sparks.tasks import arith, formats
 
 CATEGORIES = ("loop", "truncated", "format", "slip", "plan", "final", "direct", "unchecked")
 LOOP_LINES = 3
@@ -31,7 +31,6 @@ LOOP_LINES = 3
 LOOP_TAIL = (4, 8)
 """The completion's end repeating a segment at least 4 times over at least 8 characters is a loop."""
 _STEP = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
-_OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def is_loop(text: str) -> bool:
@@ -61,7 +60,7 @@ def think_lines(text: str) -> list[str] | None:
 def step_is_right(step: str) -> bool:
     """Whether the ``a op b=c`` step's result is right for its own operands."""
     left, operator, right, result = _STEP.fullmatch(step).groups()
-    return _OPERATORS[operator](int(left), int(right)) == int(result)
+    return arith.OPERATORS[operator](int(left), int(right)) == int(result)
 
 
 def categorise(text: str, truncated: bool, steps: Sequence[str] | None) -> str:
