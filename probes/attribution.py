@@ -1,6 +1,6 @@
 """Node scores per attention head by attribution patching (EAP) or EAP-IG on the live model.
 
-A head's output z is its slice of the input of ``self_attn.o_proj``. With the gate
+A head's output z is its slice of the input of the attention output projection (probes.sites). With the gate
 ``z + g (z_corrupted - z)``, dL/dg at g = 0 is ``(z_corrupted - z) . dL/dz``; summed over positions
 and averaged over the interpolation points (see probes.ig) that is the head's score.
 
@@ -28,8 +28,8 @@ def head_outputs(sites: Sites, values: dict[str, Tensor], batch: PairBatch) -> l
     mask = batch.attention_mask[:, :, None, None].to(values["z0"].dtype)
     batch_size, length = batch.clean_ids.shape
     return [
-        values[f"z{layer}"].view(batch_size, length, sites.num_heads, sites.head_dim) * mask
-        for layer in range(sites.num_layers)
+        values[f"z{layer}"].view(batch_size, length, sites.num_heads, layer_sites.head_dim) * mask
+        for layer, layer_sites in enumerate(sites.layers)
     ]
 
 
@@ -67,7 +67,7 @@ def node_scores(
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
             for layer, grad_sum in enumerate(grad_sums):
-                grad = grads.pop(f"z{layer}").view(n, batch_size, length, sites.num_heads, sites.head_dim)
+                grad = grads.pop(f"z{layer}").view(n, *grad_sum.shape)
                 grad_sum += grad.sum(0)
 
         integrate(sites, batch, metric, points, chunk_size, taps, list(taps), start, reduce)

@@ -65,7 +65,6 @@ def conductance_scores(
     points = ig_points("eap-ig", steps, rule)  # the same points
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch_size, length = batch.clean_ids.shape
-    shape = (batch_size, length, sites.num_heads, sites.head_dim)
     mask = batch.attention_mask[None, :, :, None, None]
     with scoring(sites.model, grad=True):
         with torch.no_grad():
@@ -86,6 +85,7 @@ def conductance_scores(
             low, high = steps - done - n, steps - done
             done += n
             for layer, total in enumerate(totals):
+                shape = (batch_size, length, sites.num_heads, sites.layers[layer].head_dim)
                 grad = grads.pop(f"z{layer}").view(n, *shape).to(dtype)
                 z = (values.pop(f"z{layer}").view(n, *shape) * mask.to(grad.dtype)).to(dtype)
                 total += torch.einsum("n,nbthk,nbthk->bh", own[low:high], grad, z)

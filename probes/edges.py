@@ -1,19 +1,28 @@
 """Edge scores by EAP-IG (docs/method.md, "Edge scores") on the live model, without per-head residual copies.
 
-Upstream nodes write into the residual stream: the input embedding, every head (its write is
-``W_o[:, slice_h] z_h``) and every MLP. Downstream inputs read it: each head's q, each key-value
-head's k and v, each MLP, and the logits. The score of u -> v is
+Upstream nodes write into the residual stream: the input embedding, every head and every MLP. Downstream
+inputs read it: each head's q, each key-value head's k and v, each MLP, and the logits. The score of u -> v is
 
     score(u -> v) = (z'_u - z_u) . mean_k dL/d(in_v)   (write difference, corrupted minus clean)
 
-where dL/d(in_v) is the gradient with respect to the residual stream as v alone reads it. For
-q/k/v it comes from the gradient on the projection output (after which Qwen3's q_norm/k_norm and
-RoPE already sit), split per head, mapped back through that head's rows of the projection and the
-vector-Jacobian product of ``input_layernorm`` at the residual value of that interpolation point.
-For an MLP it is the gradient on a clone of the ``post_attention_layernorm`` input, for the logits
-on a clone of the final norm's input. Since the residual stream is a sum, the scores of a node's
-edges add up to its node score (write difference times the gradient on its own output): the
-identity the tests check. Signs and metric follow probes.attribution.
+where dL/d(in_v) is the gradient with respect to the residual stream as v alone reads it. What a node
+writes and how a reader reads follow the family's row of the architecture table (probes.architectures):
+
+- a head writes ``W_o[:, slice_h] z_h`` times the residual multiplier; where the family normalises the
+  attention output before the residual add, through that norm's Jacobian at the interpolation point's
+  attention output (the norm couples a layer's heads, so this write differs from point to point);
+- an MLP writes the difference of what its block adds (after its output norm, times the multiplier);
+  the embedding its difference times the embedding multiplier;
+- q/k/v read through the gradient on the projection output (after which q/k norms and RoPE already
+  sit), split per head, mapped back through that head's rows of the projection (a fused one's slice)
+  and the vector-Jacobian product of the attention norm at the residual value of that point (none
+  where the family has no pre-norm); an MLP through the gradient on a clone of its norm's input (of
+  its own input, mapped back through the attention norm, in a parallel block), the logits on a clone
+  of the final norm's input.
+
+Since the residual stream is a sum, the scores of a node's edges add up to its node score (write
+difference times the gradient on its own output): the identity the tests check for every row of the
+table. Signs and metric follow probes.attribution.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from sparks.probes.hooks import scoring
 from sparks.probes.ig import CHUNK_SIZES, IG_RULE, ig_points, integrate
 from sparks.probes.metrics import Metric, get_metric
 from sparks.probes.pairs import PairBatch
-from sparks.probes.sites import Sites, resolve
+from sparks.probes.sites import LayerSites, Sites, resolve
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,8 @@ class EdgeGraph:
     valid: Tensor
 
     @classmethod
-    def build(cls, num_layers: int, num_heads: int, num_kv_heads: int) -> EdgeGraph:
+    def build(cls, num_layers: int, num_heads: int, num_kv_heads: int, parallel: bool = False) -> EdgeGraph:
+        """The graph of ``num_layers`` layers; in ``parallel`` blocks a layer's MLP reads where its heads do."""
         group = num_heads // num_kv_heads
         upstream, writes = ["input"], [-1]
         downstream, reads, feeds = [], [], []
@@ -68,7 +78,7 @@ class EdgeGraph:
                     feeds.append(tuple(heads[kv * group : (kv + 1) * group]))
             downstream.append(f"m{layer}")
             feeds.append((len(upstream) - 1,))
-            reads += [2 * layer] * (num_heads + 2 * num_kv_heads) + [2 * layer + 1]
+            reads += [2 * layer] * (num_heads + 2 * num_kv_heads) + [2 * layer + (0 if parallel else 1)]
         downstream.append("logits")
         feeds.append(())
         reads.append(2 * num_layers)
@@ -108,11 +118,49 @@ def linear_map(module: nn.Module) -> Tensor:
         return (module.forward(eye) - module.forward(torch.zeros_like(eye[:1]))).T
 
 
+def graph_of_sites(sites: Sites) -> EdgeGraph:
+    """The edge graph of a resolved model's head layout and block structure."""
+    return EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads, sites.architecture.parallel)
+
+
+def mlp_write_site(ls: LayerSites) -> nn.Module:
+    """The module whose output is what a layer's MLP block adds to the residual (before the multiplier)."""
+    return ls.mlp if ls.mlp_out_norm is None else ls.mlp_out_norm
+
+
+def mlp_read_site(sites: Sites, ls: LayerSites) -> nn.Module:
+    """The module whose input, as an MLP reads it, is the residual (its own input in a parallel block:
+    the attention norm's output, which the reader maps back through that norm)."""
+    if sites.architecture.parallel or ls.mlp_norm is None:
+        return ls.mlp
+    return ls.mlp_norm
+
+
+def projection_taps(layer: int, ls: LayerSites) -> dict[str, tuple]:
+    """A layer's q/k/v projection outputs by tap name: ``q{l}``, ``k{l}``, ``v{l}``, or one ``qkv{l}`` if fused."""
+    taps: dict[str, tuple] = {}
+    for kind in "qkv":
+        read = getattr(ls, kind)
+        name = f"qkv{layer}" if ls.q.proj is ls.k.proj else f"{kind}{layer}"
+        taps.setdefault(name, (read.proj, "output"))
+    return taps
+
+
+def projection_output(outputs: dict[str, Tensor], layer: int, ls: LayerSites, kind: str) -> Tensor:
+    """The ``kind`` (q, k or v) part of a layer's projection outputs as tapped by projection_taps."""
+    read = getattr(ls, kind)
+    name = f"qkv{layer}" if ls.q.proj is ls.k.proj else f"{kind}{layer}"
+    return outputs[name][..., read.rows]
+
+
 def write_taps(sites: Sites) -> dict[str, tuple]:
-    """The taps whose clean-minus-corrupted difference gives the upstream writes: o_proj inputs, MLP outputs."""
+    """The taps whose clean-minus-corrupted difference gives the upstream writes: o_proj inputs, what the
+    MLP blocks add, and the attention outputs an attention output norm reads."""
     taps: dict[str, tuple] = {}
     for layer, ls in enumerate(sites.layers):
-        taps |= {f"z{layer}": (ls.o_proj, "input"), f"mlp{layer}": (ls.mlp, "output")}
+        taps |= {f"z{layer}": (ls.o_proj, "input"), f"mlp{layer}": (mlp_write_site(ls), "output")}
+        if ls.attention_out_norm is not None:
+            taps[f"o{layer}"] = (ls.attention_out_norm, "input")
     return taps
 
 
@@ -126,9 +174,11 @@ def write_deltas(
 ) -> tuple[Tensor, list[Tensor]]:
     """Each upstream node's write difference, corrupted minus clean, as [B, U, T, D] in graph order.
 
-    Also the head-output differences [B, T, H, d_head] per layer. Both are zero at padding and
-    before each row's first changed token (PairBatch.changed), cover positions ``first`` on only,
-    and are computed once per batch (the edge contraction reads them for every downstream layer).
+    Also the head-output differences [B, T, H, d_head] per layer. A layer with an attention output norm
+    holds its heads' differences before that norm and before the multiplier (``W_o[:, h] dz_h``), which
+    edge_scores carries through the norm's Jacobian at each point and exact patching through the norm
+    itself (exact_head_writes). Both are zero at padding and before each row's first changed token
+    (PairBatch.changed), cover positions ``first`` on only, and are computed once per batch.
     """
     num_heads, head_dim = sites.num_heads, sites.head_dim
     batch_size, length = batch.clean_ids.shape
@@ -136,7 +186,8 @@ def write_deltas(
     mask = (batch.changed & batch.attention_mask.bool())[:, first:, None].to(dtype)
 
     def delta(name: str) -> Tensor:
-        return (corrupted[name][:, first:].to(dtype) - clean[name][:, first:].to(dtype)) * mask
+        changed = sequences(corrupted[name], length + first).to(dtype) - sequences(clean[name], length + first).to(dtype)
+        return changed[:, first:] * mask
 
     with torch.no_grad():
         corrupted_embeds, clean_embeds = token_embeddings(
@@ -144,16 +195,22 @@ def write_deltas(
         )
         d_embed = corrupted_embeds.to(dtype) - clean_embeds.to(dtype)
         writes = d_embed.new_empty(batch_size, 1 + sites.num_layers * (num_heads + 1), length, d_embed.shape[-1])
-        writes[:, 0] = d_embed * mask
+        writes[:, 0] = d_embed * mask * sites.embedding_multiplier
         d_z = []
         for layer, ls in enumerate(sites.layers):
             d_z.append(delta(f"z{layer}").view(batch_size, length, num_heads, head_dim))
             start = 1 + layer * (num_heads + 1)
+            scale = 1.0 if ls.attention_out_norm is not None else sites.residual_multiplier
             with full_parameters(sites.model, ls.o_proj):
                 w_o = linear_map(ls.o_proj).to(dtype).view(-1, num_heads, head_dim)
-                writes[:, start : start + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o)
-            writes[:, start + num_heads] = delta(f"mlp{layer}")
+                writes[:, start : start + num_heads] = torch.einsum("bthk,dhk->bhtd", d_z[-1], w_o) * scale
+            writes[:, start + num_heads] = delta(f"mlp{layer}") * sites.residual_multiplier
     return writes, d_z
+
+
+def sequences(x: Tensor, length: int) -> Tensor:
+    """A tapped activation as [N, T, ...]: some MoE blocks (Llama 4's) return theirs flattened to [N * T, D]."""
+    return x.reshape(-1, length, x.shape[-1])
 
 
 def norm_vjp(norm: nn.Module, x: Tensor, cotangent: Tensor) -> Tensor:
@@ -161,6 +218,37 @@ def norm_vjp(norm: nn.Module, x: Tensor, cotangent: Tensor) -> Tensor:
     x = x.unsqueeze(1).expand_as(cotangent).clone().requires_grad_()
     (grad,) = torch.autograd.grad(norm.forward(x), x, cotangent)
     return grad
+
+
+def norm_jvp(norm: nn.Module, x: Tensor, tangent: Tensor) -> Tensor:
+    """Jacobian-vector products [N, J, T, D] of ``norm`` at x [N, T, D] for J tangents [N, J, T, D], in the
+    tangents' dtype (the norm itself runs in x's)."""
+    own = x.dtype
+    primal = x.unsqueeze(1).expand(tangent.shape).to(tangent.dtype).contiguous()
+    _, product = torch.func.jvp(lambda value: norm.forward(value.to(own)), (primal,), (tangent,))
+    return product.detach().to(tangent.dtype)
+
+
+def exact_head_writes(sites: Sites, writes: Tensor, clean: dict[str, Tensor], first: int = 0) -> Tensor:
+    """``writes`` (write_deltas) with each attention-output-normed head write made exact: the change of
+    the normed attention output when that head alone takes its corrupted output, times the multiplier.
+
+    This is what patching one head's output changes in what the layer adds to the residual stream
+    (probes.patching delivers it to one reader at a time); edge_scores' Jacobian is its linearisation.
+    """
+    num_heads = sites.num_heads
+    for layer, ls in enumerate(sites.layers):
+        norm = ls.attention_out_norm
+        if norm is None:
+            continue
+        start = 1 + layer * (num_heads + 1)
+        heads = slice(start, start + num_heads)
+        with torch.no_grad(), full_parameters(sites.model, norm):
+            attention = clean[f"o{layer}"][:, first:]
+            before = norm.forward(attention).to(writes.dtype)
+            after = norm.forward((attention.unsqueeze(1).to(writes.dtype) + writes[:, heads]).to(attention.dtype))
+            writes[:, heads] = (after.to(writes.dtype) - before.unsqueeze(1)) * sites.residual_multiplier
+    return writes
 
 
 def edge_scores(
@@ -179,38 +267,36 @@ def edge_scores(
     of a training step; k points stacked hold k graphs at once (bench/probe_cost.py measures both).
     The norm's vector-Jacobian products, each with several temporaries the size of its cotangents,
     run on one key-value group's worth of q (or the k, or the v) inputs at a time; a layer's reads
-    are then contracted with the writes in one matmul.
+    are then contracted with the writes in one matmul. Where heads write through an attention output
+    norm, writes and reads are contracted point by point (the write depends on the point); elsewhere
+    the reads are summed over the points first.
     Positions before the batch's first changed token carry no write difference and are left out
     of all of it (for style pairs that is the whole shared question).
     """
     sites = resolve(model)
+    sites.check_level("edge")
     metric = get_metric(metric)
     points = ig_points(method, steps, rule)
-    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    graph = graph_of_sites(sites)
     num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
     block = num_heads // num_kv
     batch_size, length = batch.clean_ids.shape
-    taps: dict[str, tuple] = {"final": (sites.norm, "input")}
+    per_point = any(ls.attention_out_norm is not None for ls in sites.layers)
+    taps: dict[str, tuple] = {"final": (sites.norm, "input"), **write_taps(sites)}
+    wrt = ["inputs_embeds", "final"]
     for layer, ls in enumerate(sites.layers):
-        taps |= {
-            f"x{layer}": (ls.input_layernorm, "input"),
-            f"q{layer}": (ls.q_proj, "output"),
-            f"k{layer}": (ls.k_proj, "output"),
-            f"v{layer}": (ls.v_proj, "output"),
-            f"z{layer}": (ls.o_proj, "input"),
-            f"mlp_in{layer}": (ls.post_attention_layernorm, "input"),
-            f"mlp{layer}": (ls.mlp, "output"),
-        }
-    wrt = ["inputs_embeds", "final"] + [
-        f"{name}{layer}" for layer in range(sites.num_layers) for name in ("q", "k", "v", "z", "mlp_in", "mlp")
-    ]
+        if ls.attention_norm is not None:
+            taps[f"x{layer}"] = (ls.attention_norm, "input")
+        taps |= projection_taps(layer, ls) | {f"mlp_in{layer}": (mlp_read_site(sites, ls), "input")}
+        wrt += [*projection_taps(layer, ls), f"z{layer}", f"mlp_in{layer}", f"mlp{layer}"]
     with scoring(sites.model, grad=True):
         with torch.no_grad():
             maps = []
             for ls in sites.layers:
-                projections = {name: getattr(ls, f"{name}_proj") for name in "qkv"}
-                with full_parameters(sites.model, *projections.values()) as keep:
-                    maps.append({name: keep(linear_map(module)) for name, module in projections.items()})
+                projections = {kind: getattr(ls, kind) for kind in "qkv"}
+                modules = dict.fromkeys(read.proj for read in projections.values())  # a fused one once, in order
+                with full_parameters(sites.model, *modules) as keep:
+                    maps.append({kind: keep(linear_map(read.proj)[read.rows]).detach() for kind, read in projections.items()})
             _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(corrupted["z0"].dtype, torch.float32)
         device = corrupted["z0"].device
@@ -225,50 +311,83 @@ def edge_scores(
             deltas.extend(write_deltas(sites, batch, clean, corrupted, dtype, begin))
             corrupted.clear()
 
-        def summed(grad: Tensor, n: int) -> Tensor:
-            """Sum over the n stacked points: [n * B, ...] -> [B, ...]."""
-            grad = grad.to(dtype).unflatten(0, (n, batch_size))
-            return grad[0] if n == 1 else grad.sum(0)
+        def combined(grad: Tensor, n: int) -> Tensor:
+            """The n stacked points' rows [n * B, ...] as contracted: kept point by point where writes
+            depend on the point, else summed into [B, ...]."""
+            grad = grad.to(dtype)
+            if per_point or n == 1:
+                return grad
+            return grad.unflatten(0, (n, batch_size)).sum(0)
 
-        def read_by(grad: Tensor, columns: slice, sources: slice) -> None:
-            """Add (write difference . grad [B, J, T, D]) to the edges from ``sources`` into ``columns``.
+        def point_writes(values: dict[str, Tensor], n: int) -> Tensor:
+            """The writes [n' * B, U, T, D] the reads of these n points are contracted with."""
+            writes = deltas[0]
+            if not per_point:
+                return writes
+            writes = writes.repeat(n, 1, 1, 1)
+            for layer, ls in enumerate(sites.layers):
+                attention = values.pop(f"o{layer}", None)
+                if ls.attention_out_norm is None or attention is None:
+                    continue
+                heads = slice(graph.head_index(layer, 0), graph.head_index(layer, 0) + num_heads)
+                with full_parameters(sites.model, ls.attention_out_norm):
+                    normed = norm_jvp(ls.attention_out_norm, attention[:, begin:], writes[:, heads])
+                writes[:, heads] = normed * sites.residual_multiplier
+            return writes
+
+        def read_by(writes: Tensor, grad: Tensor, columns: slice, sources: slice) -> None:
+            """Add (write difference . grad [n' * B, J, T, D]) to the edges from ``sources`` into ``columns``.
 
             One batched matmul over (T, D) with the writes left in place (einsum copies them).
             """
-            writes = deltas[0]
             read = torch.bmm(grad.flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
-            edges[:, sources, columns] += read.transpose(1, 2)
+            edges[:, sources, columns] += read.unflatten(0, (-1, batch_size)).sum(0).transpose(1, 2)
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
-            writes, d_z = deltas
+            static, d_z = deltas
+            writes = point_writes(values, n)
+            rows = writes.shape[0]
 
             def take(name: str) -> Tensor:
-                return grads.pop(name)[:, begin:]
+                return sequences(grads.pop(name), length + begin)[:, begin:]
 
             for layer, ls in enumerate(sites.layers):
-                x = values.pop(f"x{layer}")[:, begin:]
-                read = writes.new_empty(batch_size, per_layer, length, writes.shape[-1])
+                norm = ls.attention_norm
+                x = values.pop(f"x{layer}")[:, begin:] if norm is not None else None
+                read = static.new_empty(rows, per_layer, length, static.shape[-1])
+                outputs = {name: take(name) for name in projection_taps(layer, ls)}
                 column = 0
-                with full_parameters(sites.model, ls.input_layernorm):
-                    for name, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
-                        grad = take(f"{name}{layer}").unflatten(-1, (count, head_dim))
-                        weight = maps[layer][name].view(count, head_dim, -1).to(grad.dtype)
+                with full_parameters(sites.model, *([] if norm is None else [norm])):
+
+                    def residual(cotangent: Tensor) -> Tensor:
+                        """Map reads of the attention norm's output back to the residual it normalises."""
+                        return cotangent if norm is None else norm_vjp(norm, x, cotangent)
+
+                    for kind, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
+                        grad = projection_output(outputs, layer, ls, kind).unflatten(-1, (count, head_dim))
+                        weight = maps[layer][kind].view(count, head_dim, -1).to(grad.dtype)
                         for low in range(0, count, block):
                             part = slice(low, min(low + block, count))
                             cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
-                            vjp = norm_vjp(ls.input_layernorm, x, cotangent)
-                            read[:, column : column + cotangent.shape[1]] = summed(vjp, n)
+                            read[:, column : column + cotangent.shape[1]] = combined(residual(cotangent), n)
                             column += cotangent.shape[1]
-                read[:, column] = summed(take(f"mlp_in{layer}"), n)
+                    mlp_grad = take(f"mlp_in{layer}")
+                    if sites.architecture.parallel:
+                        mlp_grad = residual(mlp_grad.unsqueeze(1)).squeeze(1)
+                    read[:, column] = combined(mlp_grad, n)
                 first, columns = graph.head_index(layer, 0), slice(layer * per_layer, (layer + 1) * per_layer)
-                read_by(read, columns, slice(0, first))
-                read_by(read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
-                z_grad = summed(take(f"z{layer}"), n).unflatten(-1, (num_heads, head_dim))
+                read_by(writes, read, columns, slice(0, first))
+                if not sites.architecture.parallel:
+                    read_by(writes, read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
+                z_grad = combined(take(f"z{layer}"), n).unflatten(-1, (num_heads, head_dim))
+                z_grad = z_grad.unflatten(0, (-1, batch_size)).sum(0)
                 nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
                 mlp = graph.mlp_index(layer)
-                nodes[:, mlp] += torch.einsum("btd,btd->b", writes[:, mlp], summed(take(f"mlp{layer}"), n))
-            read_by(summed(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
-            nodes[:, 0] += torch.einsum("btd,btd->b", writes[:, 0], summed(take("inputs_embeds"), n))
+                mlp_out = combined(take(f"mlp{layer}"), n).unflatten(0, (-1, batch_size)).sum(0)
+                nodes[:, mlp] += torch.einsum("btd,btd->b", static[:, mlp], mlp_out) / sites.residual_multiplier
+            read_by(writes, combined(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
+            embeds = combined(take("inputs_embeds"), n).unflatten(0, (-1, batch_size)).sum(0)
+            nodes[:, 0] += torch.einsum("btd,btd->b", static[:, 0], embeds) / sites.embedding_multiplier
 
         integrate(sites, batch, metric, points, chunk_size, taps, wrt, start, reduce)
     return EdgeScores(graph, edges / len(points), nodes / len(points))

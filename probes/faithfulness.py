@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from sparks.probes.circuit import Circuit
-from sparks.probes.edges import EdgeGraph, linear_map
+from sparks.probes.edges import EdgeGraph, graph_of_sites, linear_map, mlp_read_site, mlp_write_site, sequences
 from sparks.probes.forward import copies_logits, copies_metric
 from sparks.probes.gather import full_parameters
 from sparks.probes.hooks import Hooks, scoring
@@ -120,7 +120,7 @@ def _copies_effects(sites: Sites, batch: PairBatch, metric: Metric, copies: Sequ
 
 def _head_effects(sites: Sites, batch: PairBatch, heads: Sequence[tuple[int, int]], metric: Metric) -> Tensor:
     """Node level: copies [clean, corrupted, circuit, empty]; heads off the circuit output their corrupted z."""
-    num_heads, head_dim = sites.num_heads, sites.head_dim
+    num_heads = sites.num_heads
     runs = torch.zeros(sites.num_layers, 4, 1, 1, num_heads, 1, dtype=torch.bool, device=batch.clean_ids.device)
     runs[:, :2] = True  # the clean and the corrupted copy run unpatched
     for layer, head in heads:
@@ -129,7 +129,7 @@ def _head_effects(sites: Sites, batch: PairBatch, heads: Sequence[tuple[int, int
 
     def patch(layer: int) -> Callable[[Tensor], Tensor]:
         def edit(x: Tensor) -> Tensor:
-            z = x.unflatten(0, (4, -1)).unflatten(-1, (num_heads, head_dim))
+            z = x.unflatten(0, (4, -1)).unflatten(-1, (num_heads, -1))
             return torch.where(runs[layer], z, z[1]).flatten(-2).flatten(0, 1)
 
         return edit
@@ -179,27 +179,37 @@ def _projection_maps(
     sites: Sites, graph: EdgeGraph, needed: list[bool], shifted: list[bool]
 ) -> list[dict[str, Tensor]]:
     """Per layer the linear maps the edge run reads outside the forward, gathered as probes.edges does:
-    ``o`` where a head's write difference is added somewhere, ``q``/``k``/``v`` where a read is shifted."""
+    ``o`` where a head's write difference is added somewhere, ``q``/``k``/``v`` (their rows of a fused
+    projection) where a read is shifted."""
     maps = []
     for layer, ls in enumerate(sites.layers):
-        wanted = {}
+        wanted: dict[str, tuple[nn.Module, slice]] = {}
         first = graph.head_index(layer, 0)
         if any(needed[first : first + graph.num_heads]):
-            wanted["o"] = ls.o_proj
+            wanted["o"] = (ls.o_proj, slice(None))
         for kind, column, count in _head_reads(graph, layer):
             if any(shifted[column : column + count]):
-                wanted[kind] = getattr(ls, f"{kind}_proj")
+                read = getattr(ls, kind)
+                wanted[kind] = (read.proj, read.rows)
         maps.append({})
         if wanted:
-            with full_parameters(sites.model, *wanted.values()) as keep:
-                maps[-1] = {kind: keep(linear_map(module)) for kind, module in wanted.items()}
+            modules = dict.fromkeys(module for module, _ in wanted.values())  # a fused one once, in order
+            with full_parameters(sites.model, *modules) as keep:
+                maps[-1] = {kind: keep(linear_map(module)[rows]) for kind, (module, rows) in wanted.items()}
     return maps
 
 
 def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metric) -> Tensor:
-    """Edge level: copies [clean, corrupted, circuit]; the circuit copy's reads shifted as the circuit says."""
-    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    """Edge level: copies [clean, corrupted, circuit]; the circuit copy's reads shifted as the circuit says.
+
+    The writes follow the family's row (probes.architectures): multipliers scale them; behind an attention
+    output norm a layer's heads add, for each read, the change of the normed attention output of the copy
+    the read starts from when the heads the read misses (or keeps) take their other copy's output.
+    """
+    sites.check_level("edge")
+    graph = graph_of_sites(sites)
     num_heads, head_dim, batch_size = sites.num_heads, sites.head_dim, batch.batch_size
+    multiplier = sites.residual_multiplier
     group = num_heads // sites.num_kv_heads
     coefficients, from_corrupted = edge_coefficients(graph, circuit)
     weights = coefficients.to(batch.clean_ids.device)
@@ -208,15 +218,17 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
     starts = [1 if corrupted else 2 for corrupted in from_corrupted.tolist()]  # the copy each read starts from
     touched = [shift or start == 1 for shift, start in zip(shifted, starts)]  # reads that differ from the copy's own
     maps = _projection_maps(sites, graph, needed, shifted)
+    length = batch.clean_ids.shape[1]
     changes = (batch.changed & batch.attention_mask.bool())[:, :, None]  # where a write can differ at all
     node_writes: dict[int, Tensor] = {}  # write differences [B, T, D] of the input and MLPs, by upstream index
     head_writes: dict[int, Tensor] = {}  # per layer its heads' output differences [B, T, H * d_head]
-    layer_input: dict[str, Tensor] = {}  # the current layer's residual and input_layernorm output [3B, T, D]
+    attention: dict[int, Tensor] = {}  # per layer with an attention output norm its input [3B, T, D]
+    layer_input: dict[str, Tensor] = {}  # the current layer's residual and attention norm output [3B, T, D]
 
-    def difference(x: Tensor) -> Tensor:
-        """Corrupted minus circuit copy of a write [3B, T, D'], zero where it cannot differ."""
-        copies = x.unflatten(0, (3, batch_size))
-        return (_wide(copies[1]) - _wide(copies[2])) * changes
+    def difference(x: Tensor, scale: float = 1.0) -> Tensor:
+        """Corrupted minus circuit copy of a write [3B, T, D'] (or [3B * T, D']), zero where it cannot differ."""
+        copies = sequences(x, length).unflatten(0, (3, batch_size))
+        return (_wide(copies[1]) - _wide(copies[2])) * changes * scale
 
     def shift(reads: list[int]) -> Tensor:
         """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D]."""
@@ -227,87 +239,113 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
         for layer, z in head_writes.items():
             first = graph.head_index(layer, 0)
             heads = coefficients[first : first + num_heads, reads].any(1).nonzero().squeeze(1).tolist()
-            if heads:
-                z = z.unflatten(-1, (num_heads, head_dim))
-                coefficient = weights[first : first + num_heads][heads][:, reads].to(z.dtype)
-                w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
-                total = total + torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
+            if not heads:
+                continue
+            z = z.unflatten(-1, (num_heads, head_dim))
+            coefficient = weights[first : first + num_heads][heads][:, reads].to(z.dtype)
+            w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
+            change = torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
+            norm = sites.layers[layer].attention_out_norm
+            if norm is not None:
+                own = attention[layer].unflatten(0, (3, batch_size))[[starts[read] for read in reads]]
+                change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
+            total = total + change * multiplier
         return total
 
-    def read_heads(layer: int, kind: str, first: int, count: int) -> Callable[[Tensor], Tensor]:
-        """Edit of a q/k/v projection's output: the circuit copy's head slices become their reads."""
-        norm = sites.layers[layer].input_layernorm
+    def read_heads(layer: int, kinds: list[tuple[str, int, int, slice]]) -> Callable[[Tensor], Tensor]:
+        """Edit of a projection's output (q, k, v or a fused one): the circuit copy's head slices become their reads."""
+        norm = sites.layers[layer].attention_norm
 
         def edit(output: Tensor) -> Tensor:
-            out = output.unflatten(0, (3, batch_size)).unflatten(-1, (count, head_dim)).clone()
-            for low in range(0, count, group):  # one key-value group's worth of reads at a time
-                heads = range(low, min(low + group, count))
-                copied = [head for head in heads if touched[first + head] and not shifted[first + head]]
-                if copied:
-                    out[2, :, :, copied] = out[1, :, :, copied]
-                patched = [head for head in heads if shifted[first + head]]
-                if not patched:
-                    continue
-                reads = [first + head for head in patched]
-                rows = [starts[read] for read in reads]
-                x = layer_input["x"].unflatten(0, (3, batch_size))
-                normed = layer_input["normed"].unflatten(0, (3, batch_size))
-                residual = (_wide(x[rows]) + shift(reads)).to(x.dtype)
-                change = _wide(norm.forward(residual)) - _wide(normed[rows])
-                weight = maps[layer][kind].view(count, head_dim, -1)[patched].to(change.dtype)
-                value = _wide(out[rows, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)
-                out[2, :, :, patched] = value.permute(1, 2, 0, 3).to(out.dtype)
-            return out.flatten(-2).flatten(0, 1)
+            output = output.unflatten(0, (3, batch_size)).clone()
+            for kind, first, count, rows in kinds:
+                out = output[..., rows].unflatten(-1, (count, head_dim))
+                for low in range(0, count, group):  # one key-value group's worth of reads at a time
+                    heads = range(low, min(low + group, count))
+                    copied = [head for head in heads if touched[first + head] and not shifted[first + head]]
+                    if copied:
+                        out[2, :, :, copied] = out[1, :, :, copied]
+                    patched = [head for head in heads if shifted[first + head]]
+                    if not patched:
+                        continue
+                    reads = [first + head for head in patched]
+                    rows_of = [starts[read] for read in reads]
+                    x = layer_input["x"].unflatten(0, (3, batch_size))
+                    normed = layer_input["normed"].unflatten(0, (3, batch_size))
+                    residual = (_wide(x[rows_of]) + shift(reads)).to(x.dtype)
+                    change = _wide(residual if norm is None else norm.forward(residual)) - _wide(normed[rows_of])
+                    weight = maps[layer][kind].view(count, head_dim, -1)[patched].to(change.dtype)
+                    value = _wide(out[rows_of, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)
+                    out[2, :, :, patched] = value.permute(1, 2, 0, 3).to(out.dtype)
+                output[..., rows] = out.flatten(-2)
+            return output.flatten(0, 1)
 
         return edit
 
-    def read_residual(read: int) -> Callable[[Tensor], Tensor]:
-        """Edit of a norm's input (an MLP's or the logits' read): the circuit copy's becomes its read."""
+    def read_residual(read: int, norm: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
+        """Edit of a reader's input (an MLP's or the logits'): the circuit copy's becomes its read. With
+        ``norm`` (a parallel block's MLP) the input is that norm of the shifted residual."""
 
         def edit(x: Tensor) -> Tensor:
             copies = x.unflatten(0, (3, batch_size)).clone()
             copies[2] = copies[starts[read]]
             if shifted[read]:
-                copies[2] = (_wide(copies[2]) + shift([read])[0]).to(x.dtype)
+                if norm is None:
+                    copies[2] = (_wide(copies[2]) + shift([read])[0]).to(x.dtype)
+                else:
+                    residual = layer_input["x"].unflatten(0, (3, batch_size))[starts[read]]
+                    copies[2] = norm.forward((_wide(residual) + shift([read])[0]).to(x.dtype))
             return copies.flatten(0, 1)
 
         return edit
 
-    def record(store: dict[int, Tensor], key: int) -> Callable[[Tensor], Tensor]:
+    def record(store: dict[int, Tensor], key: int, scale: float = 1.0) -> Callable[[Tensor], Tensor]:
         """Store the write difference of a tensor passing by, and pass it on unchanged."""
 
         def keep(x: Tensor) -> Tensor:
-            store[key] = difference(x)
+            store[key] = difference(x, scale)
             return x
 
         return keep
 
-    def remember(name: str) -> Callable[[Tensor], Tensor]:
+    def remember(store: dict, key: object) -> Callable[[Tensor], Tensor]:
         def keep(x: Tensor) -> Tensor:
-            layer_input[name] = x
+            store[key] = x
             return x
 
         return keep
 
     with Hooks() as hooks:
         if needed[0]:
-            hooks.read_output(sites.embed_tokens, record(node_writes, 0))
+            hooks.read_output(sites.embed_tokens, record(node_writes, 0, sites.embedding_multiplier))
         for layer, ls in enumerate(sites.layers):
             reads = _head_reads(graph, layer)
-            if any(any(shifted[first : first + count]) for _, first, count in reads):
-                hooks.edit_input(ls.input_layernorm, remember("x"))
-                hooks.read_output(ls.input_layernorm, remember("normed"))
+            mlp_read = graph.downstream.index(f"m{layer}")
+            parallel_read = sites.architecture.parallel and shifted[mlp_read]
+            if parallel_read or any(any(shifted[first : first + count]) for _, first, count in reads):
+                if ls.attention_norm is None:
+                    hooks.edit_input(ls.q.proj, remember(layer_input, "x"))
+                    hooks.edit_input(ls.q.proj, remember(layer_input, "normed"))
+                else:
+                    hooks.edit_input(ls.attention_norm, remember(layer_input, "x"))
+                    hooks.read_output(ls.attention_norm, remember(layer_input, "normed"))
+            by_projection: dict[nn.Module, list[tuple[str, int, int, slice]]] = {}
             for kind, first, count in reads:
                 if any(touched[first : first + count]):
-                    hooks.edit_output(getattr(ls, f"{kind}_proj"), read_heads(layer, kind, first, count))
+                    read = getattr(ls, kind)
+                    by_projection.setdefault(read.proj, []).append((kind, first, count, read.rows))
+            for projection, kinds in by_projection.items():
+                hooks.edit_output(projection, read_heads(layer, kinds))
             first = graph.head_index(layer, 0)
             if any(needed[first : first + num_heads]):
                 hooks.edit_input(ls.o_proj, record(head_writes, layer))
-            mlp_read = graph.downstream.index(f"m{layer}")
+                if ls.attention_out_norm is not None:
+                    hooks.edit_input(ls.attention_out_norm, remember(attention, layer))
             if touched[mlp_read]:
-                hooks.edit_input(ls.post_attention_layernorm, read_residual(mlp_read))
+                norm = ls.attention_norm if sites.architecture.parallel else None
+                hooks.edit_input(mlp_read_site(sites, ls), read_residual(mlp_read, norm))
             if needed[graph.mlp_index(layer)]:
-                hooks.read_output(ls.mlp, record(node_writes, graph.mlp_index(layer)))
+                hooks.read_output(mlp_write_site(ls), record(node_writes, graph.mlp_index(layer), multiplier))
         if touched[-1]:
             hooks.edit_input(sites.norm, read_residual(len(graph.downstream) - 1))
         effects = _copies_effects(sites, batch, metric, [batch.clean_ids, batch.corrupted_ids, batch.clean_ids])

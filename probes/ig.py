@@ -101,17 +101,21 @@ def integrate(
             clean_logits = copies_logits(sites, batch, 1, inputs_embeds=clean)
         start(recorder.values)
         del recorder
+    # Interpolate in at least float32, rounding once to the model's dtype: weights cast to bf16 would
+    # themselves be rounded (the midpoints 0.1, 0.3, 0.7, 0.9 to 0.1001, 0.3008, 0.6992, 0.8984),
+    # moving every point off the path the rule places (tests/probes/test_ig_points.py).
+    wide = torch.promote_types(clean.dtype, torch.float32)
     for end in range(steps, 0, -chunk):
-        weights = points[max(end - chunk, 0) : end].to(clean.dtype).to(clean.device)
+        weights = points[max(end - chunk, 0) : end].to(wide).to(clean.device)
         n = len(weights)
-        embeds = torch.lerp(corrupted.unsqueeze(0), clean.unsqueeze(0), weights.view(n, 1, 1, 1))
-        embeds = embeds.flatten(0, 1).requires_grad_()
+        embeds = torch.lerp(corrupted.to(wide).unsqueeze(0), clean.to(wide).unsqueeze(0), weights.view(n, 1, 1, 1))
+        embeds = embeds.to(clean.dtype).flatten(0, 1).requires_grad_()
         with Hooks() as hooks:
             recorder = Recorder(hooks, taps)
             logits = copies_logits(sites, batch, n, inputs_embeds=embeds)
         if clean_logits is None:
             clean_logits = logits[-batch_size:].detach()
-            start({name: value[-batch_size:].detach() for name, value in recorder.values.items()})
+            start({name: value.unflatten(0, (n, -1))[-1].detach() for name, value in recorder.values.items()})
         loss = copies_metric(batch, metric, logits, clean_logits, n).sum()
         values = {**recorder.values, "inputs_embeds": embeds}
         grads = dict(zip(wrt, torch.autograd.grad(loss, [values[name] for name in wrt], materialize_grads=True)))

@@ -1,6 +1,6 @@
 """Exact head and edge patching (the ground truth for attribution) and head interventions.
 
-Head patching and interventions act on a head's slice of the input of ``self_attn.o_proj``, edge
+Head patching and interventions act on a head's slice of the input of the attention output projection, edge
 patching on one downstream input (see exact_edge_effects), all through temporary hooks; no weight
 is touched, and leaving a context manager removes its hooks.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sparks.probes.attribution import head_outputs
-from sparks.probes.edges import EdgeGraph, write_deltas, write_taps
+from sparks.probes.edges import exact_head_writes, graph_of_sites, mlp_read_site, write_deltas, write_taps
 from sparks.probes.forward import copies_effect, recorded_run, repeat_rows
 from sparks.probes.hooks import Hooks, Recorder, scoring
 from sparks.probes.metrics import Metric, get_metric
@@ -41,7 +41,7 @@ def exact_head_effects(
     """
     sites = resolve(model)
     metric = get_metric(metric)
-    num_heads, head_dim = sites.num_heads, sites.head_dim
+    num_heads = sites.num_heads
     batch_size, length = batch.clean_ids.shape
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     chunk = num_heads if chunk_size is None else chunk_size
@@ -70,7 +70,7 @@ def exact_head_effects(
                 chosen = chosen.to(batch.clean_ids.device)[:, None, None, :, None]
 
                 def edit(x: Tensor) -> Tensor:
-                    z = x.view(n, batch_size, length, num_heads, head_dim)
+                    z = x.view(n, batch_size, length, num_heads, -1)
                     return torch.where(chosen, replacement[layer].to(z), z).view_as(x)
 
                 return edit
@@ -91,45 +91,59 @@ _HEAD_INPUT = re.compile(r"a(\d+)\.[hg](\d+)<([qkv])>")
 def _deliver(hooks: Hooks, sites: Sites, destination: str, delta: Tensor) -> None:
     """Add ``delta`` [N, T, D] to the residual stream as the downstream input ``destination`` alone reads it.
 
-    A q/k/v input is one head's (or kv head's) slice of its projection, recomputed from the
-    layer's input_layernorm at the shifted residual; the others read the clean residual.
+    A q/k/v input is one head's (or kv head's) slice of its projection (of a fused one's part),
+    recomputed from the layer's attention norm at the shifted residual; a parallel block's MLP reads
+    that norm at the shifted residual too; the others read the clean residual.
     """
     if destination == "logits":
         hooks.edit_input(sites.norm, lambda x: x + delta.to(x))
         return
     if destination.startswith("m"):
-        hooks.edit_input(sites.layers[int(destination[1:])].post_attention_layernorm, lambda x: x + delta.to(x))
+        ls = sites.layers[int(destination[1:])]
+        if not sites.architecture.parallel:
+            hooks.edit_input(mlp_read_site(sites, ls), lambda x: x + delta.to(x))
+            return
+        norm = ls.attention_norm
+        residual = Recorder(hooks, {"x": (norm, "input")})
+        hooks.edit_input(ls.mlp, lambda normed: norm.forward(residual.values["x"] + delta.to(normed)))
         return
     layer, index, kind = _HEAD_INPUT.fullmatch(destination).groups()
     ls = sites.layers[int(layer)]
-    proj = getattr(ls, f"{kind}_proj")
-    span = slice(int(index) * sites.head_dim, (int(index) + 1) * sites.head_dim)
-    recorder = Recorder(hooks, {"x": (ls.input_layernorm, "input")})
+    read = getattr(ls, kind)
+    first = read.rows.start + int(index) * sites.head_dim
+    span = slice(first, first + sites.head_dim)
+    norm = ls.attention_norm
+    recorder = Recorder(hooks, {"x": (read.proj if norm is None else norm, "input")})
 
     def edit(output: Tensor) -> Tensor:
         x = recorder.values["x"]
-        shifted = proj.forward(ls.input_layernorm.forward(x + delta.to(x)))
+        shifted = x + delta.to(x)
+        shifted = read.proj.forward(shifted if norm is None else norm.forward(shifted))
         output = output.clone()
         output[..., span] = shifted[..., span]
         return output
 
-    hooks.edit_output(proj, edit)
+    hooks.edit_output(read.proj, edit)
 
 
 def exact_edge_effects(
-    model: nn.Module, batch: PairBatch, metric: str | Metric = "kl", chunk_size: int | None = None
+    model: nn.Module, batch: PairBatch, metric: str | Metric = "kl", chunk_size: int | None = None, scale: float = 1.0
 ) -> Tensor:
     """Per-example effect [B, U, D] of patching one edge u -> v at a time (zero where not ``valid``).
 
     The clean run, except that v's input alone reads the residual stream plus u's write difference
-    (corrupted minus clean, from separate clean and corrupted runs, as probes.edges scores it);
-    the effect metric is read against the clean logits. The upstream nodes of one downstream input
-    are patched ``chunk_size`` per forward pass (default: all), each in its own copy of the batch:
-    one pass per downstream input, so this is for small models (tests, faithfulness reports).
+    (corrupted minus clean, from separate clean and corrupted runs: for a head behind an attention
+    output norm, the change of the normed output when that head alone is corrupted); the effect
+    metric is read against the clean logits. The upstream nodes of one downstream input are patched
+    ``chunk_size`` per forward pass (default: all), each in its own copy of the batch: one pass per
+    downstream input, so this is for small models (tests, faithfulness reports). ``scale`` multiplies
+    the heads' output differences and the other writes before they are delivered: a finite difference
+    over it is what EAP's gradient at the clean input estimates.
     """
     sites = resolve(model)
+    sites.check_level("edge")
     metric = get_metric(metric)
-    graph = EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    graph = graph_of_sites(sites)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     batch_size = batch.batch_size
@@ -137,7 +151,7 @@ def exact_edge_effects(
         clean_logits, clean = recorded_run(sites, batch, batch.clean_ids, write_taps(sites))
         _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(clean_logits.dtype, torch.float32)
-        writes, _ = write_deltas(sites, batch, clean, corrupted, dtype)
+        writes = exact_head_writes(sites, write_deltas(sites, batch, clean, corrupted, dtype)[0] * scale, clean)
         effects = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=clean_logits.device)
         for column, destination in enumerate(graph.downstream):
             sources = graph.valid[:, column].nonzero().squeeze(1).tolist()
@@ -154,8 +168,11 @@ def exact_edge_effects(
 
 
 def head_means(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean output [L, H, d_head] of every head over the non-padding positions, for mean ablation."""
+    """Mean output [L, H, d_head] of every head over the non-padding positions, for mean ablation.
+
+    ValueError where head sizes differ between layers (no [L, H, d_head] tensor holds them)."""
     sites = resolve(model)
+    sites.head_dim  # noqa: B018 - raises where layers differ
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch = PairBatch(input_ids, input_ids, attention_mask, torch.full_like(input_ids[:, 0], input_ids.shape[1] - 1))
     with scoring(sites.model, grad=False):
@@ -184,7 +201,7 @@ def edit_heads(
         mask[chosen] = True
 
         def apply(x: Tensor) -> Tensor:
-            z = x.unflatten(-1, (sites.num_heads, sites.head_dim))
+            z = x.unflatten(-1, (sites.num_heads, -1))
             return torch.where(mask.to(x.device), edit(layer, z).to(x.dtype), z).flatten(-2)
 
         return apply

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from sparks.probes.attribution import node_scores
 from sparks.probes.conductance import conductance_scores
-from sparks.probes.edges import EdgeGraph, edge_scores
+from sparks.probes.edges import EdgeGraph, edge_scores, graph_of_sites
 from sparks.probes.ig import CHUNK_SIZES, IG_RULE, IG_RULES
 from sparks.probes.pairs import Pair, batches
 from sparks.probes.patching import exact_edge_effects, exact_head_effects
@@ -89,5 +89,4 @@ def score_pairs(
 
 def graph_of(model: nn.Module) -> EdgeGraph:
     """The edge graph of ``model``'s head layout."""
-    sites = resolve(model)
-    return EdgeGraph.build(sites.num_layers, sites.num_heads, sites.num_kv_heads)
+    return graph_of_sites(resolve(model))

@@ -1,9 +1,9 @@
-"""Where heads live: a small table per architecture (after pyvene) resolved against a live model.
+"""Where heads live: the declared architecture table (probes.architectures) resolved against a live model.
 
-A head's output is its slice of the input of ``self_attn.o_proj`` ([B, T, H * d_head]); q/k/v are
-read on the projection outputs. Paths name the module that is called in the forward pass, so for a
-PEFT-LoRA model they resolve to the LoRA layer wrapping the projection, whose input and output are
-the same tensors as the plain projection's.
+A head's output is its slice of the input of the attention output projection ([B, T, H * d_head]); q/k/v
+are read on the projection outputs (slices of a fused one where the family fuses them). Paths name the
+module that is called in the forward pass, so for a PEFT-LoRA model they resolve to the LoRA layer
+wrapping the projection, whose input and output are the same tensors as the plain projection's.
 """
 
 from __future__ import annotations
@@ -12,66 +12,66 @@ from dataclasses import dataclass
 
 from torch import nn
 
-_DECODER = {
-    "embed_tokens": "model.embed_tokens",
-    "layers": "model.layers",
-    "input_layernorm": "model.layers.{layer}.input_layernorm",
-    "q_proj": "model.layers.{layer}.self_attn.q_proj",
-    "k_proj": "model.layers.{layer}.self_attn.k_proj",
-    "v_proj": "model.layers.{layer}.self_attn.v_proj",
-    "o_proj": "model.layers.{layer}.self_attn.o_proj",
-    "post_attention_layernorm": "model.layers.{layer}.post_attention_layernorm",
-    "mlp": "model.layers.{layer}.mlp",
-    "norm": "model.norm",
-    "lm_head": "lm_head",
-}
+from sparks.probes.architectures import Architecture, architecture
 
-SITE_TABLES: dict[str, dict[str, str]] = {
-    "llama": _DECODER,
-    "mistral": _DECODER,
-    "qwen2": _DECODER,
-    # Qwen3 normalises q and k per head after the projection (gradients at the projection outputs
-    # already include it).
-    "qwen3": {
-        **_DECODER,
-        "q_norm": "model.layers.{layer}.self_attn.q_norm",
-        "k_norm": "model.layers.{layer}.self_attn.k_norm",
-    },
-}
-"""model_type -> site name -> module path; other model types are tried with the Llama layout."""
+LEVELS = ("node", "edge")
+
+
+@dataclass(frozen=True)
+class Read:
+    """A q, k or v input: the projection computing it and its rows (columns of its output) there."""
+
+    proj: nn.Module
+    rows: slice
 
 
 @dataclass(frozen=True)
 class LayerSites:
-    """The modules of one decoder layer that scoring hooks."""
+    """The modules of one decoder layer that scoring hooks, and its head geometry.
 
-    input_layernorm: nn.Module
-    q_proj: nn.Module
-    k_proj: nn.Module
-    v_proj: nn.Module
+    ``q``/``k``/``v`` are None where the family's keys and values are no slice of one projection
+    (latent attention): such a layer is scored at node level only. A norm that is None is the identity.
+    """
+
     o_proj: nn.Module
-    post_attention_layernorm: nn.Module
+    head_dim: int
+    q: Read | None
+    k: Read | None
+    v: Read | None
+    attention_norm: nn.Module | None
+    attention_out_norm: nn.Module | None
     mlp: nn.Module
-    q_norm: nn.Module | None
-    k_norm: nn.Module | None
+    mlp_norm: nn.Module | None
+    mlp_out_norm: nn.Module | None
 
 
 @dataclass(frozen=True)
 class Sites:
-    """A resolved model: the causal LM to call, its modules by role, and its head geometry."""
+    """A resolved model: the causal LM to call, its modules by role, its head geometry and structure."""
 
     model: nn.Module
+    model_type: str
+    architecture: Architecture
     embed_tokens: nn.Module
     layers: tuple[LayerSites, ...]
     norm: nn.Module
     lm_head: nn.Module
     num_heads: int
     num_kv_heads: int
-    head_dim: int
+    embedding_multiplier: float
+    residual_multiplier: float
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def head_dim(self) -> int:
+        """The head size shared by every layer; ValueError where layers differ (edge maths needs one)."""
+        sizes = {layer.head_dim for layer in self.layers}
+        if len(sizes) != 1:
+            raise ValueError(f"{self.model_type}: head sizes differ between layers ({sorted(sizes)})")
+        return sizes.pop()
 
     def check_head(self, layer: int, head: int) -> None:
         """Raise IndexError unless (layer, head) names a head of this model."""
@@ -80,6 +80,14 @@ class Sites:
         if not 0 <= head < self.num_heads:
             raise IndexError(f"head {head} out of range: the model has {self.num_heads} heads per layer")
 
+    def check_level(self, level: str) -> None:
+        """Raise ValueError (one line) unless this model can be scored at ``level`` (node or edge)."""
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
+        refusal = self.architecture.edge_refusal
+        if level == "edge" and refusal is not None:
+            raise ValueError(f"{self.model_type} is scored at node level only, not edge: {refusal}")
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The transformers model inside a PEFT wrapper (LoRA layers stay injected), else the model."""
@@ -87,14 +95,24 @@ def unwrap(model: nn.Module) -> nn.Module:
     return get_base_model() if callable(get_base_model) else model
 
 
-def _module(model: nn.Module, path: str) -> nn.Module:
+def compiled(model: nn.Module) -> bool:
+    """Whether ``model`` or a submodule runs through torch.compile (``torch.compile(m)`` or ``m.compile()``).
+
+    Its graph never calls the Python hooks scoring reads and patches through.
+    """
+    return any(
+        type(module).__name__ == "OptimizedModule" or getattr(module, "_compiled_call_impl", None) is not None
+        for module in model.modules()
+    )
+
+
+def _module(model: nn.Module, path: str, model_type: str) -> nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
         raise ValueError(
-            f"{type(model).__name__} (model_type {model_type!r}) has no module {path!r}; "
-            f"probes.sites knows {sorted(SITE_TABLES)}"
+            f"{type(model).__name__} (model_type {model_type!r}) has no module {path!r}, which the architecture "
+            "table declares for its family"
         ) from None
 
 
@@ -105,43 +123,91 @@ def _features(module: nn.Module, name: str) -> int:
     return int(value)
 
 
+def _multiplier(config: object, name: str | None) -> float:
+    return 1.0 if name is None else float(getattr(config, name))
+
+
 def resolve(model: nn.Module) -> Sites:
-    """Resolve the site table for ``model`` (PEFT-wrapped or not) and check the head geometry."""
+    """Resolve ``model`` (PEFT-wrapped or not) against its family's row and check its head geometry.
+
+    ValueError (one line) for a compiled model, a family the table refuses or does not know, a
+    missing module, or projections whose sizes disagree with the config's heads.
+    """
+    if compiled(model):
+        raise ValueError(
+            "the model is compiled with torch.compile, whose graph skips the hooks heads are read through: "
+            "score the uncompiled module (the trainer's model, before torch.compile)"
+        )
     base = unwrap(model)
     config = base.config
-    table = SITE_TABLES.get(config.model_type, _DECODER)
-    num_layers = len(_module(base, table["layers"]))
+    model_type = str(config.model_type)
+    arch = architecture(model_type)
+    num_heads = int(config.num_attention_heads)
+    num_kv_heads = int(getattr(config, "num_key_value_heads", None) or num_heads)
+
+    def get(path: str | None, prefix: str = "") -> nn.Module | None:
+        return None if path is None else _module(base, prefix + path, model_type)
 
     def layer_sites(layer: int) -> LayerSites:
-        def get(name: str) -> nn.Module | None:
-            return _module(base, table[name].format(layer=layer)) if name in table else None
+        prefix = f"{arch.layers}.{layer}."
+        o_proj = _module(base, prefix + arch.o_proj, model_type)
+        width = _features(o_proj, "in_features")
+        if width % num_heads:
+            raise ValueError(f"{prefix}{arch.o_proj}.in_features {width} is not a multiple of {num_heads} heads")
+        head_dim = width // num_heads
+        q_rows, kv_rows = num_heads * head_dim, num_kv_heads * head_dim
+        if arch.qkv_proj is not None:
+            fused = _module(base, prefix + arch.qkv_proj, model_type)
+            reads = [Read(fused, slice(0, q_rows)), Read(fused, slice(q_rows, q_rows + kv_rows)),
+                     Read(fused, slice(q_rows + kv_rows, q_rows + 2 * kv_rows))]
+            expected = [(fused, q_rows + 2 * kv_rows)]
+        elif arch.q_proj is not None and arch.k_proj is not None and arch.v_proj is not None:
+            projections = [_module(base, prefix + path, model_type) for path in (arch.q_proj, arch.k_proj, arch.v_proj)]
+            reads = [Read(proj, slice(0, rows)) for proj, rows in zip(projections, (q_rows, kv_rows, kv_rows))]
+            expected = list(zip(projections, (q_rows, kv_rows, kv_rows)))
+        else:
+            reads, expected = [None, None, None], []
+        for proj, rows in expected:
+            if _features(proj, "out_features") != rows:
+                raise ValueError(
+                    f"{prefix}: a projection's out_features is {_features(proj, 'out_features')}, expected {rows} "
+                    f"from {num_heads} heads x {num_kv_heads} kv heads x head_dim {head_dim}"
+                )
+        return LayerSites(
+            o_proj=o_proj,
+            head_dim=head_dim,
+            q=reads[0],
+            k=reads[1],
+            v=reads[2],
+            attention_norm=get(arch.attention_norm, prefix),
+            attention_out_norm=get(arch.attention_out_norm, prefix),
+            mlp=_module(base, prefix + arch.mlp, model_type),
+            mlp_norm=get(arch.mlp_norm, prefix),
+            mlp_out_norm=get(arch.mlp_out_norm, prefix),
+        )
 
-        return LayerSites(**{name: get(name) for name in LayerSites.__dataclass_fields__})
-
-    num_heads = config.num_attention_heads
-    num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // num_heads
-    sites = Sites(
+    num_layers = len(_module(base, arch.layers, model_type))
+    return Sites(
         model=base,
-        embed_tokens=_module(base, table["embed_tokens"]),
+        model_type=model_type,
+        architecture=arch,
+        embed_tokens=_module(base, arch.embed_tokens, model_type),
         layers=tuple(layer_sites(layer) for layer in range(num_layers)),
-        norm=_module(base, table["norm"]),
-        lm_head=_module(base, table["lm_head"]),
+        norm=_module(base, arch.norm, model_type),
+        lm_head=_module(base, arch.lm_head, model_type),
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
-        head_dim=head_dim,
+        embedding_multiplier=_multiplier(config, arch.embedding_multiplier),
+        residual_multiplier=_multiplier(config, arch.residual_multiplier),
     )
-    first = sites.layers[0]
-    expected = {
-        ("q_proj", "out_features"): num_heads * head_dim,
-        ("k_proj", "out_features"): num_kv_heads * head_dim,
-        ("v_proj", "out_features"): num_kv_heads * head_dim,
-        ("o_proj", "in_features"): num_heads * head_dim,
-    }
-    for (name, attr), size in expected.items():
-        if _features(getattr(first, name), attr) != size:
-            raise ValueError(
-                f"{name}.{attr} is {_features(getattr(first, name), attr)}, expected {size} from "
-                f"{num_heads} heads x {num_kv_heads} kv heads x head_dim {head_dim}"
-            )
+
+
+def check_scorable(model: nn.Module, level: str) -> Sites:
+    """The resolved sites of ``model`` if it can be scored at ``level``; else ValueError with one line.
+
+    Called before any work (the tracker at train begin, the CLI after loading), so a family the table
+    cannot express fails before the first forward pass.
+    """
+    sites = resolve(model)
+    sites.check_level(level)
     return sites

@@ -19,6 +19,7 @@ class _PatchedProjection(nn.Module):
     def __init__(self, proj, norm, span, delta, residual):
         super().__init__()
         self.proj, self.norm, self.span, self.delta, self.residual = proj, norm, span, delta, residual
+        self.out_features = proj.out_features
 
     def forward(self, normed):
         out = self.proj(normed).clone()

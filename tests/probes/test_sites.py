@@ -5,7 +5,8 @@ from peft.tuners.lora import LoraLayer
 
 from tiny_models import ARCHS, lora, tiny_model
 from sparks.probes.hooks import Hooks
-from sparks.probes.sites import SITE_TABLES, resolve
+from sparks.probes.architectures import ARCHITECTURES
+from sparks.probes.sites import resolve
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 
@@ -25,8 +26,8 @@ def test_sites_resolve(arch, wrapped):
     assert sites.embed_tokens is base.model.embed_tokens and sites.lm_head is base.lm_head
     assert sites.norm is base.model.norm
     assert isinstance(layer.o_proj, LoraLayer) == wrapped
-    assert (layer.q_norm is not None) == (arch == "qwen3") == (layer.k_norm is not None)
-    assert arch in SITE_TABLES
+    assert layer.q.proj is base.get_submodule("model.layers.1.self_attn.q_proj") and layer.q.rows == slice(0, 64)
+    assert arch in ARCHITECTURES
 
 
 def test_lora_o_proj_input_is_the_concatenated_heads(device):
@@ -51,14 +52,14 @@ def test_missing_module_is_named():
 
 def test_unsupported_architecture():
     config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2)
-    with pytest.raises(ValueError, match=r"'model\.layers'"):
+    with pytest.raises(ValueError, match=r"'gpt2' is not supported"):
         resolve(transformers.GPT2LMHeadModel(config))
 
 
 def test_head_geometry_is_checked():
     model = tiny_model("qwen2")
     model.config.num_attention_heads = 8
-    with pytest.raises(ValueError, match="q_proj.out_features"):
+    with pytest.raises(ValueError, match="o_proj.in_features 64 is not a multiple of 8 heads|out_features is 64, expected 128"):
         resolve(model)
 
 

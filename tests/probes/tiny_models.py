@@ -19,6 +19,31 @@ VOCAB = 64
 DEVICE = torch.device("cpu")
 """Where tiny_model and random_pairs build; the ``on_device`` fixture (conftest.py) sets it for a test."""
 
+_MOE = {"num_experts_per_tok": 2, "experts_implementation": "eager"}
+FAMILY_CONFIGS: dict[str, dict] = {
+    "llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {}, "seed_oss": {}, "gemma": {},
+    "smollm3": {"pad_token_id": 0},
+    "qwen3_moe": {**_MOE, "num_experts": 4, "moe_intermediate_size": 32},
+    "mixtral": {**_MOE, "num_local_experts": 4},
+    "gpt_oss": {**_MOE, "num_local_experts": 4, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+    "llama4_text": {**_MOE, "num_local_experts": 4, "intermediate_size_mlp": 128},
+    "gemma2": {}, "gemma3_text": {},
+    "glm4": {"pad_token_id": 0},
+    "olmo2": {}, "olmo3": {}, "exaone4": {},
+    "granite": {"embedding_multiplier": 3.0, "residual_multiplier": 0.5, "attention_multiplier": 0.25, "logits_scaling": 2.0},
+    "phi3": {"pad_token_id": 0},
+    "cohere": {"use_qk_norm": False, "logit_scale": 0.5},
+    "deepseek_v3": {**_MOE, "num_key_value_heads": 4, "n_routed_experts": 4, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
+                    "moe_intermediate_size": 32, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
+                    "qk_nope_head_dim": 8, "v_head_dim": 16, "head_dim": 8},
+    "gemma4_text": {"global_head_dim": 32, "hidden_size_per_layer_input": 0},
+}
+"""model_type -> what its tiny config sets beyond the shared geometry (MoE rows with eager experts, which run in
+float64; Granite with multipliers that are not 1, so ignoring one shows). Every row of the architecture table
+needs one (tests/probes/test_architectures.py checks)."""
+EAGER_ONLY = {"gpt_oss": "eager", "gemma2": "eager"}
+"""Families whose transformers code has no SDPA attention."""
+
 
 def tiny_model(
     arch: str = "qwen2",
@@ -29,7 +54,12 @@ def tiny_model(
     seed: int = 0,
     init: float = 0.2,
 ) -> torch.nn.Module:
-    """A random-weight causal LM on DEVICE: 4 heads of 16 dims, 2 kv heads (GQA), hidden 64 (weights drawn on the CPU)."""
+    """A random-weight causal LM on DEVICE: 4 heads of 16 dims, 2 kv heads (GQA), hidden 64 (weights drawn on the CPU).
+
+    ``arch`` is a key of ARCHS or any model_type of FAMILY_CONFIGS (built from its transformers config class).
+    """
+    if arch not in ARCHS:
+        return family_model(arch, layers=layers, dtype=dtype, attn=attn, seed=seed, init=init)
     config_cls, model_cls = ARCHS[arch]
     config = config_cls(
         vocab_size=VOCAB,
@@ -46,6 +76,23 @@ def tiny_model(
     )
     torch.manual_seed(seed)
     return model_cls(config).to(dtype).to(DEVICE).eval()
+
+
+def family_model(
+    model_type: str, *, layers: int = 2, dtype: torch.dtype = torch.float64, attn: str = "sdpa", seed: int = 0,
+    init: float = 0.2,
+) -> torch.nn.Module:
+    """A random-weight model of ``model_type`` from the installed transformers' own config class, on DEVICE."""
+    settings = {
+        "vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+        "initializer_range": init, "tie_word_embeddings": False, **FAMILY_CONFIGS[model_type],
+    }
+    config = transformers.AutoConfig.for_model(model_type, **settings)
+    config._attn_implementation = EAGER_ONLY.get(model_type, attn)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    return model.to(dtype).to(DEVICE).eval()
 
 
 def random_pairs(
