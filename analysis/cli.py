@@ -29,6 +29,7 @@ from sparks.analysis.ablate import INTERVENTIONS, parse_heads
 from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.analysis.outputs import check_out, staged
 from sparks.callbacks.plots import head_heatmap, save_png
+from sparks.probes.architectures import check_family
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.scoring import LEVELS, METHODS
 from sparks.probes.statistics import AGGREGATIONS, Selection
@@ -129,7 +130,7 @@ def pairs_command(args: argparse.Namespace) -> None:
 
 def score_command(args: argparse.Namespace) -> None:
     """Score heads or edges; every check (pair file, heads, finite scores) passes before ``--out`` is written."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     check_scoring(args.method, args.metric, args.replicates)
     selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
@@ -139,6 +140,7 @@ def score_command(args: argparse.Namespace) -> None:
     has_tokenizer = any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else None
     pairs = load_pairs_for_model(args.pairs, model_dir, tokenizer)
+    check_family(AutoConfig.from_pretrained(model_dir).model_type, args.level)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
     model.to(args.device)
     scored = score_circuit(
@@ -248,7 +250,7 @@ def _think_table(summary: dict) -> str:
 def think_command(args: argparse.Namespace) -> None:
     """One model's circuit with thinking on and off (analysis.think); every check passes before ``--out`` is written."""
     from matplotlib.image import imsave
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from sparks.analysis.think import compare_modes, plain, think_pixels, thinking_pairs
 
@@ -270,6 +272,7 @@ def think_command(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.model}: the chat template renders the same prompt with enable_thinking on and off; "
                          "sparks think needs a template with the switch (as Qwen3's)")
     swaps = _swaps(args, tokenizer)
+    check_family(AutoConfig.from_pretrained(model_dir).model_type, args.level)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype)).to(args.device)
     pairs = thinking_pairs(model, tokenizer, swaps, tokens=args.tokens, min_tokens=args.min_tokens,
                            system_prompt=args.system_prompt, batch_size=args.batch_size)

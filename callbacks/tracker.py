@@ -42,7 +42,7 @@ from sparks.probes.edges import EdgeGraph
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.schemes import BASELINE_OPENING, REASONING_OPENING, arith_style_pairs, numbers_pairs, style_pairs
 from sparks.probes.scoring import graph_of
-from sparks.probes.sites import resolve, unwrap
+from sparks.probes.sites import check_scorable, resolve, unwrap
 from sparks.probes.statistics import SnapshotStats
 from sparks.tasks import arith
 
@@ -157,6 +157,7 @@ class HeadTrackerCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         model, tokenizer = kwargs["model"], kwargs.get("processing_class")
+        check_scorable(model, self.config.level)  # a family or level sparks cannot score stops here, before any work
         self.graph = graph_of(model)
         if self.pairs is None:
             self.pairs = probe_pairs(self.config, tokenizer, resolve(model).embed_tokens.num_embeddings)

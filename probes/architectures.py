@@ -120,6 +120,18 @@ REFUSED: dict[str, str] = {
 """model_type -> why it is refused even at node level."""
 
 
+def check_family(model_type: str | None, level: str) -> Architecture:
+    """The row of ``model_type`` if it can be scored at ``level`` (node or edge); else ValueError, one line.
+
+    Needs only the config's model_type, so the CLI checks before loading any weights."""
+    row = architecture(model_type)
+    if level not in ("node", "edge"):
+        raise ValueError(f"unknown level {level!r}; choose from ('node', 'edge')")
+    if level == "edge" and row.edge_refusal is not None:
+        raise ValueError(f"{model_type} is scored at node level only, not edge: {row.edge_refusal}")
+    return row
+
+
 def architecture(model_type: str | None) -> Architecture:
     """The declared row of ``model_type``; ValueError (one line) for a refused or unknown family."""
     if model_type in REFUSED:

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sparks.probes.architectures import Architecture, architecture
-
-LEVELS = ("node", "edge")
-
+from sparks.probes.architectures import Architecture, architecture, check_family
 
 @dataclass(frozen=True)
 class Read:
@@ -82,11 +79,7 @@ class Sites:
 
     def check_level(self, level: str) -> None:
         """Raise ValueError (one line) unless this model can be scored at ``level`` (node or edge)."""
-        if level not in LEVELS:
-            raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
-        refusal = self.architecture.edge_refusal
-        if level == "edge" and refusal is not None:
-            raise ValueError(f"{self.model_type} is scored at node level only, not edge: {refusal}")
+        check_family(self.model_type, level)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -233,3 +233,33 @@ def test_score_refuses_a_model_with_non_finite_scores(extra, values, numbers_fil
     assert errors == [f"sparks: error: {nan_model_dir}: non-finite head scores: {values} of {values} "
                       "summed values are NaN or inf (does the model produce NaN/inf logits?)"]
     assert not out.exists()
+
+
+def _family_dir(directory: Path, model_type: str, **settings) -> Path:
+    """A weights-only tiny random model of ``model_type`` saved in ``directory``."""
+    config = transformers.AutoConfig.for_model(
+        model_type, vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, head_dim=16, max_position_embeddings=64, tie_word_embeddings=False, **settings)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.hostile
+def test_score_refuses_a_node_only_family_at_edge_level_before_loading_it(tmp_path, capsys, monkeypatch):
+    from sparks.probes.pairs import Pair, save_pairs
+
+    model_dir = _family_dir(tmp_path / "deepseek", "deepseek_v3", n_routed_experts=4, n_group=1, topk_group=1,
+                            num_experts_per_tok=2, first_k_dense_replace=1, moe_intermediate_size=32, q_lora_rank=32,
+                            kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+    pairs = tmp_path / "pairs.jsonl"
+    save_pairs([Pair("", "", [1, 2, 3, 4], [1, 5, 3, 4], [3], [6], [7])] * 2, pairs)
+    capsys.readouterr()
+    loads = []
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a))
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(model_dir), "--pairs", str(pairs), "--level", "edge", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "sparks: error: deepseek_v3 is scored at node level only, not edge: multi-head latent attention: keys and "
+        "values come from a shared low-rank latent, so a head's k/v input is no slice of one projection"]
+    assert loads == [] and not out.exists()
