@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -223,3 +224,20 @@ def test_a_pair_file_is_read_once_before_the_model_loads_and_scored(random_model
     run_sft(random_model_dir, tmp_path / "run", 2, TRACKER | {"pairs": str(tmp_path / "pairs.jsonl")})
     assert load_pairs(tmp_path / "run" / "sparks" / "pairs.jsonl") == pairs
     assert lineage_of(tmp_path / "run").steps == [0, 2]
+
+
+def test_a_torch_compile_run_is_scored_on_the_uncompiled_module(random_model_dir, tmp_path, monkeypatch):
+    """The trainer compiles a wrapper (accelerate's dynamo plugin) and hands callbacks the module itself, whose
+    hooks run: every snapshot equals the uncompiled run's. A module compiled in place is refused (test_architectures)."""
+    run_grpo(random_model_dir, tmp_path / "plain", 2, TRACKER)
+    compiled_models = []
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, *a, **k: compiled_models.append(model) or compile_(model, *a, **k))
+    run_grpo(random_model_dir, tmp_path / "compiled", 2, TRACKER, "--torch_compile", "true", "--torch_compile_backend", "eager")
+    assert any(isinstance(model, torch.nn.Module) for model in compiled_models), "the trainer compiled nothing"
+    for step in ("00000000", "00000002"):
+        plain, compiled = (load_file(str(tmp_path / run / f"sparks/snapshots/step-{step}/scores.safetensors"))
+                           for run in ("plain", "compiled"))
+        assert plain["mean_abs"].abs().max() > 0
+        for name in ("mean", "mean_abs"):
+            torch.testing.assert_close(compiled[name], plain[name], rtol=1e-5, atol=1e-8)
