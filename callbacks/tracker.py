@@ -64,10 +64,15 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
 
 
 def head_layout(model: nn.Module) -> dict[str, Any]:
-    """The model's type and head geometry, as run.json records it: runs with another layout are not comparable."""
+    """The model's type and head geometry, as run.json records it: runs with another layout are not comparable.
+
+    A hybrid's layer numbers count its attention layers only; ``attention_layers`` names their decoder layers."""
     sites = resolve(model)
-    return {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
-            "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
+    layout = {"type": getattr(model.config, "model_type", None), "layers": sites.num_layers,
+              "heads": sites.num_heads, "kv_heads": sites.num_kv_heads}
+    if sites.layer_ids != tuple(range(sites.num_layers)):
+        layout["attention_layers"] = list(sites.layer_ids)
+    return layout
 
 
 def base_model_path(model: nn.Module) -> str | None:

@@ -48,6 +48,9 @@ class Architecture:
     residual_multiplier: str | None = None
     routed: bool = False
     """Some MLPs route each token to its top-k experts: IG's path crosses routing discontinuities."""
+    attention_layer_type: str | None = None
+    """In a hybrid, the entry of the config's ``layer_types`` that marks softmax-attention layers: only they
+    have heads, and the layer numbers sparks reports count them alone (``Sites.layer_ids`` maps them back)."""
     edge_refusal: str | None = None
     """Why edges cannot be expressed for this family (node level only), or None."""
 
@@ -65,6 +68,8 @@ _POST_NORM = Architecture(
     mlp_out_norm="post_feedforward_layernorm",
 )
 _ROUTED = Architecture(routed=True)
+_HYBRID_REFUSAL = ("hybrid: its linear-attention (Gated DeltaNet) layers write to the residual stream as nodes the "
+                   "edge graph has no place for")
 
 ARCHITECTURES: dict[str, Architecture] = {
     "llama": _LLAMA,
@@ -106,14 +111,17 @@ ARCHITECTURES: dict[str, Architecture] = {
         edge_refusal="each layer's layer_scalar rescales the whole residual stream and per-layer token "
         "inputs write into it, so a node's write is not what the later layers read",
     ),
+    # Hybrids: heads only in the full-attention layers, whose q_proj also computes an output gate.
+    "qwen3_next": Architecture(q_proj=None, k_proj=None, v_proj=None, routed=True,
+                               attention_layer_type="full_attention", edge_refusal=_HYBRID_REFUSAL),
+    "qwen3_5_text": Architecture(q_proj=None, k_proj=None, v_proj=None,
+                                 attention_layer_type="full_attention", edge_refusal=_HYBRID_REFUSAL),
+    "qwen3_5_moe_text": Architecture(q_proj=None, k_proj=None, v_proj=None, routed=True,
+                                     attention_layer_type="full_attention", edge_refusal=_HYBRID_REFUSAL),
 }
 """model_type -> its row. Adding a row adds its tests (tests/probes/test_architectures.py)."""
 
 REFUSED: dict[str, str] = {
-    "qwen3_next": "hybrid: most layers are linear attention (Gated DeltaNet) without softmax heads, "
-    "and the layer x head grid sparks keeps has no place for them",
-    "qwen3_5_text": "hybrid: most layers are linear attention (Gated DeltaNet) without softmax heads, "
-    "and the layer x head grid sparks keeps has no place for them",
     "gpt2": "fused Conv1D attention (attn.c_attn, attn.c_proj) and learned positions: no row declares them",
     "gpt_neox": "fused query_key_value and parallel residual under other names: no row declares them",
 }

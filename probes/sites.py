@@ -51,6 +51,8 @@ class Sites:
     architecture: Architecture
     embed_tokens: nn.Module
     layers: tuple[LayerSites, ...]
+    layer_ids: tuple[int, ...]
+    """The decoder layer each of ``layers`` is: 0, 1, ... except in a hybrid, whose layers without heads are skipped."""
     norm: nn.Module
     lm_head: nn.Module
     num_heads: int
@@ -179,13 +181,16 @@ def resolve(model: nn.Module) -> Sites:
             mlp_out_norm=get(arch.mlp_out_norm, prefix),
         )
 
-    num_layers = len(_module(base, arch.layers, model_type))
+    layer_ids = tuple(range(len(_module(base, arch.layers, model_type))))
+    if arch.attention_layer_type is not None:
+        layer_ids = tuple(layer for layer in layer_ids if config.layer_types[layer] == arch.attention_layer_type)
     return Sites(
         model=base,
         model_type=model_type,
         architecture=arch,
         embed_tokens=_module(base, arch.embed_tokens, model_type),
-        layers=tuple(layer_sites(layer) for layer in range(num_layers)),
+        layers=tuple(layer_sites(layer) for layer in layer_ids),
+        layer_ids=layer_ids,
         norm=_module(base, arch.norm, model_type),
         lm_head=_module(base, arch.lm_head, model_type),
         num_heads=num_heads,

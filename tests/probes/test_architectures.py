@@ -254,3 +254,15 @@ def test_edge_circuit_runs_are_exact_patching(family):
         node = circuit_effects(model, batch, Circuit(heads, [], [], torch.zeros(0), [], []), "logit_diff")[:, 0]
         edges = circuit_effects(model, batch, _edge_circuit(graph, kept), "logit_diff")[:, 0]
         torch.testing.assert_close(edges, node, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", [family for family in FAMILIES if ARCHITECTURES[family].attention_layer_type])
+def test_a_hybrids_layers_are_its_attention_layers(family):
+    from sparks.callbacks.tracker import head_layout
+
+    model = family_model(family)
+    sites = resolve(model)
+    assert sites.layer_ids == (1, 3) and sites.num_layers == 2
+    assert sites.layers[1].o_proj is model.model.layers[3].self_attn.o_proj
+    assert head_layout(model)["attention_layers"] == [1, 3] and head_layout(model)["layers"] == 2
+    assert "attention_layers" not in head_layout(family_model("qwen2"))

@@ -20,6 +20,7 @@ DEVICE = torch.device("cpu")
 """Where tiny_model and random_pairs build; the ``on_device`` fixture (conftest.py) sets it for a test."""
 
 _MOE = {"num_experts_per_tok": 2, "experts_implementation": "eager"}
+_LINEAR = {"linear_num_value_heads": 2, "linear_num_key_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16}
 FAMILY_CONFIGS: dict[str, dict] = {
     "llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {}, "seed_oss": {}, "gemma": {},
     "smollm3": {"pad_token_id": 0},
@@ -37,6 +38,11 @@ FAMILY_CONFIGS: dict[str, dict] = {
                     "moe_intermediate_size": 32, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
                     "qk_nope_head_dim": 8, "v_head_dim": 16, "head_dim": 8},
     "gemma4_text": {"global_head_dim": 32, "hidden_size_per_layer_input": 0},
+    "qwen3_next": {**_MOE, "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+                   **_LINEAR},
+    "qwen3_5_text": _LINEAR,
+    "qwen3_5_moe_text": {**_MOE, "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+                         **_LINEAR},
 }
 """model_type -> what its tiny config sets beyond the shared geometry (MoE rows with eager experts, which run in
 float64; Granite with multipliers that are not 1, so ignoring one shows). Every row of the architecture table
@@ -88,6 +94,9 @@ def family_model(
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
         "initializer_range": init, "tie_word_embeddings": False, **FAMILY_CONFIGS[model_type],
     }
+    if "linear_num_key_heads" in FAMILY_CONFIGS[model_type]:
+        settings["num_hidden_layers"] = 2 * layers  # a hybrid: a linear-attention layer before each attention one
+        settings["layer_types"] = ["linear_attention", "full_attention"] * layers
     config = transformers.AutoConfig.for_model(model_type, **settings)
     config._attn_implementation = EAGER_ONLY.get(model_type, attn)
     torch.manual_seed(seed)
