@@ -111,6 +111,18 @@ ARCHITECTURES: dict[str, Architecture] = {
         edge_refusal="each layer's layer_scalar rescales the whole residual stream and per-layer token "
         "inputs write into it, so a node's write is not what the later layers read",
     ),
+    # Older layouts under other module names; node level only.
+    "gpt2": Architecture(
+        layers="transformer.h", embed_tokens="transformer.wte", norm="transformer.ln_f", q_proj=None, k_proj=None,
+        v_proj=None, o_proj="attn.c_proj", attention_norm="ln_1", mlp_norm="ln_2",
+        edge_refusal="a fused Conv1D c_attn and learned position embeddings, which the edge maths does not express yet",
+    ),
+    "gpt_neox": Architecture(
+        layers="gpt_neox.layers", embed_tokens="gpt_neox.embed_in", norm="gpt_neox.final_layer_norm",
+        q_proj=None, k_proj=None, v_proj=None, o_proj="attention.dense", parallel=True,
+        edge_refusal="a fused query_key_value with each head's q, k and v rows side by side, and a residual that "
+        "is parallel or not by config, which the edge maths does not express yet",
+    ),
     # Hybrids: heads only in the full-attention layers, whose q_proj also computes an output gate.
     "qwen3_next": Architecture(q_proj=None, k_proj=None, v_proj=None, routed=True,
                                attention_layer_type="full_attention", edge_refusal=_HYBRID_REFUSAL),
@@ -121,9 +133,13 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 """model_type -> its row. Adding a row adds its tests (tests/probes/test_architectures.py)."""
 
+_NO_HEADS = "no attention heads: its layers are state-space or recurrent mixers"
 REFUSED: dict[str, str] = {
-    "gpt2": "fused Conv1D attention (attn.c_attn, attn.c_proj) and learned positions: no row declares them",
-    "gpt_neox": "fused query_key_value and parallel residual under other names: no row declares them",
+    "mamba": _NO_HEADS,
+    "mamba2": _NO_HEADS,
+    "falcon_mamba": _NO_HEADS,
+    "rwkv": _NO_HEADS,
+    "xlstm": _NO_HEADS,
 }
 """model_type -> why it is refused even at node level."""
 

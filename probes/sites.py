@@ -112,7 +112,10 @@ def _module(model: nn.Module, path: str, model_type: str) -> nn.Module:
 
 
 def _features(module: nn.Module, name: str) -> int:
+    """A projection's ``in_features`` or ``out_features``; a transformers Conv1D (GPT-2) keeps them as nx and nf."""
     value = getattr(module, name, None)
+    if value is None:
+        value = getattr(module, {"in_features": "nx", "out_features": "nf"}[name], None)
     if value is None:
         raise ValueError(f"{type(module).__name__} has no {name}: not a linear projection")
     return int(value)

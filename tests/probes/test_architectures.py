@@ -48,8 +48,10 @@ def _alone(batch: PairBatch, row: int) -> PairBatch:
 
 
 def _o_projs(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Each layer's attention output projection, found by name by the test itself."""
-    return [module for name, module in model.named_modules() if name.endswith("self_attn.o_proj")]
+    """Each attention layer's output projection, by the path its row declares (a hybrid's other layers have none)."""
+    row = ARCHITECTURES[model.config.model_type]
+    return [module for name, module in model.named_modules()
+            if name.startswith(row.layers + ".") and name.endswith("." + row.o_proj)]
 
 
 def _gated_metric(model, batch, layer, head, gate):
@@ -66,7 +68,7 @@ def _gated_metric(model, batch, layer, head, gate):
         target_logits(sites, batch.attention_mask, batch.target_positions, input_ids=batch.corrupted_ids)
         corrupted = seen["z"]
     record.remove()
-    width = o_proj.in_features // model.config.num_attention_heads
+    width = (o_proj.weight.shape[0] if type(o_proj).__name__ == "Conv1D" else o_proj.in_features) // model.config.num_attention_heads
     delta = torch.zeros_like(clean)
     delta[..., head * width : (head + 1) * width] = (corrupted - clean)[..., head * width : (head + 1) * width]
     patch = o_proj.register_forward_pre_hook(lambda module, args: (args[0] + gate * delta, *args[1:]))
@@ -192,9 +194,9 @@ def test_a_node_only_family_is_refused_at_edge_level_before_any_forward(family):
 def test_refused_and_unknown_families_are_refused_with_one_line():
     import transformers
 
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2))
-    with pytest.raises(ValueError, match=f"'gpt2' is not supported: fused Conv1D.*{DOCS}"):
-        resolve(gpt2)
+    mamba = transformers.MambaForCausalLM(transformers.MambaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1))
+    with pytest.raises(ValueError, match=f"'mamba' is not supported: no attention heads.*{DOCS}"):
+        resolve(mamba)
     model = family_model("llama")
     model.config.model_type = "mystery"
     with pytest.raises(ValueError, match=f"'mystery' is not in sparks' architecture table.*{DOCS}") as refusal:

@@ -51,9 +51,9 @@ def test_missing_module_is_named():
 
 
 def test_unsupported_architecture():
-    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2)
-    with pytest.raises(ValueError, match=r"'gpt2' is not supported"):
-        resolve(transformers.GPT2LMHeadModel(config))
+    config = transformers.MambaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"'mamba' is not supported"):
+        resolve(transformers.MambaForCausalLM(config))
 
 
 def test_head_geometry_is_checked():

@@ -38,6 +38,7 @@ FAMILY_CONFIGS: dict[str, dict] = {
                     "moe_intermediate_size": 32, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
                     "qk_nope_head_dim": 8, "v_head_dim": 16, "head_dim": 8},
     "gemma4_text": {"global_head_dim": 32, "hidden_size_per_layer_input": 0},
+    "gpt2": {"num_key_value_heads": 4, "head_dim": None}, "gpt_neox": {"num_key_value_heads": 4, "head_dim": None},
     "qwen3_next": {**_MOE, "num_experts": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
                    **_LINEAR},
     "qwen3_5_text": _LINEAR,
