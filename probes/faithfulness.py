@@ -22,7 +22,11 @@ circuit is the clean run and the empty circuit the corrupted run without any rou
 is one head's (key-value head's) slice of the projection of ``input_layernorm`` at the shifted
 residual, computed as the projection's output plus that slice's linear map applied to the change of
 the normalised input (bias and LoRA need no special case); an MLP or the logits read the shifted
-input of ``post_attention_layernorm`` or of the final norm.
+input of ``post_attention_layernorm`` or of the final norm. That is Llama's block; other families follow
+their row of the architecture table (probes.architectures), as probes.edges does: multipliers scale the
+writes, fused projections are edited slice by slice, a parallel block's MLP reads the attention norm of
+its shifted residual, and behind an attention output norm a layer's heads add, for each read, the change
+of the normed attention output of the copy the read starts from.
 
 Cost: one no-grad forward pass over stacked copies of the batch (probes.forward.repeat_rows), rows
 [clean, corrupted, circuit, empty] at node level and [clean, corrupted, circuit] at edge level (the
@@ -246,9 +250,10 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
             w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
             change = torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
             norm = sites.layers[layer].attention_out_norm
-            if norm is not None:
+            if norm is not None:  # an earlier layer's norm, whose sharded weights that layer's forward released
                 own = attention[layer].unflatten(0, (3, batch_size))[[starts[read] for read in reads]]
-                change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
+                with full_parameters(sites.model, norm):
+                    change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
             total = total + change * multiplier
         return total
 
