@@ -268,3 +268,16 @@ def test_a_hybrids_layers_are_its_attention_layers(family):
     assert sites.layers[1].o_proj is model.model.layers[3].self_attn.o_proj
     assert head_layout(model)["attention_layers"] == [1, 3] and head_layout(model)["layers"] == 2
     assert "attention_layers" not in head_layout(family_model("qwen2"))
+
+
+def test_a_routed_family_is_scored_with_one_warning(recwarn):
+    from sparks.probes.pairs import Pair
+    from sparks.probes.scoring import score_pairs, warn_routed
+
+    warn_routed.cache_clear()
+    pairs = [Pair("", "", [1, 2, 3, 4], [1, 5, 3, 4], [3], [6], [7])]
+    for family in ("mixtral", "mixtral", "qwen2"):
+        scores = score_pairs(family_model(family), pairs, steps=2, progress=False)["heads"]
+        assert scores.abs().sum() > 0
+    messages = [str(warning.message) for warning in recwarn if "top-k experts" in str(warning.message)]
+    assert len(messages) == 1 and messages[0].startswith("mixtral routes tokens to top-k experts")
