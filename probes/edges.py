@@ -326,9 +326,9 @@ def edge_scores(
                 return writes
             writes = writes.repeat(n, 1, 1, 1)
             for layer, ls in enumerate(sites.layers):
-                attention = values.pop(f"o{layer}", None)
-                if ls.attention_out_norm is None or attention is None:
+                if ls.attention_out_norm is None:
                     continue
+                attention = values.pop(f"o{layer}")
                 heads = slice(graph.head_index(layer, 0), graph.head_index(layer, 0) + num_heads)
                 with full_parameters(sites.model, ls.attention_out_norm):
                     normed = norm_jvp(ls.attention_out_norm, attention[:, begin:], writes[:, heads])
