@@ -319,6 +319,10 @@ def edge_scores(
                 return grad
             return grad.unflatten(0, (n, batch_size)).sum(0)
 
+        def per_example(x: Tensor) -> Tensor:
+            """Rows [n' * B, ...] summed over the points into [B, ...] (nothing to sum when n' is 1)."""
+            return x if x.shape[0] == batch_size else x.unflatten(0, (-1, batch_size)).sum(0)
+
         def point_writes(values: dict[str, Tensor], n: int) -> Tensor:
             """The writes [n' * B, U, T, D] the reads of these n points are contracted with."""
             writes = deltas[0]
@@ -341,7 +345,7 @@ def edge_scores(
             One batched matmul over (T, D) with the writes left in place (einsum copies them).
             """
             read = torch.bmm(grad.flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
-            edges[:, sources, columns] += read.unflatten(0, (-1, batch_size)).sum(0).transpose(1, 2)
+            edges[:, sources, columns] += per_example(read).transpose(1, 2)
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
             static, d_z = deltas
@@ -379,14 +383,13 @@ def edge_scores(
                 read_by(writes, read, columns, slice(0, first))
                 if not sites.architecture.parallel:
                     read_by(writes, read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
-                z_grad = combined(take(f"z{layer}"), n).unflatten(-1, (num_heads, head_dim))
-                z_grad = z_grad.unflatten(0, (-1, batch_size)).sum(0)
+                z_grad = per_example(combined(take(f"z{layer}"), n)).unflatten(-1, (num_heads, head_dim))
                 nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
                 mlp = graph.mlp_index(layer)
-                mlp_out = combined(take(f"mlp{layer}"), n).unflatten(0, (-1, batch_size)).sum(0)
+                mlp_out = per_example(combined(take(f"mlp{layer}"), n))
                 nodes[:, mlp] += torch.einsum("btd,btd->b", static[:, mlp], mlp_out) / sites.residual_multiplier
             read_by(writes, combined(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
-            embeds = combined(take("inputs_embeds"), n).unflatten(0, (-1, batch_size)).sum(0)
+            embeds = per_example(combined(take("inputs_embeds"), n))
             nodes[:, 0] += torch.einsum("btd,btd->b", static[:, 0], embeds) / sites.embedding_multiplier
 
         integrate(sites, batch, metric, points, chunk_size, taps, wrt, start, reduce)
