@@ -9,6 +9,17 @@ FSDP that means the sharding units holding them (``sharding_units``): a decoder 
 projections and norms, the root unit for the embedding, never the whole model. Gathering is a
 collective call: every rank must enter the same ``full_parameters`` blocks in the same order.
 Unsharded models pass through.
+
+Under ZeRO-3 a block gathers only the parameters DeepSpeed holds partitioned, and partitions only
+those again; one it holds whole (persistent, prefetched, or in use by a module) is left as it is.
+Scoring's backward passes are ``torch.autograd.grad`` on the bare module, not ``engine.backward``,
+whose epilogue releases the modules whose post-backward hook never fired (one called with keyword
+arguments only, such as a decoder layer's attention, or the model itself). Their parameters, and
+those DeepSpeed attached to them (a parameter read during a module's forward outside its owner's,
+such as a norm's weight read in a hook on its layer's attention), stay whole and in use until the
+next training backward; partitioning one fails ("Cannot free a ZeRO-3 parameter while it is still
+active in submodules"). Which parameters are whole is the same on every rank at the same point, as
+DeepSpeed's own gathers assume, so the ranks still gather together.
 """
 
 from __future__ import annotations
@@ -104,20 +115,40 @@ def _zero3_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
     return [parameter for module in modules for parameter in module.parameters() if hasattr(parameter, "ds_id")]
 
 
+def _gather_zero3(stack: ExitStack, root: nn.Module, parameters: list[nn.Parameter]) -> None:
+    """All-gather those of ``parameters`` that DeepSpeed holds partitioned, partitioned again when ``stack`` closes.
+
+    The others DeepSpeed holds whole, for a module or as persistent, or is gathering (a prefetch,
+    completed here through ``root``'s registry of gathers in flight, as DeepSpeed completes it).
+    """
+    import deepspeed
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    in_flight = getattr(root, "ds_inflight_param_registry", {})
+    for parameter in parameters:
+        if parameter.ds_status == ZeroParamStatus.INFLIGHT:
+            if parameter not in in_flight:
+                raise RuntimeError(f"full_parameters: ZeRO-3 parameter {parameter.ds_id} is in flight outside "
+                                   f"{type(root).__name__}'s registry of gathers")
+            in_flight.pop(parameter).wait()
+    partitioned = [parameter for parameter in parameters if parameter.ds_status == ZeroParamStatus.NOT_AVAILABLE]
+    if partitioned:
+        stack.enter_context(deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None))
+
+
 @contextmanager
 def full_parameters(root: nn.Module, *modules: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     """Gather ``modules``' parameters (DeepSpeed ZeRO-3, FSDP2, FSDP1) for the block's duration.
 
     Yields ``keep``: a tensor derived from gathered weights must pass through it to outlive the
-    block (it copies only when something was gathered, since resharding frees the full storage).
+    block (it copies only for a sharded model, whose full storage resharding frees: on exit, or
+    under ZeRO-3 whenever DeepSpeed next releases a parameter it held whole).
     """
     modules_list = list(modules)
     with ExitStack() as stack:
         zero3 = _zero3_parameters(modules_list)
         if zero3:
-            import deepspeed
-
-            stack.enter_context(deepspeed.zero.GatheredParameters(zero3, modifier_rank=None))
+            _gather_zero3(stack, root, zero3)
         units = sharding_units(root, modules_list)
         fsdp1 = _fsdp1_class()
         _gather_fsdp1(stack, root, [unit for unit in units if isinstance(unit, fsdp1)])
