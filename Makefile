@@ -19,6 +19,11 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo test base-model sft grpo compare evaluate clean
 
+# deepspeed (the `deepspeed` extra: ZeRO-3; the sharded tests run it on the CPU) is published as source
+# only, and its setup.py reads the installed torch: it is built in this environment (--no-build-isolation;
+# an isolated build has no torch), against the torch above, with no ops compiled ahead (DS_BUILD_OPS=0:
+# the few a run uses compile on first use), for the CPU where torch sees no GPU (DS_ACCELERATOR). The
+# package is installed first, so that this build finds setuptools (the `dev` extra) here.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +37,8 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	echo "torch==$$($(BIN)/python -c "$(TORCH_VERSION)")" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]" --constraint $(VENV)/torch-pin.txt
+	DS_BUILD_OPS=0 DS_ACCELERATOR=$$($(BIN)/python -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')") \
+		$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,deepspeed]" --constraint $(VENV)/torch-pin.txt
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| echo "no chromium (Debian package, installed only as root): the trackio browser test will be skipped"
 	touch $@
