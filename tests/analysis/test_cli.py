@@ -98,10 +98,11 @@ def test_score_exact_heads_subset(numbers_file, random_model_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("gpt2")
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=300, n_positions=64)
-    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+def mamba_dir(tmp_path_factory):
+    """A model without attention heads, which the architecture table refuses."""
+    directory = tmp_path_factory.mktemp("mamba")
+    config = transformers.MambaConfig(num_hidden_layers=1, hidden_size=16, vocab_size=300, state_size=4)
+    transformers.MambaForCausalLM(config).save_pretrained(directory)
     return directory
 
 
@@ -116,7 +117,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("mismatched", "clean has 3 tokens, corrupted has 2"),
         ("empty", "holds no pairs"),
         ("head", "layer 5 out of range"),
-        ("modules", "has no module 'model.layers'"),
+        ("modules", "model_type 'mamba' is not supported: no attention heads"),
         ("missing_pairs", "does not exist"),
         ("missing_model", "model directory"),
         ("heads_syntax", "LAYER.HEAD"),
@@ -126,7 +127,7 @@ def _write(path: Path, records: list[dict]) -> Path:
     ],
 )
 @pytest.mark.hostile
-def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, gpt2_dir, tmp_path, capsys):
+def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_model_dir, mamba_dir, tmp_path, capsys):
     model, pairs = str(random_model_dir), str(numbers_file)
     extra = []
     if case == "mismatched":
@@ -136,7 +137,7 @@ def test_errors_are_one_line_and_exit_2(case, message, numbers_file, random_mode
     elif case == "head":
         extra = ["--method", "exact", "--heads", "5.0"]
     elif case == "modules":
-        model = str(gpt2_dir)
+        model = str(mamba_dir)
     elif case == "missing_pairs":
         pairs = str(tmp_path / "nothing.jsonl")
     elif case == "missing_model":

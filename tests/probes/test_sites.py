@@ -21,7 +21,7 @@ def test_sites_resolve(arch, wrapped):
     assert (sites.num_layers, sites.num_heads, sites.num_kv_heads, sites.head_dim) == (2, 4, 2, 16)
     layer = sites.layers[1]
     assert layer.o_proj is base.get_submodule("model.layers.1.self_attn.o_proj")
-    assert layer.input_layernorm is base.model.layers[1].input_layernorm
+    assert layer.attention_norm is base.model.layers[1].input_layernorm
     assert layer.mlp is base.model.layers[1].mlp
     assert sites.embed_tokens is base.model.embed_tokens and sites.lm_head is base.lm_head
     assert sites.norm is base.model.norm
@@ -59,7 +59,7 @@ def test_unsupported_architecture():
 def test_head_geometry_is_checked():
     model = tiny_model("qwen2")
     model.config.num_attention_heads = 8
-    with pytest.raises(ValueError, match="o_proj.in_features 64 is not a multiple of 8 heads|out_features is 64, expected 128"):
+    with pytest.raises(ValueError, match="out_features is 32, expected 16 from 8 heads x 2 kv heads x head_dim 8"):
         resolve(model)
 
 
