@@ -23,10 +23,11 @@ export TOKENIZERS_PARALLELISM ?= false
 # only, and its setup.py reads the installed torch: it is built in this environment (--no-build-isolation;
 # an isolated build has no torch), against the torch above, with no ops compiled ahead (DS_BUILD_OPS=0:
 # the few a run uses compile on first use), for the CPU where torch sees no GPU (DS_ACCELERATOR). The
-# package is installed first, so that this build finds setuptools (the `dev` extra) here.
+# package is installed first, so that this build finds setuptools (the `dev` extra) here. A change to
+# this recipe (the Makefile) installs again into the same .venv, keeping its torch.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if $(BIN)/python -c "$(TORCH_VERSION)" >/dev/null 2>&1; then \
