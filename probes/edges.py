@@ -140,17 +140,17 @@ def projection_taps(layer: int, ls: LayerSites) -> dict[str, tuple]:
     """A layer's q/k/v projection outputs by tap name: ``q{l}``, ``k{l}``, ``v{l}``, or one ``qkv{l}`` if fused."""
     taps: dict[str, tuple] = {}
     for kind in "qkv":
-        read = getattr(ls, kind)
-        name = f"qkv{layer}" if ls.q.proj is ls.k.proj else f"{kind}{layer}"
-        taps.setdefault(name, (read.proj, "output"))
+        taps.setdefault(_projection_tap(layer, ls, kind), (ls.read(kind).proj, "output"))
     return taps
+
+
+def _projection_tap(layer: int, ls: LayerSites, kind: str) -> str:
+    return f"qkv{layer}" if ls.read("q").proj is ls.read("k").proj else f"{kind}{layer}"
 
 
 def projection_output(outputs: dict[str, Tensor], layer: int, ls: LayerSites, kind: str) -> Tensor:
     """The ``kind`` (q, k or v) part of a layer's projection outputs as tapped by projection_taps."""
-    read = getattr(ls, kind)
-    name = f"qkv{layer}" if ls.q.proj is ls.k.proj else f"{kind}{layer}"
-    return outputs[name][..., read.rows]
+    return outputs[_projection_tap(layer, ls, kind)][..., ls.read(kind).rows]
 
 
 def write_taps(sites: Sites) -> dict[str, tuple]:
@@ -293,7 +293,7 @@ def edge_scores(
         with torch.no_grad():
             maps = []
             for ls in sites.layers:
-                projections = {kind: getattr(ls, kind) for kind in "qkv"}
+                projections = {kind: ls.read(kind) for kind in "qkv"}
                 modules = dict.fromkeys(read.proj for read in projections.values())  # a fused one once, in order
                 with full_parameters(sites.model, *modules) as keep:
                     maps.append({kind: keep(linear_map(read.proj)[read.rows]).detach() for kind, read in projections.items()})
@@ -365,7 +365,7 @@ def edge_scores(
 
                     def residual(cotangent: Tensor) -> Tensor:
                         """Map reads of the attention norm's output back to the residual it normalises."""
-                        return cotangent if norm is None else norm_vjp(norm, x, cotangent)
+                        return cotangent if norm is None or x is None else norm_vjp(norm, x, cotangent)
 
                     for kind, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
                         grad = projection_output(outputs, layer, ls, kind).unflatten(-1, (count, head_dim))

@@ -185,7 +185,7 @@ def _projection_maps(
     """Per layer the linear maps the edge run reads outside the forward, gathered as probes.edges does:
     ``o`` where a head's write difference is added somewhere, ``q``/``k``/``v`` (their rows of a fused
     projection) where a read is shifted."""
-    maps = []
+    maps: list[dict[str, Tensor]] = []
     for layer, ls in enumerate(sites.layers):
         wanted: dict[str, tuple[nn.Module, slice]] = {}
         first = graph.head_index(layer, 0)
@@ -193,7 +193,7 @@ def _projection_maps(
             wanted["o"] = (ls.o_proj, slice(None))
         for kind, column, count in _head_reads(graph, layer):
             if any(shifted[column : column + count]):
-                read = getattr(ls, kind)
+                read = ls.read(kind)
                 wanted[kind] = (read.proj, read.rows)
         maps.append({})
         if wanted:
@@ -329,15 +329,15 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
             parallel_read = sites.architecture.parallel and shifted[mlp_read]
             if parallel_read or any(any(shifted[first : first + count]) for _, first, count in reads):
                 if ls.attention_norm is None:
-                    hooks.edit_input(ls.q.proj, remember(layer_input, "x"))
-                    hooks.edit_input(ls.q.proj, remember(layer_input, "normed"))
+                    hooks.edit_input(ls.read("q").proj, remember(layer_input, "x"))
+                    hooks.edit_input(ls.read("q").proj, remember(layer_input, "normed"))
                 else:
                     hooks.edit_input(ls.attention_norm, remember(layer_input, "x"))
                     hooks.read_output(ls.attention_norm, remember(layer_input, "normed"))
             by_projection: dict[nn.Module, list[tuple[str, int, int, slice]]] = {}
             for kind, first, count in reads:
                 if any(touched[first : first + count]):
-                    read = getattr(ls, kind)
+                    read = ls.read(kind)
                     by_projection.setdefault(read.proj, []).append((kind, first, count, read.rows))
             for projection, kinds in by_projection.items():
                 hooks.edit_output(projection, read_heads(layer, kinds))

@@ -104,12 +104,15 @@ def _deliver(hooks: Hooks, sites: Sites, destination: str, delta: Tensor) -> Non
             hooks.edit_input(mlp_read_site(sites, ls), lambda x: x + delta.to(x))
             return
         norm = ls.attention_norm
-        residual = Recorder(hooks, {"x": (norm, "input")})
-        hooks.edit_input(ls.mlp, lambda normed: norm.forward(residual.values["x"] + delta.to(normed)))
+        if norm is None:
+            raise ValueError(f"{sites.model_type}: a parallel block without an attention norm is not in the table")
+        attention_norm: nn.Module = norm
+        residual = Recorder(hooks, {"x": (attention_norm, "input")})
+        hooks.edit_input(ls.mlp, lambda normed: attention_norm.forward(residual.values["x"] + delta.to(normed)))
         return
     layer, index, kind = _HEAD_INPUT.fullmatch(destination).groups()
     ls = sites.layers[int(layer)]
-    read = getattr(ls, kind)
+    read = ls.read(kind)
     first = read.rows.start + int(index) * sites.head_dim
     span = slice(first, first + sites.head_dim)
     norm = ls.attention_norm

@@ -41,6 +41,13 @@ class LayerSites:
     mlp_norm: nn.Module | None
     mlp_out_norm: nn.Module | None
 
+    def read(self, kind: str) -> Read:
+        """The q, k or v input; ValueError where keys and values are no slices of one projection (node level only)."""
+        read = getattr(self, kind)
+        if read is None:
+            raise ValueError(f"this layer has no {kind} slices of a projection: it is scored at node level only")
+        return read
+
 
 @dataclass(frozen=True)
 class Sites:
@@ -154,6 +161,8 @@ def resolve(model: nn.Module) -> Sites:
             raise ValueError(f"{prefix}{arch.o_proj}.in_features {width} is not a multiple of {num_heads} heads")
         head_dim = width // num_heads
         q_rows, kv_rows = num_heads * head_dim, num_kv_heads * head_dim
+        reads: list[Read | None]
+        expected: list[tuple[nn.Module, int]]
         if arch.qkv_proj is not None:
             fused = _module(base, prefix + arch.qkv_proj, model_type)
             reads = [Read(fused, slice(0, q_rows)), Read(fused, slice(q_rows, q_rows + kv_rows)),
