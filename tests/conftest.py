@@ -46,6 +46,24 @@ def random_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sandwich_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer GQA Gemma 2 (its attention and MLP outputs normalised before the residual add) with the
+    world's tokenizer, random weights, saved to disk: the edge maths' other structure."""
+    import transformers
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("random-gemma2")
+    tokenizer = build_tokenizer()
+    config = transformers.Gemma2Config(
+        vocab_size=-(-len(tokenizer) // 8) * 8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, attn_implementation="eager")
+    transformers.Gemma2ForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The pretrained tiny base model that `make test` builds before the suite runs."""
     directory = REPO / "outputs" / "tiny-base"

@@ -14,6 +14,8 @@ FSDP2 (edge level): accelerate applies FSDP on accelerators only, so fsdp2_train
 takes the optimizer steps, under torchrun and in the test's process.
 
 Every sharded run records that each snapshot scored a model sharded on both ranks (held_parameters).
+ZeRO-3 at edge level runs on a Qwen2 and on a Gemma 2, whose attention output norms take the edge maths
+through the norm's Jacobian and earlier layers' norms gathered inside later layers' forward.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ DEEPSPEED = {
     "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
     "gradient_clipping": "auto", "train_batch_size": "auto",
 }
-RUNS = [("zero3", "node"), ("zero3", "edge"), ("fsdp2", "edge")]
+RUNS = [("zero3", "node", "qwen2"), ("zero3", "edge", "qwen2"), ("fsdp2", "edge", "qwen2"), ("zero3", "edge", "gemma2")]
+MODEL_DIRS = {"qwen2": "random_model_dir", "gemma2": "sandwich_model_dir"}
+"""Gemma 2's output norms put its edge maths through a path of their own (probes.architectures)."""
 CPU_ONLY = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}  # the CPU, even where there is a GPU
 
 
@@ -70,10 +74,11 @@ def launch(command: list[str]) -> None:
 
 
 @pytest.fixture(scope="module", params=RUNS, ids=["-".join(run) for run in RUNS])
-def runs(request, random_model_dir, tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+def runs(request, tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     """The run stores of the sharded and of the plain run, and the sharded ranks' records (held_parameters)."""
-    sharding, level = request.param
-    folder = tmp_path_factory.mktemp(f"{sharding}-{level}")
+    sharding, level, family = request.param
+    random_model_dir = request.getfixturevalue(MODEL_DIRS[family])
+    folder = tmp_path_factory.mktemp(f"{sharding}-{level}-{family}")
     tracker = json.dumps({**TRACKER, "level": level})
     if sharding == "zero3":
         launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(zero3_config(folder)),
