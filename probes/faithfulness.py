@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -234,8 +235,10 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
         copies = sequences(x, length).unflatten(0, (3, batch_size))
         return (_wide(copies[1]) - _wide(copies[2])) * changes * scale
 
-    def shift(reads: list[int]) -> Tensor:
-        """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D]."""
+    def shift(reads: list[int], current: int | None) -> Tensor:
+        """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D].
+
+        ``current`` is the layer whose forward is running (None after the last): its weights are whole."""
         total = 0
         for node, write in node_writes.items():
             if coefficients[node, reads].any():
@@ -250,9 +253,9 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
             w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
             change = torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
             norm = sites.layers[layer].attention_out_norm
-            if norm is not None:  # an earlier layer's norm, whose sharded weights that layer's forward released
+            if norm is not None:  # an earlier layer's norm is gathered: its forward released its sharded weights
                 own = attention[layer].unflatten(0, (3, batch_size))[[starts[read] for read in reads]]
-                with full_parameters(sites.model, norm):
+                with full_parameters(sites.model, norm) if layer != current else nullcontext():
                     change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
             total = total + change * multiplier
         return total
@@ -277,7 +280,7 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
                     rows_of = [starts[read] for read in reads]
                     x = layer_input["x"].unflatten(0, (3, batch_size))
                     normed = layer_input["normed"].unflatten(0, (3, batch_size))
-                    residual = (_wide(x[rows_of]) + shift(reads)).to(x.dtype)
+                    residual = (_wide(x[rows_of]) + shift(reads, layer)).to(x.dtype)
                     change = _wide(residual if norm is None else norm.forward(residual)) - _wide(normed[rows_of])
                     weight = maps[layer][kind].view(count, head_dim, -1)[patched].to(change.dtype)
                     value = _wide(out[rows_of, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)
@@ -287,19 +290,19 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
 
         return edit
 
-    def read_residual(read: int, norm: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
-        """Edit of a reader's input (an MLP's or the logits'): the circuit copy's becomes its read. With
-        ``norm`` (a parallel block's MLP) the input is that norm of the shifted residual."""
+    def read_residual(read: int, layer: int | None, norm: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
+        """Edit of a reader's input (layer's MLP's, or with None the logits'): the circuit copy's becomes its
+        read. With ``norm`` (a parallel block's MLP) the input is that norm of the shifted residual."""
 
         def edit(x: Tensor) -> Tensor:
             copies = x.unflatten(0, (3, batch_size)).clone()
             copies[2] = copies[starts[read]]
             if shifted[read]:
                 if norm is None:
-                    copies[2] = (_wide(copies[2]) + shift([read])[0]).to(x.dtype)
+                    copies[2] = (_wide(copies[2]) + shift([read], layer)[0]).to(x.dtype)
                 else:
                     residual = layer_input["x"].unflatten(0, (3, batch_size))[starts[read]]
-                    copies[2] = norm.forward((_wide(residual) + shift([read])[0]).to(x.dtype))
+                    copies[2] = norm.forward((_wide(residual) + shift([read], layer)[0]).to(x.dtype))
             return copies.flatten(0, 1)
 
         return edit
@@ -348,10 +351,10 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
                     hooks.edit_input(ls.attention_out_norm, remember(attention, layer))
             if touched[mlp_read]:
                 norm = ls.attention_norm if sites.architecture.parallel else None
-                hooks.edit_input(mlp_read_site(sites, ls), read_residual(mlp_read, norm))
+                hooks.edit_input(mlp_read_site(sites, ls), read_residual(mlp_read, layer, norm))
             if needed[graph.mlp_index(layer)]:
                 hooks.read_output(mlp_write_site(ls), record(node_writes, graph.mlp_index(layer), multiplier))
         if touched[-1]:
-            hooks.edit_input(sites.norm, read_residual(len(graph.downstream) - 1))
+            hooks.edit_input(sites.norm, read_residual(len(graph.downstream) - 1, None))
         effects = _copies_effects(sites, batch, metric, [batch.clean_ids, batch.corrupted_ids, batch.clean_ids])
     return torch.stack([effects[2], effects[1]], dim=1)

@@ -14,7 +14,7 @@ FSDP2 (edge level): accelerate applies FSDP on accelerators only, so fsdp2_train
 takes the optimizer steps, under torchrun and in the test's process.
 
 Every sharded run records that each snapshot scored a model sharded on both ranks (held_parameters).
-ZeRO-3 at edge level runs on a Qwen2 and on a Gemma 2, whose attention output norms take the edge maths
+Edge level runs on a Qwen2 and on a Gemma 2, whose attention output norms take the edge maths
 through the norm's Jacobian and earlier layers' norms gathered inside later layers' forward.
 """
 
@@ -51,7 +51,8 @@ DEEPSPEED = {
     "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
     "gradient_clipping": "auto", "train_batch_size": "auto",
 }
-RUNS = [("zero3", "node", "qwen2"), ("zero3", "edge", "qwen2"), ("fsdp2", "edge", "qwen2"), ("zero3", "edge", "gemma2")]
+RUNS = [("zero3", "node", "qwen2"), ("zero3", "edge", "qwen2"), ("fsdp2", "edge", "qwen2"), ("zero3", "edge", "gemma2"),
+        ("fsdp2", "edge", "gemma2")]
 MODEL_DIRS = {"qwen2": "random_model_dir", "gemma2": "sandwich_model_dir"}
 """Gemma 2's output norms put its edge maths through a path of their own (probes.architectures)."""
 CPU_ONLY = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}  # the CPU, even where there is a GPU
