@@ -136,7 +136,7 @@ def model_rows(name: str, load: Callable[[], torch.nn.Module], pairs: list[Pair]
         selection = TrackerConfig(level=level).selection
         summaries: dict[str, Summary] = {}
         for dtype in ("float64", *args.dtypes, *([ROUNDED] if args.rounded_points else [])):
-            cast = load().to(DTYPES.get(dtype, torch.float64)).eval()
+            cast = load().to(DTYPES.get(dtype, torch.float64)).to(args.device).eval()
             graph = graph_of(cast)
             begin = time.perf_counter()
             with rounded_points(torch.bfloat16) if dtype == ROUNDED else contextlib.nullcontext():
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--no-rounded-points", dest="rounded_points", action="store_false",
                         help=f"leave out the row {ROUNDED!r} (the float64 model with the IG weights rounded to bf16)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="where to score: cuda for a GPU's bf16/fp16 kernels (bench/gpu_checks.sh)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "base" in args.models and not Path(args.base, "model.safetensors").exists():
@@ -172,7 +173,7 @@ def main() -> None:
     tokenizer = build_tokenizer()  # the world's tokenizer, built in code: the one the base model was trained with
     config = TrackerConfig()
     pairs = probe_pairs(config, tokenizer)
-    print(f"cpu, {args.threads} threads, torch {torch.__version__}; the tracker's call ({config.method}, {config.metric}, "
+    print(f"{args.device}, {args.threads} threads, torch {torch.__version__}; the tracker's call ({config.method}, {config.metric}, "
           f"{config.ig_steps} points, {config.ig_rule}) "
           f"on the tracker's probe pairs ({len(pairs)} numbers pairs, up to {max(len(pair.clean_ids) for pair in pairs)} tokens)\n")
     print("| model | level | dtype | rel. error, mean score (max) | rel. error, mean score (norm) | rel. error, per pair (max) "

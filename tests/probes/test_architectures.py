@@ -22,6 +22,8 @@ from sparks.probes.patching import exact_edge_effects, exact_head_effects
 from sparks.probes.sites import resolve
 from tiny_models import FAMILY_CONFIGS, family_model, random_pairs
 
+pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
+
 FAMILIES = sorted(ARCHITECTURES)
 EDGE_FAMILIES = [family for family in FAMILIES if ARCHITECTURES[family].edge_refusal is None]
 NODE_ONLY = [family for family in FAMILIES if ARCHITECTURES[family].edge_refusal is not None]
