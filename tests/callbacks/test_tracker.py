@@ -241,3 +241,24 @@ def test_a_torch_compile_run_is_scored_on_the_uncompiled_module(random_model_dir
         assert plain["mean_abs"].abs().max() > 0
         for name in ("mean", "mean_abs"):
             torch.testing.assert_close(compiled[name], plain[name], rtol=1e-5, atol=1e-8)
+
+
+def test_edge_level_on_a_node_only_family_stops_before_the_first_step(tmp_path):
+    """Gemma 4's residual is rescaled per layer (probes.architectures): at edge level the run stops at train
+    begin with the table's one line, before any step or snapshot."""
+    import transformers
+
+    from sparks.tasks.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = transformers.AutoConfig.for_model(
+        "gemma4_text", vocab_size=-(-len(tokenizer) // 8) * 8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, global_head_dim=16, hidden_size_per_layer_input=0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model_dir = tmp_path / "gemma4"
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with pytest.raises(ValueError, match="^gemma4_text is scored at node level only, not edge: each layer's layer_scalar"):
+        run_grpo(model_dir, tmp_path / "run", 2, {**TRACKER, "level": "edge"})
+    assert not (tmp_path / "run" / "sparks" / "snapshots").exists()
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
