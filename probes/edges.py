@@ -320,7 +320,7 @@ def edge_scores(
             return grad.unflatten(0, (n, batch_size)).sum(0)
 
         def per_example(x: Tensor) -> Tensor:
-            """Rows [n' * B, ...] summed over the points into [B, ...] (nothing to sum when n' is 1)."""
+            """Rows [n * B, ...] of stacked points summed into [B, ...] (nothing to sum for one point)."""
             return x if x.shape[0] == batch_size else x.unflatten(0, (-1, batch_size)).sum(0)
 
         def point_writes(values: dict[str, Tensor], n: int) -> Tensor:
@@ -383,13 +383,13 @@ def edge_scores(
                 read_by(writes, read, columns, slice(0, first))
                 if not sites.architecture.parallel:
                     read_by(writes, read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
-                z_grad = per_example(combined(take(f"z{layer}"), n)).unflatten(-1, (num_heads, head_dim))
+                z_grad = per_example(take(f"z{layer}").to(dtype)).unflatten(-1, (num_heads, head_dim))
                 nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
                 mlp = graph.mlp_index(layer)
-                mlp_out = per_example(combined(take(f"mlp{layer}"), n))
+                mlp_out = per_example(take(f"mlp{layer}").to(dtype))
                 nodes[:, mlp] += torch.einsum("btd,btd->b", static[:, mlp], mlp_out) / sites.residual_multiplier
             read_by(writes, combined(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
-            embeds = per_example(combined(take("inputs_embeds"), n))
+            embeds = per_example(take("inputs_embeds").to(dtype))
             nodes[:, 0] += torch.einsum("btd,btd->b", static[:, 0], embeds) / sites.embedding_multiplier
 
         integrate(sites, batch, metric, points, chunk_size, taps, wrt, start, reduce)
