@@ -296,9 +296,8 @@ class HeadLineage:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> HeadLineage:
-        """The lineage that ``state_dict`` saved."""
-        if state.get("version") != VERSION:
-            raise ValueError(f"lineage state version {state.get('version')!r}, expected {VERSION}")
+        """The lineage that ``state_dict`` saved; ValueError naming the field that is missing or of the wrong type."""
+        check_state(state)
         lineage = cls(state["level"])
         for record in state["snapshots"]:
             scores = np.array(record["scores"], dtype=float)
@@ -309,3 +308,58 @@ class HeadLineage:
                 replicates = np.stack(bits).astype(bool).reshape(len(bits), *scores.shape)
             lineage.snapshots.append(Snapshot(record["step"], scores, _heads(record["heads"]), record["reward"], replicates))
         return lineage
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_state(state: object) -> None:
+    """Check a saved lineage field by field, so that a damaged one is named where it is damaged
+    (``snapshots[2].step: ...``) instead of failing somewhere downstream."""
+    if not isinstance(state, dict):
+        raise ValueError(f"not a lineage state: a JSON {type(state).__name__}")
+    if state.get("version") != VERSION:
+        raise ValueError(f"version: {state.get('version')!r}, this sparks reads lineage state version {VERSION}")
+    if not _number(state.get("level")) or not 0 < state["level"] <= 1:
+        raise ValueError(f"level: must be a number in (0, 1], got {state.get('level')!r}")
+    snapshots = state.get("snapshots")
+    if not isinstance(snapshots, list):
+        raise ValueError(f"snapshots: must be a list, got {type(snapshots).__name__}")
+    shape, previous = None, -1
+    for index, record in enumerate(snapshots):
+        where = f"snapshots[{index}]"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: must be a mapping, got {type(record).__name__}")
+        missing = [key for key in ("step", "scores", "heads", "reward", "replicates") if key not in record]
+        if missing:
+            raise ValueError(f"{where}.{missing[0]}: missing")
+        step = record["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step <= previous:
+            raise ValueError(f"{where}.step: must be a whole number above the previous snapshot's {previous}, got {step!r}")
+        previous = step
+        scores = record["scores"]
+        rows = scores if isinstance(scores, list) else None
+        if not rows or not all(isinstance(row, list) and row and all(_number(value) for value in row) for row in rows) \
+                or len({len(row) for row in rows}) != 1:
+            raise ValueError(f"{where}.scores: must be a [layers][heads] table of numbers")
+        if shape is not None and (len(rows), len(rows[0])) != shape:
+            raise ValueError(f"{where}.scores: {len(rows)}x{len(rows[0])}, the lineage's heads are {shape[0]}x{shape[1]}")
+        shape = (len(rows), len(rows[0]))
+        heads = record["heads"]
+        if not isinstance(heads, list) or not all(
+                isinstance(head, list) and len(head) == 2 and all(isinstance(part, int) and not isinstance(part, bool) for part in head)
+                and 0 <= head[0] < shape[0] and 0 <= head[1] < shape[1] for head in heads):
+            raise ValueError(f"{where}.heads: must be a list of [layer, head] within {shape[0]}x{shape[1]}")
+        if record["reward"] is not None and not _number(record["reward"]):
+            raise ValueError(f"{where}.reward: must be a number or null, got {record['reward']!r}")
+        replicates = record["replicates"]
+        if replicates is not None and not (isinstance(replicates, list) and all(isinstance(text, str) for text in replicates)):
+            raise ValueError(f"{where}.replicates: must be a list of hex strings or null")
+        if replicates:
+            try:
+                sizes = {len(bytes.fromhex(text)) for text in replicates}
+            except ValueError:
+                raise ValueError(f"{where}.replicates: not hex strings") from None
+            if sizes != {-(-shape[0] * shape[1] // 8)}:
+                raise ValueError(f"{where}.replicates: each must pack {shape[0] * shape[1]} bits")
