@@ -21,7 +21,7 @@ from sparks.callbacks.alignment import alignment_summary, reward_alignment
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.report import Dashboard, SnapshotReport
-from sparks.callbacks.store import RunStore
+from sparks.callbacks.store import RunStore, first_line
 from sparks.probes.statistics import SnapshotStats
 
 logger = logging.getLogger(__name__)
@@ -134,11 +134,11 @@ class SnapshotRecorder:
                 stats.circuit,
                 self.summary(),
             )
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - whatever a library raises (a full disk is not always an OSError)
             self.lineage = self.lineage.until(step - 1)
             if self.config.strict:
                 raise
-            self.fail(step, f"could not write the run store ({error}); this snapshot is not in the lineage")
+            self.fail(step, f"could not write the run store ({first_line(error)}); this snapshot is not in the lineage")
             return
         self._flush()
         report = SnapshotReport(

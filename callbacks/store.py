@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers.trainer_utils import get_last_checkpoint
@@ -72,11 +73,78 @@ class RunStoreError(ValueError):
 
 
 @dataclass(frozen=True)
+class Damage:
+    """One snapshot the lineage names that cannot be read whole: its step, the file, and what is wrong there."""
+
+    step: int
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+SNAPSHOT_FIELDS: dict[str, tuple[type, ...]] = {
+    "step": (int,), "seconds": (int, float), "pairs": (int,), "circuit": (list,), "windows": (dict,),
+    "stability": (int, float), "null_churn": (int, float), "faithfulness": (int, float, type(None)),
+    "faithfulness_interval": (list, type(None)), "replicates": (int,), "membership": (list,),
+}
+"""The fields of a snapshot.json, and the JSON types each may hold."""
+SCORE_TENSORS = ("mean", "mean_abs", "importance", "importance_low", "importance_high", "membership", "ranking")
+"""The tensors of a snapshot's scores.safetensors."""
+
+
+def _snapshot_problem(directory: Path, step: int) -> tuple[Path, str] | None:
+    """The first file of a snapshot directory that is missing or not what its readers expect, and why."""
+    if not directory.is_dir():
+        return directory, "missing (the lineage names this snapshot)"
+    record_path = directory / "snapshot.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as error:
+        return record_path, f"unreadable ({str(error).splitlines()[0]})"
+    if not isinstance(record, dict):
+        return record_path, f"not a mapping but a JSON {type(record).__name__}"
+    for name, kinds in SNAPSHOT_FIELDS.items():
+        value = record.get(name)
+        if name not in record:
+            return record_path, f"{name}: missing"
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return record_path, f"{name}: {type(value).__name__} {value!r:.40}, expected {' or '.join(kind.__name__ for kind in kinds)}"
+    if record["step"] != step:
+        return record_path, f"step: {record['step']}, the lineage names this directory step {step}"
+    for tensors, names in ((directory / "scores.safetensors", SCORE_TENSORS), (directory / "circuit" / "scores.safetensors", ("scores",))):
+        try:
+            with safe_open(str(tensors), framework="pt") as file:
+                held = set(file.keys())
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error type, not OSError
+            return tensors, f"unreadable ({first_line(error)})"
+        absent = [name for name in names if name not in held]
+        if absent:
+            return tensors, f"{absent[0]}: missing"
+    circuit_path = directory / "circuit" / "circuit.json"
+    try:
+        circuit = json.loads(circuit_path.read_text())
+    except (OSError, ValueError) as error:
+        return circuit_path, f"unreadable ({str(error).splitlines()[0]})"
+    absent = [name for name in ("heads", "mlps", "edges", "upstream", "downstream") if not isinstance(circuit, dict) or name not in circuit]
+    return (circuit_path, f"{absent[0]}: missing") if absent else None
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, or its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@dataclass(frozen=True)
 class Resumed:
     """A store reopened at a step: the lineage as it stood there, and one line per thing the resume dropped."""
 
     lineage: HeadLineage
     notes: list[str]
+    dropped: int | None = None
+    """The step of a damaged snapshot dropped to be scored again (the resumed step), if any."""
 
 
 def _temporary(path: Path) -> Path:
@@ -183,18 +251,46 @@ class RunStore:
         return record
 
     def lineage(self) -> HeadLineage:
-        """The committed lineage (lineage.json); RunStoreError naming the file when it cannot be read."""
+        """The committed lineage (lineage.json); RunStoreError naming the file, and the field, when it cannot be read."""
+        path = self.root / "lineage.json"
         try:
-            return HeadLineage.from_state_dict(json.loads((self.root / "lineage.json").read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RunStoreError(f"{self.root / 'lineage.json'}: unreadable ({error})") from None
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise RunStoreError(f"{path}: unreadable ({error})") from None
+        try:
+            return HeadLineage.from_state_dict(state)
+        except ValueError as error:
+            raise RunStoreError(f"{path}: {error}") from None
+
+    def damage(self) -> list[Damage]:
+        """What the committed lineage names that is missing or of the wrong type, snapshot by snapshot in step order.
+
+        run.json and lineage.json themselves must be whole (RunStoreError otherwise: nothing names what to restore).
+        Reads each snapshot's record and its tensor file's header, not the tensors.
+        """
+        self.run()
+        found = []
+        for step in self.lineage().steps:
+            problem = _snapshot_problem(snapshot_dir(self.root, step), step)
+            if problem is not None:
+                found.append(Damage(step, *problem))
+        return found
+
+    def check(self) -> None:
+        """Refuse (RunStoreError, one line) a store whose lineage names a snapshot that is missing or damaged."""
+        found = self.damage()
+        if found:
+            more = f" (and {len(found) - 1} more snapshot{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+            raise RunStoreError(f"{found[0]}{more}")
 
     def resume(self, step: int, series: Sequence[dict[str, Any]]) -> Resumed | None:
         """Reopen the run at ``step`` (None when no lineage was committed here).
 
-        Keeps the snapshots up to ``step``, the failures up to it and ``series`` (the trainer's
+        Keeps the whole snapshots up to ``step``, the failures up to it and ``series`` (the trainer's
         logged series up to it, {step, ...} each) as metrics.jsonl; removes leftover snapshot
-        directories and rewrites events.jsonl from the lineage. Reads everything before it writes anything.
+        directories and unfinished writes, saying so, and rewrites events.jsonl from the lineage. A
+        snapshot of ``step`` that is missing or damaged is dropped, to be scored again; one before
+        ``step`` cannot be, and is refused (RunStoreError). Reads everything before it writes anything.
         """
         if not self.holds_lineage():
             return None
@@ -203,8 +299,13 @@ class RunStore:
             lineage = self.lineage()
         except RunStoreError as error:
             raise RunStoreError(f"{error}; the lineage cannot be resumed: set --output_dir to a new directory") from None
-        kept = lineage.until(step)
-        notes = []
+        damage = self.damage()
+        if damage and damage[0].step < step:
+            raise RunStoreError(f"{damage[0]}; training resumes at step {step}, after it, so it cannot be scored "
+                                f"again: resume from a checkpoint at or before step {damage[0].step}")
+        notes = [f"{found}: dropped this snapshot and those after it; training from the checkpoint scores them again"
+                 for found in damage[:1] if found.step <= step]
+        kept = lineage.until(min([step] + [found.step - 1 for found in damage]))
         later = [later_step for later_step in lineage.steps if later_step > step]
         if later:
             notes.append(f"dropped the snapshots after step {step} (steps {', '.join(map(str, later))}); "
@@ -215,14 +316,19 @@ class RunStore:
         notes += torn
         for directory in (self.root / "snapshots").glob("step-*"):
             name = directory.name.removesuffix(".tmp").removeprefix("step-")
+            if directory.name.endswith(".tmp"):
+                notes.append(f"removed {directory.name}, the unfinished write of a snapshot that was never committed")
             if directory.name.endswith(".tmp") or not name.isdigit() or int(name) not in kept.steps:
                 shutil.rmtree(directory)
+        for temporary in self.root.glob("*.tmp"):
+            notes.append(f"removed {temporary.name}, the unfinished write of a file that was never committed")
+            temporary.unlink()
         _write_text(self.root / "metrics.jsonl", _json_lines(record for record in series if record["step"] <= step))
         _write_text(self.root / "failures.jsonl", _json_lines(record for record in failures if record["step"] <= step))
         _write_text(self.root / "events.jsonl", _json_lines(kept.events))
         _write_text(self.root / "lineage.json", json.dumps(kept.state_dict()))
         self.backlog.clear()
-        return Resumed(kept, notes)
+        return Resumed(kept, notes, damage[0].step if damage else None)
 
     def record_resume(self, step: int, changed: dict[str, list[Any]]) -> None:
         """Note in run.json that the run resumed at ``step``, and which settings (old, new) changed there."""
@@ -244,7 +350,8 @@ class RunStore:
     ) -> None:
         """Write the lineage's last snapshot (its record, score tensors and circuit), all its ``events`` and the summary, all or nothing.
 
-        A failed write (disk full, permissions) raises OSError and leaves the store as it was.
+        A failed write (a full disk, permissions, any error of any library) is raised and leaves the store as
+        it was, with no temporary behind.
         """
         step = lineage.steps[-1]
         directory = snapshot_dir(self.root, step)
@@ -262,7 +369,7 @@ class RunStore:
             (staging / "snapshot.json").write_text(json.dumps({"step": step, **record}, indent=1))
             for path, text in files.items():
                 _temporary(path).write_text(text)
-        except OSError:
+        except BaseException:  # any error type: safetensors, for one, does not raise OSError on a full disk
             shutil.rmtree(staging, ignore_errors=True)
             for path in files:
                 _temporary(path).unlink(missing_ok=True)

@@ -91,7 +91,10 @@ def write_run(output_dir: Path, name: str, layout: dict[str, Any] = LAYOUT, prob
                   "faithfulness": None if faithful is None else faithful[0],
                   "faithfulness_interval": None if faithful is None else list(faithful[1:]),
                   "replicates": REPLICATES, "membership": replicate_circuits(name, index).mean(0).tolist()}
-        tensors = {"importance": torch.tensor(scores / scores.sum())}
+        importance = torch.tensor(scores / scores.sum())
+        tensors = {"mean": torch.tensor(scores), "mean_abs": torch.tensor(scores), "importance": importance,
+                   "importance_low": importance.clone(), "importance_high": importance.clone(),
+                   "membership": torch.tensor(record["membership"]), "ranking": torch.tensor(scores)}
         store.commit(lineage, lineage.events, record, tensors,
                      Circuit(circuit, [], [], torch.zeros(1, 1), [], []), {"heads/snapshots": len(lineage)})
     store.save_summary({"heads/snapshots": snapshots, **_alignment_summary(name)})
