@@ -24,7 +24,7 @@ import numpy as np
 
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import REWARD_KEYS
-from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, snapshot_dir
+from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, snapshot_dir
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.statistics import INTERVAL
 
@@ -62,12 +62,14 @@ def store_of(path: Path) -> RunStore:
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
-    """Read one run store; a directory that is not a run, or a run without snapshots, raises one line saying so."""
+    """Read one run store, checked first (RunStore.check); a directory that is not a run, a run without
+    snapshots, or a store whose lineage names a snapshot it lacks or holds damaged raises one line saying so."""
     path = Path(path)
     store = store_of(path)
     run = store.run()
     if not store.holds_lineage():
         raise RunStoreError(f"{path}: the run has no snapshots yet (no lineage.json): nothing to compare")
+    store.check()
     lineage = store.lineage()
     try:
         records = [json.loads((snapshot_dir(store.root, step) / "snapshot.json").read_text()) for step in lineage.steps]
@@ -93,8 +95,13 @@ def read_ablations(output_dir: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Read the runs, named by their output directories (with the parent directory's name, or the whole path, where two share one)."""
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """Read the runs, named by their output directories (with the parent directory's name, or the whole path, where
+    two share one), and one warning per run left out because its store is damaged or unreadable (load_run).
+
+    A path that is not a run is refused; of several runs, the readable ones are compared, so one damaged
+    run does not hide the others (RunStoreError, naming each, when fewer than two can be read).
+    """
     paths = [Path(path) for path in paths]
     roots = [store_of(path).root.parent.resolve() for path in paths]
     twice = sorted({str(root) for root in roots if roots.count(root) > 1})
@@ -104,7 +111,17 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
         labels = [naming(root) for root in roots]
         if len(set(labels)) == len(labels):
             break
-    return [load_run(path, label) for path, label in zip(paths, labels)]
+    if len(paths) == 1:
+        return [load_run(paths[0], labels[0])], []
+    runs, warnings = [], []
+    for path, label in zip(paths, labels):
+        try:
+            runs.append(load_run(path, label))
+        except RunStoreError as error:
+            warnings.append(f"left out {label}: {first_line(error)}")
+    if len(runs) < 2:
+        raise RunStoreError("fewer than two runs can be read: " + "; ".join(warnings))
+    return runs, warnings
 
 
 def comparable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:

@@ -432,7 +432,9 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Report:
     """
     out = Path(out)
     check_out(out)
-    kept, warnings = comparable(load_runs(run_dirs))
+    runs, unread = load_runs(run_dirs)
+    kept, warnings = comparable(runs)
+    warnings = unread + warnings
     replicates = [replicate_lineages(run.lineage) for run in kept]
     summaries = [summarise(run, others) for run, others in zip(kept, replicates)]
     drawn = charts(kept, replicates)

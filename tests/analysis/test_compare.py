@@ -206,7 +206,7 @@ def test_the_page_draws_each_chart_from_its_data(runs):
     from sparks.analysis.compare import load_runs, replicate_lineages
     from sparks.analysis.compare_report import charts, plotly_figure
 
-    loaded = load_runs([runs["cumulative"], runs["dynamic"]])
+    loaded, _ = load_runs([runs["cumulative"], runs["dynamic"]])
     for chart in charts(loaded, [replicate_lineages(run.lineage) for run in loaded]):
         drawn = plotly_figure(chart).data
         for row, trace in ((row, trace) for row, panel in enumerate(chart.panels, start=1) for trace in panel.traces):
