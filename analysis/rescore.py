@@ -10,7 +10,8 @@ run store (callbacks.store, the same format) at ``RUN_DIR/rescores/<name>/sparks
 ``RUN_DIR/rescores/<name>`` is read as a run by every reader of run stores; its run.json adds a
 ``rescore`` record naming the run, the scored models and the settings that differ from the live
 scoring. It is written to a temporary directory renamed into place at the end: a failure leaves
-nothing half-written. With the run's settings it reproduces the live snapshots of the checkpointed
+nothing half-written. One rescore of a name runs at a time: a second is refused, naming the first
+(callbacks.lock). With the run's settings it reproduces the live snapshots of the checkpointed
 steps; with saved checkpoints every 100 steps it is the paper's offline protocol.
 """
 
@@ -32,6 +33,7 @@ from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.lineage import HeadLineage
+from sparks.callbacks.lock import acquire, release
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
 from sparks.callbacks.store import SETTINGS_SINCE, RunStore
@@ -205,6 +207,7 @@ def rescore(
     if pairs is not None or redraw:
         changed["pairs"] = [run.get("pairs"), len(probe)]
     staging = run_dir / RESCORES / f".{name}.tmp"
+    lock = acquire(run_dir / RESCORES / f".{name}.lock", f"--name: the rescore {final}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _score_all(run, live, sources, config, probe, tokenizer, staging, dtype, device,
@@ -218,6 +221,7 @@ def rescore(
         shutil.rmtree(replaced, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        release(lock)
         if staging.parent.is_dir() and not any(staging.parent.iterdir()):
             staging.parent.rmdir()  # a first rescore that failed leaves no trace
     return final

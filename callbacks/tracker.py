@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.distributed import sum_over_ranks
 from sparks.callbacks.lineage import HeadLineage
+from sparks.callbacks.lock import WriterLock, holds, lock_output_dir, output_dir_lock, release
 from sparks.callbacks.recorder import SnapshotRecorder, kept_series
 from sparks.callbacks.report import Dashboard
 from sparks.callbacks.snapshot import ShardedSnapshotFailed, SnapshotFailed, score_snapshot
@@ -150,6 +152,7 @@ class HeadTrackerCallback(TrainerCallback):
         self.pad_id = 0
         self.last_scored: int | None = None
         self._pending: tuple[int, SnapshotStats, float, bool] | None = None
+        self._lock: WriterLock | None = None
 
     def wandb_run(self, args: TrainingArguments) -> AbstractContextManager[None]:
         """Train inside this block and a trainer reporting to wandb logs into a W&B run with the
@@ -180,6 +183,10 @@ class HeadTrackerCallback(TrainerCallback):
         self._publish()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        if control.should_save and args.logging_strategy == IntervalStrategy.STEPS:
+            # A checkpoint closes a logging window: the trainer's averages restart where a resume starts, so a
+            # run resumed from this checkpoint logs the same values (and reward windows) as the run it resumes.
+            control.should_log = True
         if state.global_step % self.config.every == 0:
             self._score(kwargs["model"], state.global_step, final=state.global_step >= state.max_steps)
             if not control.should_log:  # no logs will close its window: record it before a checkpoint can be written
@@ -198,6 +205,9 @@ class HeadTrackerCallback(TrainerCallback):
         self._publish()
         if self.recorder is not None:
             self.recorder.finish()
+        if self._lock is not None:
+            release(self._lock)
+            self._lock = None
 
     # -- scoring (every rank) and recording (main process) --------------------------------------
 
@@ -254,11 +264,14 @@ class HeadTrackerCallback(TrainerCallback):
         error, last_stored, missing = None, -1, False
         if state.is_world_process_zero:
             try:
-                self.recorder = self._open_recorder(args, state, model)
+                if not holds(output_dir_lock(args.output_dir)):  # the training scripts took it before the model loaded
+                    self._lock = lock_output_dir(args.output_dir)
+                self.recorder, dropped = self._open_recorder(args, state, model)
                 lineage, step = self.recorder.lineage, state.global_step
                 last_stored = lineage.steps[-1] if len(lineage) else -1
                 failed = {failure["step"] for failure in self.recorder.store.read("failures.jsonl")}
-                missing = step > 0 and step % self.config.every == 0 and step not in lineage.steps and step not in failed
+                missing = step > 0 and step not in lineage.steps and (
+                    dropped == step or (step % self.config.every == 0 and step not in failed))
                 if missing:
                     print(f"sparks: resuming at step {step}: the run store lacks this step's snapshot; scoring it again", flush=True)
             except RunStoreError as failure:
@@ -276,9 +289,12 @@ class HeadTrackerCallback(TrainerCallback):
             raise error or RunStoreError("the run store could not be opened on the main process")
         return int(agreed[1]) - 1, bool(agreed[2])
 
-    def _open_recorder(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> SnapshotRecorder:
-        """The recorder over a fresh run store, or over the stored run resumed at this step (same settings, pairs and heads)."""
-        store, step = RunStore(args.output_dir), state.global_step
+    def _open_recorder(
+        self, args: TrainingArguments, state: TrainerState, model: nn.Module
+    ) -> tuple[SnapshotRecorder, int | None]:
+        """The recorder over a fresh run store, or over the stored run resumed at this step (same settings, pairs
+        and heads), and the step of a damaged snapshot the resume dropped to score again (RunStore.resume)."""
+        store, step, dropped = RunStore(args.output_dir), state.global_step, None
         layout = head_layout(model)
         series = [(int(entry["step"]), values) for entry in state.log_history
                   if "step" in entry and (values := kept_series(entry))]
@@ -287,7 +303,7 @@ class HeadTrackerCallback(TrainerCallback):
             changed = store.check_settings(self.config.as_dict(), self.pairs, layout)
             resumed = store.resume(step, records)
             store.record_resume(step, changed)
-            lineage = resumed.lineage
+            lineage, dropped = resumed.lineage, resumed.dropped
             print(f"sparks: resuming the run store at step {step}: {len(lineage)} snapshots kept"
                   + "".join(f"; {note}" for note in resumed.notes), flush=True)
         else:
@@ -311,4 +327,4 @@ class HeadTrackerCallback(TrainerCallback):
                 )
             except Exception:  # noqa: BLE001 - the run store still records everything
                 recorder.fail(0, traceback.format_exc())
-        return recorder
+        return recorder, dropped

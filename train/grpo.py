@@ -35,9 +35,9 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         script_args.check()
         check_model_path(model_args.model_name_or_path)
         tracker = script_args.tracker_config()
-        resume_point(training_args, tracker)
         reward_funcs = get_rewards(script_args.reward_funcs)
         check_training_args(training_args, tracker)
+        resume_point(training_args, tracker)
     except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)

@@ -8,40 +8,118 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.distributed import sum_over_ranks
+from sparks.callbacks.lock import WriterLock, lock_output_dir, release
 from sparks.callbacks.snapshot import ShardedSnapshotFailed
 from sparks.callbacks.store import RunStore, RunStoreError
 from sparks.callbacks.tracker import HeadTrackerCallback, dashboard_names
 from sparks.probes.pairs import Pair
-from sparks.train.arguments import exit_with
+from sparks.train.arguments import RecipeError, exit_with
 from sparks.train.progress import use_reward_progress
 
 
 def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:
-    """Resume from the output directory's last checkpoint when the recipe names none, as Open-R1 does,
-    and refuse (RunStoreError) a relaunch that would start a run store's lineage over or change its settings.
+    """Take the output directory for this run, then choose the checkpoint to resume from; before any model loads.
 
-    Runs before any model loads, so a crashed job relaunched with the same command goes on where it stopped.
+    The main process takes the output directory's writer lock (callbacks.lock), held until
+    ``train_and_save`` ends: a second run writing there is refused on every rank, naming the holder.
+    ``resume_from_checkpoint``: a checkpoint directory; ``true`` for the last one, as in transformers;
+    unset resumes from the output directory's last checkpoint when it has one, as Open-R1 does, so a
+    crashed job relaunched with the same command goes on where it stopped. The run store's own check
+    (callbacks.store) then moves an automatic resume back to a checkpoint at or before a snapshot the
+    store lacks or holds damaged, to score it again, and refuses (RunStoreError) a relaunch that would
+    start a lineage over, change its settings, or leave such a hole.
     """
-    if training_args.resume_from_checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint, passed_over = resumable_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            training_args.resume_from_checkpoint = checkpoint
-            if training_args.process_index == 0:
-                print(f"sparks: resuming from {checkpoint}" + "".join(f"; {note}" for note in passed_over), flush=True)
-    if tracker is not None:
-        RunStore(training_args.output_dir).check_relaunch(
-            tracker.as_dict(), resuming=training_args.resume_from_checkpoint is not None)
+    take_output_dir(training_args)
+    output_dir = training_args.output_dir
+    asked = training_args.resume_from_checkpoint
+    if isinstance(asked, str) and asked.strip().lower() in ("true", "false"):
+        asked = asked.strip().lower() == "true"
+    automatic = asked is None or asked is True
+    if asked is False:
+        training_args.resume_from_checkpoint = None
+    elif automatic and os.path.isdir(output_dir):
+        checkpoint, passed_over = resumable_checkpoint(output_dir)
+        if checkpoint is None and asked is True:
+            raise RecipeError(f"resume_from_checkpoint: true resumes from the last checkpoint in {output_dir}, which holds none")
+        training_args.resume_from_checkpoint = checkpoint
+        if checkpoint is not None and training_args.process_index == 0:
+            print(f"sparks: resuming from {checkpoint}" + "".join(f"; {note}" for note in passed_over), flush=True)
+    elif isinstance(asked, str) and not (Path(asked) / "trainer_state.json").is_file():
+        raise RecipeError(f"resume_from_checkpoint: {asked} is not a checkpoint (no trainer_state.json there)")
+    if tracker is None:
+        return
+    store = RunStore(output_dir)
+    if training_args.resume_from_checkpoint is not None and store.holds_lineage():
+        restore_damaged_snapshot(training_args, store, automatic)
+    store.check_relaunch(tracker.as_dict(), resuming=training_args.resume_from_checkpoint is not None)
 
 
-def resumable_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
+def restore_damaged_snapshot(training_args: TrainingArguments, store: RunStore, automatic: bool) -> None:
+    """Resume at or before the first snapshot the store's lineage names but lacks or holds damaged, so that
+    training from there scores it again (an automatic resume moves back, saying so; a named checkpoint
+    after it is refused, naming the one to use)."""
+    damage = store.damage()
+    if not damage:
+        return
+    first = damage[0]
+    resumed_at = checkpoint_step(training_args.resume_from_checkpoint)
+    if resumed_at <= first.step:
+        return
+    earlier, _ = resumable_checkpoint(training_args.output_dir, at_most=first.step)
+    if earlier is None:
+        raise RunStoreError(f"{first}; no checkpoint at or before step {first.step} can score it again: rescore the "
+                            "run's checkpoints with `sparks rescore`, or set --output_dir to a new directory")
+    if not automatic:
+        raise RunStoreError(f"{first}; resuming at step {resumed_at} would leave it missing: resume with "
+                            f"--resume_from_checkpoint {earlier} to score it again")
+    training_args.resume_from_checkpoint = earlier
+    if training_args.process_index == 0:
+        print(f"sparks: {first}; resuming from {earlier} instead, to score it again (steps {checkpoint_step(earlier)} "
+              f"to {resumed_at} are trained again, to the same weights)", flush=True)
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    """The step a checkpoint directory holds (its trainer_state.json)."""
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+def take_output_dir(training_args: TrainingArguments) -> None:
+    """Take the output directory's writer lock on the main process, until ``train_and_save`` ends; refused
+    (RunStoreError) on every rank when another process holds it."""
+    global _output_dir_lock
+    refusal: RunStoreError | None = None
+    if training_args.process_index == 0 and _output_dir_lock is None:
+        try:
+            _output_dir_lock = lock_output_dir(training_args.output_dir)
+        except RunStoreError as error:
+            refusal = error
+    refused = sum_over_ranks(torch.tensor([float(refusal is not None)], device=training_args.device)).item()
+    if refused:
+        raise refusal or RunStoreError(f"output_dir: {training_args.output_dir} is written by another run (see the main process)")
+
+
+def release_output_dir() -> None:
+    """Let go of the output directory's writer lock, if this process took it."""
+    global _output_dir_lock
+    if _output_dir_lock is not None:
+        release(_output_dir_lock)
+        _output_dir_lock = None
+
+
+_output_dir_lock: WriterLock | None = None
+
+
+def resumable_checkpoint(output_dir: str, at_most: int | None = None) -> tuple[str | None, list[str]]:
     """The checkpoint to resume from, and why any newer one was passed over.
 
     The newest whole checkpoint (its trainer_state.json readable: a kill can interrupt a checkpoint's
-    write) short of the run's last step: resumed at ``max_steps``, transformers 5 trains one step
+    write) short of the run's last step, and at or before step ``at_most`` when given: resumed at ``max_steps``, transformers 5 trains one step
     more than the run it resumes, so the last segment is trained again from the checkpoint before it
     (the same steps, from the same RNG state). The last-step checkpoint when it is the only one.
     """
@@ -51,6 +129,8 @@ def resumable_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
             state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
         except (OSError, ValueError):
             passed_over.append(f"{Path(checkpoint).name} is incomplete (no readable trainer_state.json)")
+            continue
+        if at_most is not None and state.get("global_step", 0) > at_most:
             continue
         if 0 < state.get("max_steps", 0) <= state.get("global_step", 0):
             final = final or checkpoint
@@ -91,16 +171,19 @@ def train_and_save(trainer: Trainer, kind: str) -> None:
         print(f"sparks: {kind} on {processes} process{'es' if processes > 1 else ''}", flush=True)
     trackers = [callback for callback in trainer.callback_handler.callbacks if isinstance(callback, HeadTrackerCallback)]
     try:
-        with trackers[0].wandb_run(args) if trackers else nullcontext():
-            trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    except RunStoreError as error:  # raised on every rank before the first step; the main process names it
-        if main_process:
-            exit_with(error)
-        raise SystemExit(2) from None
-    except ShardedSnapshotFailed as error:
-        stop_rank(error)
-    trainer.save_model(args.output_dir)
-    trainer.save_state()
+        try:
+            with trackers[0].wandb_run(args) if trackers else nullcontext():
+                trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        except RunStoreError as error:  # raised on every rank before the first step; the main process names it
+            if main_process:
+                exit_with(error)
+            raise SystemExit(2) from None
+        except ShardedSnapshotFailed as error:
+            stop_rank(error)
+        trainer.save_model(args.output_dir)
+        trainer.save_state()
+    finally:
+        release_output_dir()
     if main_process:
         print(f"sparks: {kind} run written to {args.output_dir}", flush=True)
 

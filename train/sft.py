@@ -32,8 +32,8 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
         script_args.check()
         check_model_path(model_args.model_name_or_path)
         tracker = script_args.tracker_config()
-        resume_point(training_args, tracker)
         check_training_args(training_args, tracker)
+        resume_point(training_args, tracker)
     except ValueError as error:  # RecipeError included
         exit_with(error)
     set_seed(training_args.seed)
