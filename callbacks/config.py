@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -73,11 +77,16 @@ class TrackerConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"tracker.{name}: {why}")
 
+        # The type of every setting first, from its annotation: the checks below can then compare and count.
+        for item in fields(self):
+            problem = type_problem(getattr(self, item.name), _annotations(type(self))[item.name], finite=True)
+            if problem:
+                raise bad(item.name, problem)
         for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n", "replicates", "pictures_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if value <= 0:
                 raise bad(name, f"must be a whole number > 0, got {value!r}")
-        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size <= 0):
+        if self.chunk_size is not None and self.chunk_size <= 0:
             raise bad("chunk_size", f"must be a whole number > 0 or unset, got {self.chunk_size!r}")
         for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES),
                               ("aggregation", AGGREGATIONS), ("ig_rule", IG_RULES)):
@@ -136,10 +145,10 @@ class TrackerConfig:
         if unknown:
             raise ValueError(f"tracker.{unknown[0]}: unknown setting; known: {', '.join(sorted(known))}")
         values = dict(section)
-        for name in ("levels", "dashboards"):
+        for name in ("levels", "dashboards"):  # one value stands for a list of one
             if name in values:
                 value = values[name]
-                values[name] = (value,) if isinstance(value, (str, int)) else tuple(value)
+                values[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         return cls(**values)
 
     @property
@@ -160,4 +169,110 @@ def probe_problems_held(levels: tuple[int, ...], count: int, seed: int) -> int:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+@functools.cache
+def _annotations(cls: type) -> dict[str, Any]:
+    """A dataclass's field annotations as types (this module's are text, written under ``from __future__ import annotations``)."""
+    return typing.get_type_hints(cls)
+
+
+_SCALARS: dict[Any, tuple[str, str]] = {
+    bool: ("true or false", "booleans"),
+    int: ("a whole number", "whole numbers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    type(None): ("null", "nulls"),
+}
+"""The annotations a YAML or JSON value fills unambiguously, as a recipe's reader would say one of them and a list of them."""
+
+
+def type_problem(value: Any, annotation: Any, *, finite: bool = False) -> str | None:
+    """Why ``value`` does not fit the type ``annotation`` (``must be a number, got '0.8' (a string)``), or None when it fits.
+
+    Strict, for the types a recipe's YAML or JSON writes without doubt: bool, int, float, str, None, lists (or
+    tuples) of one of those, and unions of these. A bool is not a number, an int is a float but a float is not
+    an int (2.0 included), a string is never converted; ``finite`` refuses nan and inf for a float. Any other
+    annotation (a dict, an enum, a Literal) gives None: its owner converts and checks its values itself.
+    """
+    wanted = _wanted(annotation, finite)
+    if wanted is None or _fits(value, annotation, finite):
+        return None
+    shown = "null" if value is None else json.dumps(value) if isinstance(value, bool) else repr(_plain(value))
+    items = _item_types(annotation)
+    if isinstance(value, (list, tuple)) and items:  # a list where lists are taken: an item is wrong
+        wrong = next(item for item in value if not any(_fits(item, kind, finite) for kind in items))
+        return f"must be {wanted}, got {shown} (an item is {_kind(wrong)})"
+    if value is None or isinstance(value, float) and not math.isfinite(value):  # null, nan and inf say what they are
+        return f"must be {wanted}, got {shown}"
+    return f"must be {wanted}, got {shown} ({_kind(value)}{_hint(value, annotation)})"
+
+
+def _hint(value: Any, annotation: Any) -> str:
+    """How to write a refused string so that YAML and JSON read what it says: a boolean, or a number YAML reads as text."""
+    if isinstance(value, str) and annotation is bool:
+        return ": write true or false without quotes"
+    if isinstance(value, str) and annotation is float and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
+        mantissa, exponent = re.split("[eE]", value)
+        return f": YAML reads {value} as text; write {mantissa}.0e{exponent}"
+    return ""
+
+
+def _item_types(annotation: Any) -> tuple[Any, ...]:
+    """The item types of the lists ``annotation`` takes (a list annotation, or a union holding some)."""
+    members = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return tuple(item for member in members if (item := _item_type(member)) is not None)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _item_type(annotation: Any) -> Any:
+    """The item type of ``list[X]`` or ``tuple[X, ...]``, or None for any other annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if (origin is list and len(args) == 1) or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        return args[0]
+    return None
+
+
+def _wanted(annotation: Any, finite: bool) -> str | None:
+    """What ``annotation`` asks for in a recipe's words ("a whole number or null"), or None when it is not one type_problem checks."""
+    if annotation in _SCALARS:
+        return "a finite number" if finite and annotation is float else _SCALARS[annotation][0]
+    item = _item_type(annotation)
+    if item is not None:
+        return f"a list of {_SCALARS[item][1]}" if item in _SCALARS else None
+    if _is_union(annotation):
+        parts = [_wanted(member, finite) for member in typing.get_args(annotation)]
+        if None in parts:
+            return None
+        parts.sort(key=lambda part: part == "null")  # null last
+        return ", ".join(parts[:-1]) + f" or {parts[-1]}"
+    return None
+
+
+def _fits(value: Any, annotation: Any, finite: bool) -> bool:
+    """Whether ``value`` has the type ``annotation`` (one _wanted knows)."""
+    if annotation is bool or annotation is str or annotation is type(None):
+        return isinstance(value, annotation)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (not finite or math.isfinite(value))
+    item = _item_type(annotation)
+    if item is not None:
+        return isinstance(value, (list, tuple)) and all(_fits(element, item, finite) for element in value)
+    return any(_fits(value, member, finite) for member in typing.get_args(annotation))
+
+
+def _kind(value: Any) -> str:
+    """What a YAML or JSON value is, in a recipe's words."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "a whole number"), (float, "a float"), (str, "a string"),
+                       (Mapping, "a mapping"), ((list, tuple), "a list")):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
 

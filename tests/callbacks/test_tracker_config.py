@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from typing import get_type_hints
 
 import pytest
+import yaml
 
-from sparks.callbacks.config import TrackerConfig, probe_problems_held
+from sparks.callbacks.config import TrackerConfig, probe_problems_held, type_problem
 
 
 def test_a_recipe_section_and_its_json_text_give_the_same_settings():
@@ -29,7 +32,7 @@ def test_defaults_are_node_eap_ig_every_50_steps():
     ("section", "message"),
     [
         ({"every": -5}, "tracker.every: must be a whole number > 0"),
-        ({"every": 2.5}, "tracker.every: must be a whole number > 0"),
+        ({"every": 2.5}, "tracker.every: must be a whole number, got 2.5 (a float)"),
         ({"ig_steps": 0}, "tracker.ig_steps:"),
         ({"method": "patching"}, "tracker.method: unknown method 'patching'"),
         ({"level": "layer"}, "tracker.level: unknown level 'layer'"),
@@ -60,6 +63,56 @@ def test_each_bad_setting_is_named(section, message):
     with pytest.raises(ValueError) as raised:
         TrackerConfig.from_recipe(section)
     assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('{"strict": "false"}', "tracker.strict: must be true or false, got 'false' (a string: write true or false without quotes)"),
+        ({"strict": 1}, "tracker.strict: must be true or false, got 1 (a whole number)"),
+        ('{"mass": "0.8"}', "tracker.mass: must be a finite number, got '0.8' (a string)"),
+        ({"tau": "0.1"}, "tracker.tau: must be a finite number, got '0.1' (a string)"),
+        ("tau: 1e-3", "tracker.tau: must be a finite number, got '1e-3' (a string: YAML reads 1e-3 as text; write 1.0e-3)"),
+        ({"confidence": "0.9"}, "tracker.confidence: must be a finite number, got '0.9' (a string)"),
+        ('{"mass": NaN}', "tracker.mass: must be a finite number, got nan"),
+        ("tau: .inf", "tracker.tau: must be a finite number, got inf"),
+        ({"max_lag": "3"}, "tracker.max_lag: must be a whole number, got '3' (a string)"),
+        ({"max_lag": 2.5}, "tracker.max_lag: must be a whole number, got 2.5 (a float)"),
+        ({"every": 2.0}, "tracker.every: must be a whole number, got 2.0 (a float)"),
+        ({"every": True}, "tracker.every: must be a whole number, got true (a boolean)"),
+        ({"seed": [1]}, "tracker.seed: must be a whole number, got [1] (a list)"),
+        ({"chunk_size": 2.5}, "tracker.chunk_size: must be a whole number or null, got 2.5 (a float)"),
+        ({"method": 3}, "tracker.method: must be a string, got 3 (a whole number)"),
+        ("level: null", "tracker.level: must be a string, got null"),
+        ({"group": 5}, "tracker.group: must be a string or null, got 5 (a whole number)"),
+        ({"pairs": 5}, "tracker.pairs: must be a string or null, got 5 (a whole number)"),
+        ({"levels": "1"}, "tracker.levels: must be a list of whole numbers, got ['1'] (an item is a string)"),
+        ({"levels": [1, True]}, "tracker.levels: must be a list of whole numbers, got [1, True] (an item is a boolean)"),
+        ({"levels": 2.5}, "tracker.levels: must be a list of whole numbers, got [2.5] (an item is a float)"),
+        ({"levels": None}, "tracker.levels: must be a list of whole numbers, got [None] (an item is null)"),
+        ({"dashboards": ["trackio", 3]}, "tracker.dashboards: must be a list of strings, got ['trackio', 3] (an item is a whole number)"),
+    ],
+)
+@pytest.mark.hostile
+def test_each_setting_of_the_wrong_type_is_named(section, message):
+    """JSON text from the command line, YAML text from a recipe, or the mapping either gives: the type is refused, not converted."""
+    if isinstance(section, str) and not section.startswith("{"):
+        section = yaml.safe_load(section)
+    with pytest.raises(ValueError) as raised:
+        TrackerConfig.from_recipe(section)
+    assert str(raised.value) == message
+
+
+def test_every_setting_has_its_type_checked():
+    """A setting added later is type-checked too: each field's annotation is one the check knows."""
+    for item in fields(TrackerConfig):
+        assert type_problem(object(), get_type_hints(TrackerConfig)[item.name]) is not None, item.name
+
+
+def test_the_right_types_pass():
+    config = TrackerConfig.from_recipe({"strict": True, "mass": 1, "tau": 0, "chunk_size": None, "group": "g", "levels": 6,
+                                       "num_problems": 8})
+    assert (config.strict, config.mass, config.tau, config.chunk_size, config.group, config.levels) == (True, 1, 0, None, "g", (6,))
 
 
 @pytest.mark.hostile
