@@ -237,7 +237,7 @@ def _item_type(annotation: Any) -> Any:
 
 
 def _wanted(annotation: Any, finite: bool) -> str | None:
-    """What ``annotation`` asks for in a recipe's words ("a whole number or null"), or None when it is not one type_problem checks."""
+    """What ``annotation`` asks for in a recipe's words ("a whole number or null"); None for one type_problem leaves alone."""
     if annotation in _SCALARS:
         return "a finite number" if finite and annotation is float else _SCALARS[annotation][0]
     item = _item_type(annotation)
@@ -248,7 +248,8 @@ def _wanted(annotation: Any, finite: bool) -> str | None:
         if None in parts:
             return None
         parts.sort(key=lambda part: part == "null")  # null last
-        return ", ".join(parts[:-1]) + f" or {parts[-1]}"
+        plain = len(parts) == 2 and not any(" or " in part for part in parts)
+        return " or ".join(parts) if plain else ", ".join(parts[:-1]) + f", or {parts[-1]}"
     return None
 
 

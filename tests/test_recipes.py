@@ -59,6 +59,12 @@ def test_every_training_recipe_tracks_its_heads(config):
     assert tracker.group is not None
 
 
+@pytest.mark.parametrize("config", RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_recipe_parses_with_its_types(config, tmp_path):
+    """The type check (train.arguments.check_types) passes every shipped recipe; use_cpu lets bf16 parse on a CPU."""
+    parse_recipe(PARSERS[config.stem], ["--config", str(config), "--output_dir", str(tmp_path), "--use_cpu", "true"])
+
+
 def test_tracker_off_on_the_command_line(tmp_path):
     config = ["--config", str(REPO / "configs/tiny/grpo.yaml"), "--output_dir", str(tmp_path)]
     assert parse_recipe(PARSERS["grpo"], config)[0].tracker_config().num_problems == 32
@@ -110,6 +116,10 @@ def error_line(result: subprocess.CompletedProcess) -> str:
         (("--tracker", '{"every": 0}'), "tracker.every: must be a whole number > 0, got 0"),
         (("--tracker", '{"pairs": "no/such/pairs.jsonl"}'), "tracker.pairs: pair file 'no/such/pairs.jsonl' does not exist"),
         (("--tracker", '{"evrey": 10}'), "tracker.evrey: unknown setting"),
+        (("--tracker", '{"strict": "false"}'),
+         "tracker.strict: must be true or false, got 'false' (a string: write true or false without quotes)"),
+        (("--tracker", '{"mass": "0.8"}'), "tracker.mass: must be a finite number, got '0.8' (a string)"),
+        (("--max_steps", "ten"), "max_steps: invalid int value: 'ten'"),
     ],
 )
 @pytest.mark.hostile
@@ -171,10 +181,11 @@ def wandb_online_without_a_key(tmp_path, monkeypatch):
     return home
 
 
-def stop_line(capsys, script: str, model_dir: Path, *argv: str) -> str:
-    """Parse and run a script's main() on its tiny recipe in-process; it must stop with status 2 and one error line."""
+def stop_line(capsys, script: str, model_dir: Path, *argv: str, recipe: Path | None = None) -> str:
+    """Parse and run a script's main() on a recipe (its tiny one by default) in-process; it must stop with status 2
+    and one error line."""
     module = importlib.import_module(f"sparks.train.{script}")
-    recipe = ["--config", str(REPO / f"configs/tiny/{script}.yaml"), "--model_name_or_path", str(model_dir)]
+    recipe = ["--config", str(recipe or REPO / f"configs/tiny/{script}.yaml"), "--model_name_or_path", str(model_dir)]
     capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
         module.main(*parse_recipe(PARSERS[script], [*recipe, *argv]))
@@ -183,6 +194,51 @@ def stop_line(capsys, script: str, model_dir: Path, *argv: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("sparks: error: ")]
     assert len(lines) == 1, stderr[-2000:]
     return lines[0].removeprefix("sparks: error: ")
+
+
+def tiny_recipe(tmp_path: Path, script: str, changes: str) -> Path:
+    """The tiny recipe of ``script`` with the YAML mapping ``changes`` written over it."""
+    recipe = tmp_path / "recipe.yaml"
+    base = yaml.safe_load((REPO / f"configs/tiny/{script}.yaml").read_text())
+    recipe.write_text(yaml.safe_dump(base | yaml.safe_load(changes)))
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("script", "changes", "expected"),
+    [
+        ("grpo", 'max_steps: "ten"', "max_steps: invalid int value: 'ten'"),
+        ("grpo", "max_steps: true", "max_steps: must be a whole number, got true (a boolean)"),
+        ("sft", "max_steps: 2.5", "max_steps: must be a whole number, got 2.5 (a float)"),
+        ("grpo", "num_train_examples: 2.5", "num_train_examples: must be a whole number, got 2.5 (a float)"),
+        ("grpo", "seed: [1]", "seed: must be a whole number, got [1] (a list)"),
+        ("grpo", "learning_rate: true", "learning_rate: must be a number, got true (a boolean)"),
+        ("sft", "learning_rate: fast", "learning_rate: invalid float value: 'fast'"),
+        ("grpo", "bf16: 1", "bf16: must be true or false, or null, got 1 (a whole number)"),
+        ("sft", "levels: '1'", "levels: must be a list of whole numbers, got 1 (a whole number)"),
+        ("grpo", "levels: ['1']", "levels: must be a list of whole numbers, got ['1'] (an item is a string)"),
+        ("grpo", "reward_funcs: accuracy", "reward_funcs: must be a list of strings, got 'accuracy' (a string)"),
+        ("sft", "system_prompt: 5", "system_prompt: must be a string or null, got 5 (a whole number)"),
+        ("grpo", "lora_target_modules: 5", "lora_target_modules: must be a string, a list of strings, or null, got 5 (a whole number)"),
+        ("grpo", "tracker: {strict: 'false'}",
+         "tracker.strict: must be true or false, got 'false' (a string: write true or false without quotes)"),
+        ("sft", "tracker: {tau: 1e-3}", "tracker.tau: must be a finite number, got '1e-3' (a string: YAML reads 1e-3 as text; write 1.0e-3)"),
+    ],
+)
+@pytest.mark.hostile
+def test_recipe_value_of_the_wrong_type_is_refused(script, changes, expected, tmp_path, capsys, random_model_dir, no_model_loads):
+    recipe = tiny_recipe(tmp_path, script, changes)
+    assert stop_line(capsys, script, random_model_dir, "--output_dir", str(tmp_path / "run"), recipe=recipe) == expected
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_values_argparse_or_trl_convert_still_pass(tmp_path):
+    """Strings argparse converts (YAML reads 1e-4 as text), and a lora_target_modules string TRL and PEFT take, pass."""
+    changes = "{learning_rate: 1e-4, max_steps: '3', bf16: 'false', lora_target_modules: all-linear, report_to: none}"
+    recipe = tiny_recipe(tmp_path, "grpo", changes)
+    _, training, model = parse_recipe(PARSERS["grpo"], ["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert (training.learning_rate, training.max_steps, training.bf16, training.report_to) == (1e-4, 3, False, [])
+    assert model.lora_target_modules == "all-linear"
 
 
 @pytest.mark.parametrize("script", ["grpo", "sft"])

@@ -5,10 +5,13 @@ A bad recipe stops with one line naming the bad field, before any model is loade
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
 import tempfile
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import yaml
 from transformers import TrainingArguments
 from trl import ScriptArguments, TrlParser
 
-from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.config import TrackerConfig, type_problem
 from sparks.probes.pairs import Pair, load_pairs_for_model
 from sparks.tasks import arith
 from sparks.tasks.data import DATASETS, HUB_SOURCES, PROBE_ONE_IN, DataOptions, probe_questions
@@ -119,9 +122,10 @@ class GRPOScriptArguments(RecipeArguments):
 def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
     """Parse `--config recipe.yaml` plus command-line overrides into the given dataclasses.
 
-    Unknown YAML keys, and field values that no dataclass accepts, end the program with one line.
+    Unknown YAML keys, and field values that no dataclass accepts (a string argparse cannot convert, a
+    value of the wrong type: check_types), end the program with one line.
     """
-    parser = TrlParser(dataclass_types)
+    parser = TrlParser(dataclass_types, exit_on_error=False)  # argparse's error: one line, not the 200-line usage
     try:
         *parsed, config_unknown, cli_unknown = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
@@ -131,12 +135,41 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
             raise RecipeError(f"unknown key {unknown[0]!r} in the recipe: no argument of this script is called that")
         if cli_unknown:
             raise RecipeError(f"unknown command-line argument {cli_unknown[0]!r}")
+        check_types(parsed)
+    except argparse.ArgumentError as error:  # a string, from the recipe or the command line, argparse cannot convert
+        name = (error.argument_name or "").split("/")[0].lstrip("-")
+        exit_with(RecipeError(f"{name}: {error.message}" if name else error.message))
     except (ValueError, OSError) as error:
         exit_with(error)
     recipes = [item for item in parsed if isinstance(item, RecipeArguments)]
     if recipes:
         recipes[0].report_to_none = _says_report_to_none(parser, parsed, argv)
     return tuple(parsed)
+
+
+DOCUMENTED_TYPES: dict[str, Any] = {"lora_target_modules": str | list[str] | None}
+"""Fields whose owner takes more than their annotation says. TRL's ModelConfig documents lora_target_modules as
+``str | list[str]`` and turns a list of one into its string, which PEFT reads as a regular expression (or "all-linear")."""
+
+
+def check_types(parsed: Iterable[Any]) -> None:
+    """Refuse a recipe value whose type does not fit its field's annotation, before anything loads.
+
+    TrlParser hands the recipe's YAML values to argparse as defaults, and argparse converts only strings
+    (which keeps ``learning_rate: 1e-4``, text to YAML, a number): any other value reached the trainer as
+    written, ``max_steps: true`` training one step, ``levels: 1`` failing with a traceback. The simple
+    annotations only (bool, int, float, str, their lists and Optional: config.type_problem); enums, dicts
+    and mixed unions are converted and checked by transformers and TRL themselves. nan and inf pass, as
+    in transformers.
+    """
+    for arguments in parsed:
+        annotations = typing.get_type_hints(type(arguments))
+        for item in dataclasses.fields(arguments):
+            if item.init:
+                annotation = DOCUMENTED_TYPES.get(item.name, annotations[item.name])
+                problem = type_problem(getattr(arguments, item.name), annotation)
+                if problem:
+                    raise RecipeError(f"{item.name}: {problem}")
 
 
 def _says_report_to_none(parser: TrlParser, parsed: list, argv: list[str] | None) -> bool:

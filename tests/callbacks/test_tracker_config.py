@@ -95,7 +95,7 @@ def test_each_bad_setting_is_named(section, message):
 )
 @pytest.mark.hostile
 def test_each_setting_of_the_wrong_type_is_named(section, message):
-    """JSON text from the command line, YAML text from a recipe, or the mapping either gives: the type is refused, not converted."""
+    """JSON text from the command line, YAML text from a recipe, or the mapping either gives: refused, never converted."""
     if isinstance(section, str) and not section.startswith("{"):
         section = yaml.safe_load(section)
     with pytest.raises(ValueError) as raised:
@@ -110,8 +110,8 @@ def test_every_setting_has_its_type_checked():
 
 
 def test_the_right_types_pass():
-    config = TrackerConfig.from_recipe({"strict": True, "mass": 1, "tau": 0, "chunk_size": None, "group": "g", "levels": 6,
-                                       "num_problems": 8})
+    section = {"strict": True, "mass": 1, "tau": 0, "chunk_size": None, "group": "g", "levels": 6, "num_problems": 8}
+    config = TrackerConfig.from_recipe(section)
     assert (config.strict, config.mass, config.tau, config.chunk_size, config.group, config.levels) == (True, 1, 0, None, "g", (6,))
 
 
