@@ -193,37 +193,39 @@ def rescore(
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=-]*", name):
         raise RescoreError(f"--name: {name!r} must be letters, digits and . _ = - (it names a directory)")
     final = run_dir / RESCORES / name
-    if final.exists() and not force:
-        raise RescoreError(f"{final} exists: pass --force to replace it, or another --name")
-    tokenizer = _tokenizer([run_dir] + [source.path for source in sources])
-    probe = probe_pairs(config, tokenizer, AutoConfig.from_pretrained(base_dir or sources[0].path).vocab_size)
-    if redraw:
-        drawn = probe_pairs(rescore_config(stored, {}, None), tokenizer)
-        if drawn != load_pairs(live.root / "pairs.jsonl"):
-            raise RescoreError("tracker.num_problems: the run's probe pairs are not the arithmetic world's probe problems "
-                               "(a pair file or a real data set's questions); make a pair file with `sparks pairs` and pass --pairs")
-    changed = {setting: [stored.get(setting), value] for setting, value in config.as_dict().items()
-               if setting not in ("pairs", "dashboards", "strict") and stored.get(setting) != value}
-    if pairs is not None or redraw:
-        changed["pairs"] = [run.get("pairs"), len(probe)]
-    staging = run_dir / RESCORES / f".{name}.tmp"
-    lock = acquire(run_dir / RESCORES / f".{name}.lock", f"--name: the rescore {final}")
-    shutil.rmtree(staging, ignore_errors=True)
+    lock = acquire(run_dir / RESCORES / f".{name}.lock", f"--name: the rescore {final}")  # one rescore of a name at a time
     try:
-        _score_all(run, live, sources, config, probe, tokenizer, staging, dtype, device,
-                   {"run": str(run_dir.resolve()), "name": name, "changed": changed,
-                    "models": {str(source.step): str(source.path.resolve()) for source in sources}})
-        replaced = staging.with_name(f".{name}.replaced")
-        shutil.rmtree(replaced, ignore_errors=True)
-        if final.exists():
-            final.rename(replaced)
-        staging.rename(final)
-        shutil.rmtree(replaced, ignore_errors=True)
-    finally:
+        if final.exists() and not force:
+            raise RescoreError(f"{final} exists: pass --force to replace it, or another --name")
+        tokenizer = _tokenizer([run_dir] + [source.path for source in sources])
+        probe = probe_pairs(config, tokenizer, AutoConfig.from_pretrained(base_dir or sources[0].path).vocab_size)
+        if redraw:
+            drawn = probe_pairs(rescore_config(stored, {}, None), tokenizer)
+            if drawn != load_pairs(live.root / "pairs.jsonl"):
+                raise RescoreError("tracker.num_problems: the run's probe pairs are not the arithmetic world's probe problems "
+                                   "(a pair file or a real data set's questions); make a pair file with `sparks pairs` and pass --pairs")
+        changed = {setting: [stored.get(setting), value] for setting, value in config.as_dict().items()
+                   if setting not in ("pairs", "dashboards", "strict") and stored.get(setting) != value}
+        if pairs is not None or redraw:
+            changed["pairs"] = [run.get("pairs"), len(probe)]
+        staging = run_dir / RESCORES / f".{name}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _score_all(run, live, sources, config, probe, tokenizer, staging, dtype, device,
+                       {"run": str(run_dir.resolve()), "name": name, "changed": changed,
+                        "models": {str(source.step): str(source.path.resolve()) for source in sources}})
+            replaced = staging.with_name(f".{name}.replaced")
+            shutil.rmtree(replaced, ignore_errors=True)
+            if final.exists():
+                final.rename(replaced)
+            staging.rename(final)
+            shutil.rmtree(replaced, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
         release(lock)
-        if staging.parent.is_dir() and not any(staging.parent.iterdir()):
-            staging.parent.rmdir()  # a first rescore that failed leaves no trace
+        if final.parent.is_dir() and not any(final.parent.iterdir()):
+            final.parent.rmdir()  # a first rescore that failed leaves no trace
     return final
 
 

@@ -11,6 +11,7 @@ without ``flock`` (some cluster file systems mount without it) the writer goes o
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import json
@@ -42,6 +43,14 @@ class WriterLock:
 
 
 _held: dict[Path, WriterLock] = {}
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit, let go of what this process still holds, so that a clean exit leaves no lock file behind."""
+    for lock in list(_held.values()):
+        lock.takers = 1
+        release(lock)
 
 
 def _holder(path: Path) -> str:

@@ -36,6 +36,15 @@ def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None
     start a lineage over, change its settings, or leave such a hole.
     """
     take_output_dir(training_args)
+    try:
+        choose_checkpoint(training_args, tracker)
+    except BaseException:
+        release_output_dir()
+        raise
+
+
+def choose_checkpoint(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:
+    """resume_point's choice of checkpoint, and the run store's checks of it."""
     output_dir = training_args.output_dir
     asked = training_args.resume_from_checkpoint
     if isinstance(asked, str) and asked.strip().lower() in ("true", "false"):
@@ -100,8 +109,10 @@ def take_output_dir(training_args: TrainingArguments) -> None:
         except RunStoreError as error:
             refusal = error
     refused = sum_over_ranks(torch.tensor([float(refusal is not None)], device=training_args.device)).item()
+    if refusal is not None:
+        raise refusal
     if refused:
-        raise refusal or RunStoreError(f"output_dir: {training_args.output_dir} is written by another run (see the main process)")
+        raise SystemExit(2)  # the main process names the holder
 
 
 def release_output_dir() -> None:
