@@ -12,15 +12,18 @@ import errno
 import json
 import os
 import pathlib
+import shutil
 from pathlib import Path
 
 import pytest
+from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 import sparks.callbacks.snapshot
 import sparks.callbacks.store
+from sparks.analysis.compare import load_run
 from sparks.callbacks.store import RunStore
-from training_runs import lineage_of, run_sft
+from training_runs import history, lineage_of, run_sft
 from sparks.train import sft as train_sft
 from sparks.train.run import resumable_checkpoint
 
@@ -242,19 +245,27 @@ def test_other_probe_pairs_or_heads_are_refused_at_train_begin(random_model_dir,
 
 
 class DiskFull:
-    """Every write under the run store fails with ENOSPC while ``full`` is set."""
+    """Every write under the run store fails while ``full`` is set, as on a full disk: Python's writes with
+    ENOSPC, safetensors' with its own error type (what it raises there; not an OSError)."""
 
     def __init__(self, monkeypatch, root: Path) -> None:
         self.root, self.full = str(root), False
-        for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text"), (sparks.callbacks.store, "save_file")):
-            monkeypatch.setattr(owner, name, self.guard(getattr(owner, name)))
+        for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text")):
+            monkeypatch.setattr(owner, name, self.guard(getattr(owner, name), lambda path: OSError(
+                errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))))
+        monkeypatch.setattr(sparks.callbacks.store, "save_file", self.guard(sparks.callbacks.store.save_file, lambda path: (
+            SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))))
 
-    def guard(self, real):
-        def write(path, *args, **kwargs):
-            mode = args[0] if args and isinstance(args[0], str) and real.__name__ == "open" else kwargs.get("mode", "w")
+    def guard(self, real, error):
+        def write(*args, **kwargs):
+            path = args[1] if real.__name__ == "save_file" else args[0]
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) and real.__name__ == "open" else kwargs.get("mode", "w")
             if self.full and str(path).startswith(self.root) and (real.__name__ != "open" or "r" not in mode):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            return real(path, *args, **kwargs)
+                if real.__name__ == "save_file":
+                    with open(path, "wb") as file:  # what a write cut short leaves
+                        file.write(b"\0" * 64)
+                raise error(path)
+            return real(*args, **kwargs)
 
         return write
 
@@ -279,15 +290,18 @@ def test_a_full_disk_is_a_printed_recorded_failure_and_the_store_stays_whole(ran
     monkeypatch.setattr(train_sft, "tracker_callbacks", lambda *args: [FillDisk(disk, 2, 4), *real(*args)])
     run_sft(random_model_dir, tmp_path, STEPS, TRACKER, "--logging_steps", "1")
     out = capsys.readouterr().out
-    assert "sparks: step 2: the head snapshot failed: could not write the run store ([Errno 28] No space left" in out
+    assert ("sparks: step 2: the head snapshot failed: could not write the run store (Error while serializing: I/O error: "
+            "No space left on device (os error 28)); this snapshot is not in the lineage") in out
     assert "sparks: step 2: could not write failures.jsonl" in out and "could not write metrics.jsonl" in out
     store = RunStore(tmp_path)
     assert lineage_of(tmp_path).steps == [0, 4, 6]
     assert [failure["step"] for failure in store.read("failures.jsonl")] == [2]  # written once the disk had room
     assert [record["step"] for record in store.read("metrics.jsonl")] == list(range(1, STEPS + 1))
     assert sorted(path.name for path in (store.root / "snapshots").iterdir()) == [
-        "step-00000000", "step-00000004", "step-00000006"]
+        "step-00000000", "step-00000004", "step-00000006"]  # no temporary left behind
+    assert [path.name for path in store.root.iterdir() if path.name.endswith(".tmp")] == []
     assert [event["step"] for event in store.read("events.jsonl")] == [event["step"] for event in lineage_of(tmp_path).events]
+    assert store.damage() == [] and load_run(tmp_path).lineage.steps == [0, 4, 6]  # every reader reads the run
 
 
 def test_a_model_that_produces_nan_gets_a_printed_recorded_failure_and_no_snapshot(random_model_dir, tmp_path,
@@ -346,3 +360,111 @@ def test_a_v2_store_reads_and_a_newer_one_is_refused_in_one_line(tmp_path):
     (store.root / "run.json").write_text(json.dumps({"format": "other", "version": 3}))
     with pytest.raises(sparks.callbacks.store.RunStoreError, match="not a sparks-run run store"):
         store.run()
+
+
+# -- a store that checks itself, and where a resume starts ---------------------------------------------
+
+
+def whole_run(model_dir: Path, output_dir: Path) -> None:
+    """The uninterrupted run's training, kept: checkpoints at 2, 4 and 6."""
+    train(model_dir, output_dir)
+    assert lineage_of(output_dir).steps == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("step", [2, 4])
+def test_a_snapshot_removed_by_hand_is_scored_again_on_relaunch(random_model_dir, tmp_path, uninterrupted, step, capsys):
+    whole_run(random_model_dir, tmp_path)
+    snapshot = tmp_path / "sparks" / "snapshots" / f"step-{step:08d}"
+    shutil.rmtree(snapshot)
+    capsys.readouterr()
+    train(random_model_dir, tmp_path)
+    out = capsys.readouterr().out
+    if step == 2:  # the automatic resume (checkpoint-4) moves back to the checkpoint of the hole
+        assert (f"sparks: {snapshot}: missing (the lineage names this snapshot); resuming from {tmp_path / 'checkpoint-2'} "
+                f"instead, to score it again (steps 2 to 4 are trained again, to the same weights)") in out
+    assert f"{snapshot}: missing (the lineage names this snapshot): dropped this snapshot and those after it" in out
+    assert RunStore(tmp_path).contents() == uninterrupted
+
+
+def test_a_damaged_snapshot_is_named_by_file_and_field_and_a_resume_past_it_refused(random_model_dir, tmp_path, monkeypatch,
+                                                                                 capsys):
+    whole_run(random_model_dir, tmp_path)
+    snapshot = tmp_path / "sparks" / "snapshots" / "step-00000002"
+    record = json.loads((snapshot / "snapshot.json").read_text())
+    (snapshot / "snapshot.json").write_text(json.dumps({**record, "stability": "high"}))
+    assert [str(found) for found in RunStore(tmp_path).damage()] == [
+        f"{snapshot / 'snapshot.json'}: stability: str 'high', expected int or float"]
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train(random_model_dir, tmp_path, TRACKER, "--resume_from_checkpoint", str(tmp_path / "checkpoint-4"))
+    assert capsys.readouterr().err.strip() == (
+        f"sparks: error: {snapshot / 'snapshot.json'}: stability: str 'high', expected int or float; resuming at step 4 "
+        f"would leave it missing: resume with --resume_from_checkpoint {tmp_path / 'checkpoint-2'} to score it again")
+    (tmp_path / "sparks" / "snapshots" / "step-00000000" / "scores.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(SystemExit):
+        train(random_model_dir, tmp_path)
+    assert capsys.readouterr().err.strip().startswith(
+        f"sparks: error: {tmp_path / 'sparks/snapshots/step-00000000/scores.safetensors'}: unreadable (")
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before | {
+        tmp_path / "sparks/snapshots/step-00000000/scores.safetensors": b"\0" * 16}
+    with pytest.raises(sparks.callbacks.store.RunStoreError, match="scores.safetensors: unreadable"):
+        load_run(tmp_path)
+
+
+def test_a_lineage_with_a_field_of_the_wrong_type_is_refused_naming_file_and_field(random_model_dir, tmp_path, monkeypatch,
+                                                                                   capsys):
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        killed(random_model_dir, tmp_path)
+    lineage = tmp_path / "sparks" / "lineage.json"
+    state = json.loads(lineage.read_text())
+    state["snapshots"][1]["step"] = "2"
+    lineage.write_text(json.dumps(state))
+    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train(random_model_dir, tmp_path)
+    assert capsys.readouterr().err.strip() == (
+        f"sparks: error: {lineage}: snapshots[1].step: must be a whole number above the previous snapshot's 0, got '2'")
+
+
+def test_resume_from_checkpoint_true_is_the_last_checkpoint(random_model_dir, tmp_path, monkeypatch, uninterrupted, capsys):
+    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    for asked, line in (("true", f"resume_from_checkpoint: true resumes from the last checkpoint in {tmp_path}, which holds none"),
+                        (str(tmp_path / "checkpoint-9"), f"resume_from_checkpoint: {tmp_path / 'checkpoint-9'} is not a "
+                                                         f"checkpoint (no trainer_state.json there)")):
+        with pytest.raises(SystemExit):
+            train(random_model_dir, tmp_path, TRACKER, "--resume_from_checkpoint", asked)
+        assert capsys.readouterr().err.strip() == f"sparks: error: {line}"
+    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(4))
+        killed(random_model_dir, tmp_path)
+    capsys.readouterr()
+    train(random_model_dir, tmp_path, TRACKER, "--resume_from_checkpoint", "True")
+    assert f"sparks: resuming from {tmp_path / 'checkpoint-4'}" in capsys.readouterr().out
+    assert RunStore(tmp_path).contents() == uninterrupted
+
+
+def test_logs_between_checkpoints_resume_to_the_uninterrupted_metrics(random_model_dir, tmp_path_factory, monkeypatch):
+    """A checkpoint every 3 steps, a log every 2: a resume at 3 logs what the uninterrupted run logged."""
+    misaligned = ("--save_steps", "3", "--logging_steps", "2")
+    whole, resumed = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("resumed")
+    train(random_model_dir, whole, TRACKER, *misaligned)
+    with monkeypatch.context() as patch:
+        with_callback(patch, KillAfterCheckpoint(3))
+        with pytest.raises(Killed):
+            train(random_model_dir, resumed, TRACKER, *misaligned)
+    train(random_model_dir, resumed, TRACKER, *misaligned)
+    assert [record["step"] for record in RunStore(whole).read("metrics.jsonl")] == [2, 3, 4, 6]  # a checkpoint step logs
+    assert RunStore(resumed).contents() == RunStore(whole).contents()
+    # The trainer's own log too, but for two counters transformers and TRL keep outside their checkpoints, which
+    # restart at a resume: TRL SFT's num_tokens, and the run-long train_loss of the last entry (the README says so;
+    # the run store keeps neither).
+    def trainer_log(output_dir: Path) -> list[dict]:
+        return [{key: value for key, value in entry.items() if key not in ("num_tokens", "train_loss")}
+                for entry in history(output_dir)]
+
+    assert trainer_log(resumed) == trainer_log(whole)
