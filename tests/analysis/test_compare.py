@@ -219,3 +219,21 @@ def test_the_page_draws_each_chart_from_its_data(runs):
                 highs = [value for item in drawn if item.name == trace.name and item.fill == "tonexty"
                          and item.xaxis == ("x" if row == 1 else f"x{row}") for value in item.y]
                 assert close(highs, [value for value in trace.high if value is not None]), trace.name
+
+
+@pytest.mark.hostile
+def test_a_damaged_run_is_named_and_left_out_and_the_others_compared(tmp_path, capsys):
+    root = tmp_path / "runs"
+    runs = {name: write_run(root / name, name) for name in ("cumulative", "dynamic")}
+    damaged = write_run(root / "damaged", "dynamic")
+    snapshot = damaged / "sparks" / "snapshots" / f"step-{STEPS[1]:08d}"
+    (snapshot / "scores.safetensors").unlink()
+    assert main(["compare", str(runs["cumulative"]), str(damaged), str(runs["dynamic"]), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert f"sparks: warning: left out damaged: {snapshot / 'scores.safetensors'}: unreadable (" in err
+    data = json.loads(html.unescape(re.search(r'id="sparks-data">(.*?)</script>', (tmp_path / "out" / "report.html").read_text(),
+                                              re.S).group(1)))
+    assert data["runs"] == ["cumulative", "dynamic"] and data["warnings"][0].startswith("left out damaged: ")
+    assert main(["compare", str(runs["cumulative"]), str(damaged), "--out", str(tmp_path / "two")]) == 2
+    assert capsys.readouterr().err.startswith("sparks: error: fewer than two runs can be read: left out damaged: ")
+    assert not (tmp_path / "two").exists()
