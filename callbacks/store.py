@@ -29,10 +29,14 @@ Crash safety. ``lineage.json`` is the record of which snapshots exist: a snapsho
 writing its directory, events.jsonl, summary.json and the new lineage.json to temporary files,
 then renaming them into place, lineage.json last. A crash or a failed write at any point leaves
 the previous lineage whole; a snapshot directory the lineage does not name is a leftover, removed
-on resume. events.jsonl follows from the lineage and metrics.jsonl from the trainer's log history,
+on resume, as is a temporary (saying so). The store checks itself (``damage``): each snapshot the
+lineage names must be there and whole, and a reader or a resume is told the file and field that are
+not; a resume drops a damaged snapshot of the step it resumes at, to score it again, and refuses one
+before it. events.jsonl follows from the lineage and metrics.jsonl from the trainer's log history,
 so a resume rewrites both; the JSON-lines files are read tolerantly (a torn last line, what a crash
 or a full disk leaves, is dropped and reported). An append that fails is undone and kept in memory
 until a later one succeeds. A store holding a lineage is never deleted: starting over it is refused.
+One process writes a store at a time (callbacks.lock).
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ A snapshot is scored when its step ends and recorded once that step's logs are i
 window it closes includes its own step (at once when the step logs nothing, so the store holds it
 before a checkpoint of that step is written). Training resumed from a checkpoint resumes the run
 store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
-other tracker settings, pairs or heads are refused (callbacks.store). Scoring leaves the model
+other tracker settings, pairs or heads are refused (callbacks.store). The main process holds the
+output directory's writer lock (callbacks.lock) from train begin to train end, unless the training
+script took it already. A checkpoint step also logs, so that a resume from it logs the same
+averages as the run it resumes. Scoring leaves the model
 exactly as found (probes.hooks), so the training is the same with and without the tracker. A
 failed snapshot is logged with its traceback, recorded, and training goes on, unless ``config.strict``,
 or unless it failed inside a sharded model's forward or backward on one rank (ShardedSnapshotFailed):
