@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
@@ -105,6 +105,25 @@ def split_of(question: str) -> str:
     """The split a question belongs to, fixed by its text: 80% train, 10% test, 10% probe."""
     bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10
     return "test" if bucket == 0 else "probe" if bucket == 1 else "train"
+
+
+HELD: dict[int, dict[str, int]] = {
+    1: {"train": 85, "test": 9, "probe": 6},
+    2: {"train": 488, "test": 56, "probe": 56},
+    3: {"train": 2081, "test": 276, "probe": 248},
+    4: {"train": 5042, "test": 663, "probe": 631},
+    5: {"train": 2394, "test": 301, "probe": 281},
+    6: {"train": 116847, "test": 14564, "probe": 14834},
+}
+"""How many distinct problems each level's split holds: every question `_random_tree` can draw whose
+intermediate values are valid, by `split_of`. Counted once by enumerating every tree (tests/test_arith.py
+counts them again), since drawing them all takes minutes."""
+
+
+def held(split: str, levels: Iterable[int]) -> int:
+    """How many distinct problems `levels` of `split` hold together: the most `problems` can give, known
+    without drawing, so that a count asked for is checked at once."""
+    return sum(HELD[level][split] for level in set(levels))
 
 
 def _random_tree(level: Level, rng: random.Random) -> Node:

@@ -1,8 +1,11 @@
 """The arithmetic world: reproducible, exact, disjoint splits, graded difficulty."""
 
 import ast
+import itertools
 import operator
 import random
+import re
+from collections import Counter
 
 import pytest
 
@@ -101,6 +104,49 @@ def test_fill_makes_up_a_small_level_from_the_others_and_keeps_what_needed_no_fi
         assert questions[:10] == [p.question for p in even if p.level == level]
     assert arith.problems("probe", [2, 3], 20, seed=0, fill=True) == arith.problems("probe", [2, 3], 20, seed=0)
     assert len(arith.problems("probe", [1], 50, seed=0, fill=True)) == 6  # nothing to fill from
+
+
+def every_tree(level: arith.Level):
+    """Every tree arith._random_tree can draw at ``level``, one per choice it can make (operators, and
+    for parentheses the bracketed group's size, place and operators; the operator before the group is
+    made a product), each with every operand value."""
+
+    def operands(count: int, taken: int | None = None):
+        ranges = [range(level.first_operand[0], level.first_operand[1] + 1), *[range(level.max_operand + 1)] * (count - 1)]
+        if taken is not None:  # the group's place: its drawn operand is replaced
+            ranges[taken] = [None]
+        for values in itertools.product(*ranges):
+            yield [arith.Node(value=value) for value in values]
+
+    count = level.num_operands
+    if not level.parentheses:
+        for ops in itertools.product(level.operators, repeat=count - 1):
+            for leaves in operands(count):
+                yield arith._chain(leaves, list(ops))
+        return
+    for size in range(2, count):
+        for start in range(count - size + 1):
+            for ops in itertools.product(level.operators, repeat=count - size):
+                if ops[max(start - 1, 0)] != "*":
+                    continue
+                for group_ops in itertools.product("+-", repeat=size - 1):
+                    for group in operands(size):
+                        for outer in operands(count - size + 1, taken=start):
+                            outer[start] = arith._chain(group, list(group_ops))
+                            yield arith._chain(outer, list(ops))
+
+
+def test_held_counts_every_distinct_problem_of_each_level_and_split():
+    for number, level in arith.LEVELS.items():
+        texts = [(arith.render(tree), arith.valid(tree)) for tree in every_tree(level)]
+        questions = {text for text, valid in texts if valid}
+        assert arith.HELD[number] == dict(Counter(arith.split_of(question) for question in questions))
+        # The enumeration makes every tree shape the generator draws, and no other (its operands are whole ranges).
+        rng = random.Random(number)
+        drawn = {re.sub(r"\d+", "x", arith.render(arith._random_tree(level, rng))) for _ in range(3000)}
+        assert {re.sub(r"\d+", "x", text) for text, _ in texts} == drawn
+    assert arith.held("probe", [1, 2, 2]) == 6 + 56
+    assert len(arith.problems("probe", [1, 2], 200, seed=0)) == arith.held("probe", [1, 2])  # small levels: all drawn
 
 
 def test_fewer_problems_than_levels_come_from_the_first_levels():
