@@ -163,8 +163,10 @@ class TrackerConfig:
 
 @functools.lru_cache(maxsize=128)
 def probe_problems_held(levels: tuple[int, ...], count: int, seed: int) -> int:
-    """How many of ``count`` probe problems ``levels`` can give (the tracker's draw, tasks.arith.problems with fill)."""
-    return len(arith.problems("probe", list(levels), count, seed, fill=True))
+    """How many of ``count`` probe problems ``levels`` can give (the tracker's draw, tasks.arith.problems with fill);
+    a count beyond all the levels hold (tasks.arith.held) is answered without drawing, which would take minutes."""
+    total = arith.held("probe", levels)
+    return total if count > total else len(arith.problems("probe", list(levels), count, seed, fill=True))
 
 
 def _plain(value: Any) -> Any:

@@ -130,6 +130,19 @@ def test_the_probe_problems_asked_must_be_there():
     assert probe_problems_held((1, 2, 3, 4, 5, 6), 64, 0) == 64
 
 
+@pytest.mark.hostile
+def test_more_probe_problems_than_the_levels_hold_are_refused_without_drawing(monkeypatch):
+    from sparks.tasks import arith
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("problems were drawn")
+
+    monkeypatch.setattr(arith, "_draw", refuse)  # drawing a hundred million would take minutes
+    with pytest.raises(ValueError, match=r"^tracker.num_problems: 100000000 probe problems asked, levels \[1, 2, 3, 4, 5, 6\] "
+                                         r"hold only 16056$"):
+        TrackerConfig(num_problems=100_000_000)
+
+
 def pair_row(**changes) -> str:
     row = {"clean_ids": [5, 6, 7], "corrupted_ids": [5, 6, 8], "targets": [2]}
     return json.dumps(row | changes) + "\n"
