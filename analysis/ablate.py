@@ -37,6 +37,7 @@ from sparks.analysis.compare import store_of
 from sparks.analysis.outputs import check_out, staged
 from sparks.callbacks.plots import margined_figure, save_png
 from sparks.probes.hooks import scoring
+from sparks.probes.pairs import read_text
 from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ablate
 from sparks.probes.schemes import has_thinking_switch
 from sparks.probes.sites import resolve
@@ -92,10 +93,7 @@ def parse_heads(text: str, source: str) -> list[Head]:
 
 def read_heads(path: str | Path) -> list[Head]:
     """The heads in the file at ``path`` (see ``parse_heads``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"heads file {path} does not exist")
-    return parse_heads(path.read_text(), str(path))
+    return parse_heads(read_text(path, "heads"), str(path))
 
 
 def heads_from_run(run_dir: str | Path, emergent: bool = False, step: int | None = None) -> HeadSet:
@@ -356,11 +354,8 @@ def ablation_figure(summary: dict[str, Any], levels: Sequence[int], title: str) 
 def file_problems(path: str | Path) -> list[FileProblem]:
     """A real data set's problems from a local JSONL file: ``question``, ``answer`` (a GSM8K answer's
     text after ``####`` is taken) and an optional integer ``level``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"problem file {path} does not exist")
     problems = []
-    for number, line in enumerate((line for line in path.read_text().splitlines() if line.strip()), start=1):
+    for number, line in enumerate((line for line in read_text(path, "problem").splitlines() if line.strip()), start=1):
         try:
             row = json.loads(line)
         except ValueError:

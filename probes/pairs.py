@@ -198,6 +198,21 @@ def save_pairs(pairs: Sequence[Pair], path: str | Path) -> None:
             file.write(json.dumps(asdict(pair)) + "\n")
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The text of the ``what`` file at ``path`` ("pair", "heads", ...), refused in one line naming the file when it is
+    missing, a directory or not UTF-8 text (Python's decoding error names neither the file nor the line)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} file {path} is a directory, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as error:
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text; a {what} file is text") from None
+
+
 def load_pairs(
     path: str | Path, *, vocab_size: int | None = None, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> list[Pair]:
@@ -210,10 +225,8 @@ def load_pairs(
     made with another model's tokenizer. Errors are one line: ``path:line: field: why``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pair file {path} does not exist")
     pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "pair").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"

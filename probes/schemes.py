@@ -36,7 +36,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sparks.probes.pairs import Pair
+from sparks.probes.pairs import Pair, read_text
 from sparks.tasks import arith, formats
 from sparks.tasks.data import chat_prompt
 from sparks.tasks.evaluation import style_prompt
@@ -327,14 +327,15 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a real data set: JSONL objects with a ``question`` (other fields are kept as metadata),
     or, for any other file, one question per line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"questions file {path} does not exist")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in read_text(path, "questions").splitlines() if line.strip()]
     if path.suffix != ".jsonl":
         return [{"question": line} for line in lines]
     rows = []
     for number, line in enumerate(lines, start=1):
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{path}: row {number} is not JSON") from None
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
             raise ValueError(f"{path}: row {number} has no 'question' text")
         rows.append(row)

@@ -83,6 +83,18 @@ def test_load_pairs_empty_missing_and_not_json(tmp_path):
         next(batches([_pair([1], [2], [0])], pad_id=0, batch_size=0))
 
 
+@pytest.mark.hostile
+def test_load_pairs_names_a_file_that_is_not_text_and_a_directory(tmp_path):
+    binary = tmp_path / "pairs.jsonl"
+    binary.write_bytes(b'{"clean_ids": [5], "corrupted_ids": [6], "targets": [0]}\n\xa0\xff\n')
+    with pytest.raises(ValueError, match=_exactly(f"{binary}:2: not UTF-8 text; a pair file is text")):
+        load_pairs(binary)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=_exactly(f"pair file {folder} is a directory, not a file")):
+        load_pairs(folder)
+
+
 GOOD = {"clean_ids": [5, 6], "corrupted_ids": [5, 7], "targets": [1]}
 
 
