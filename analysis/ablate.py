@@ -410,8 +410,6 @@ def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
         raise ValueError("--emergent and --step choose heads of a tracked run: add --from-run RUN_DIR")
     if args.base_heads and args.from_run:
         raise ValueError("--base-heads is for --heads: with --from-run the base control is the run's base circuit")
-    if args.controls < 1:
-        raise ValueError(f"--controls must be at least 1 random draw, got {args.controls}")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError("--seeds must name distinct seeds")
     if args.temperature is not None and args.temperature <= 0:

@@ -11,16 +11,22 @@ test what heads do (thinking on/off circuits, ablation and scaling).
 
 Bad input (a pair file that is missing, empty, mistyped or made with another tokenizer, a head out of
 range, a model without the expected modules, a model whose scores are NaN or inf) ends with one
-``sparks: error: ...`` line and exit status 2, before anything is written.
+``sparks: error: ...`` line and exit status 2, before anything is written. Flags are checked before
+any model loads or any work begins: counts are whole numbers > 0, real numbers finite, a flag the
+command does not know is refused with that command's usage, and more arithmetic problems than the
+asked levels hold are refused without drawing them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from safetensors.torch import save_file
@@ -28,6 +34,7 @@ from safetensors.torch import save_file
 from sparks.analysis.ablate import INTERVENTIONS, parse_heads
 from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.analysis.outputs import check_out, staged
+from sparks.analysis.rescore import TOKENIZER_FILES
 from sparks.callbacks.plots import head_heatmap, save_png
 from sparks.probes.architectures import check_family
 from sparks.probes.ig import IG_RULE, IG_RULES
@@ -55,10 +62,78 @@ from sparks.tasks.data import HUB_SOURCES, probe_questions
 from sparks.tasks.evaluation import MODES
 
 
-def _model_dir(path: str) -> str:
+def _has_tokenizer(model_dir: str) -> bool:
+    """Whether a tokenizer is saved in the model directory (transformers makes an empty one, of one token and
+    no chat template, from a weights-only directory rather than refuse it)."""
+    return any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _model_dir(path: str, tokenizer: bool = False) -> str:
+    """``path`` once it is a model directory, holding a tokenizer too where the command writes prompts with it."""
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
+    if tokenizer and not _has_tokenizer(path):
+        raise FileNotFoundError(f"model directory {path} holds no tokenizer ({' or '.join(TOKENIZER_FILES)}); "
+                                "save the model's tokenizer with it")
     return path
+
+
+def _check_draw(flag: str, asked: int, split: str, levels: Sequence[int], per_level: bool = False) -> None:
+    """Refuse unknown ``--levels``, and more problems asked (``flag``'s ``asked``) than they hold, known without
+    drawing (tasks.arith.held): the draw would reject what it cannot use for minutes. With ``per_level`` each
+    level is asked for ``asked``, and one holding fewer gives what it has, so at least one must hold them."""
+    unknown = [level for level in levels if level not in arith.LEVELS]
+    if unknown:
+        raise ValueError(f"--levels: unknown level {unknown[0]}; the arithmetic world's levels are "
+                         f"{', '.join(map(str, arith.LEVELS))}")
+    if per_level:
+        most = max(arith.held(split, [level]) for level in levels)
+        if asked > most:
+            raise ValueError(f"{flag}: {asked} problems asked of each level; no level of {sorted(set(levels))} "
+                             f"in the {split} split holds more than {most}")
+    elif asked > (held := arith.held(split, levels)):
+        raise ValueError(f"{flag}: {asked} problems asked, levels {sorted(set(levels))} of the {split} split hold {held}")
+
+
+def positive_int(text: str) -> int:
+    """A count flag's value, a whole number > 0 (argparse names the flag when it refuses one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A real flag's value, a finite number: nan and inf would run and write NaN or Infinity (not JSON) into the result."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its refusals in the form of every other: the command's usage, then one
+    ``sparks: error: --flag: why`` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"sparks: error: {message.removeprefix('argument ')}\n")
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    """The circuit selection of score and think, its shares checked before anything loads (the selection
+    checks them only once the heads are scored, naming no flag)."""
+    if not 0 < args.mass <= 1:
+        raise ValueError(f"--mass is a share of the total |score| in (0, 1], got {args.mass}")
+    if not 0 <= args.tau <= 1:
+        raise ValueError(f"--tau is relative to the largest kept edge score, in [0, 1], got {args.tau}")
+    return Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
 
 
 def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str]) -> tuple[list[str], list[str]]:
@@ -67,7 +142,7 @@ def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str])
 
     openings = []
     for path in (args.reasoning_model, args.baseline_model):
-        model = AutoModelForCausalLM.from_pretrained(_model_dir(path)).to(args.device)
+        model = AutoModelForCausalLM.from_pretrained(path).to(args.device)
         openings.append(
             sample_openings(
                 model, tokenizer, questions, tokens=args.sample_tokens, seed=args.sample_seed, system_prompt=args.system_prompt
@@ -80,7 +155,7 @@ def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str])
 def pairs_command(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_model_dir(args.model))
+    tokenizer = AutoTokenizer.from_pretrained(_model_dir(args.model, tokenizer=True))
     sampled = args.reasoning_model is not None or args.baseline_model is not None
     if sampled and (args.reasoning_model is None or args.baseline_model is None):
         raise ValueError("--reasoning-model and --baseline-model are given together")
@@ -92,12 +167,16 @@ def pairs_command(args: argparse.Namespace) -> None:
         raise ValueError("--dataset-path is a local copy of a --dataset: name the data set")
     if sampled and args.scheme != "style":
         raise ValueError("--reasoning-model and --baseline-model work with --scheme style: they write answer openings")
+    if sampled:
+        for path in (args.reasoning_model, args.baseline_model):
+            _model_dir(path)
     questions_given = bool(args.questions or args.dataset)
     if questions_given:
         meta = read_questions(args.questions) if args.questions else probe_questions(
             args.dataset, args.count, args.seed, args.dataset_path)
         questions = [row["question"] for row in meta]
     else:
+        _check_draw("--count", args.count, args.split, args.levels)
         problems = arith.problems(args.split, args.levels, args.count, args.seed)
         questions, meta = [problem.question for problem in problems], [problem_meta(problem) for problem in problems]
     if args.scheme == "numbers":
@@ -133,12 +212,11 @@ def score_command(args: argparse.Namespace) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     check_scoring(args.method, args.metric, args.replicates)
-    selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
+    selection = _selection(args)
     heads = None if args.heads is None else parse_heads(args.heads, "--heads")
     model_dir = _model_dir(args.model)
-    # A weights-only directory has no tokenizer to check the ids against (transformers would make an empty one).
-    has_tokenizer = any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_tokenizer else None
+    # A weights-only directory is scored on the pair file's ids, with no tokenizer to check them against.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir) if _has_tokenizer(model_dir) else None
     pairs = load_pairs_for_model(args.pairs, model_dir, tokenizer)
     check_family(AutoConfig.from_pretrained(model_dir).model_type, args.level)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
@@ -216,12 +294,10 @@ def _swaps(args: argparse.Namespace, tokenizer) -> list[dict]:
             raise ValueError(f"no question of --{sources[0]} holds a whole number to change")
         return swaps
     levels = sorted(arith.LEVELS) if args.levels is None else args.levels
-    unknown = [level for level in levels if level not in arith.LEVELS]
-    if unknown:
-        raise ValueError(f"--levels: no level {unknown[0]}; the arithmetic world's levels are {', '.join(map(str, arith.LEVELS))}")
     count = 64 if args.count is None else args.count
     if count < 2:
         raise ValueError(f"--count needs at least 2 questions to resample, got {count}")
+    _check_draw("--count", count, "probe", levels)
     problems = arith.problems("probe", levels, count, args.seed)
     return [pair.meta for pair in numbers_pairs(tokenizer, problems, seed=args.seed, system_prompt=args.system_prompt)]
 
@@ -257,14 +333,12 @@ def think_command(args: argparse.Namespace) -> None:
     check_scoring(args.method, "kl", args.replicates)
     if not 0 < args.confidence <= 1:
         raise ValueError(f"--confidence is a share of replicates in (0, 1], got {args.confidence}")
-    if args.tokens < 1:
-        raise ValueError(f"--tokens needs at least 1 continuation token, got {args.tokens}")
     if not 1 <= args.min_tokens <= args.tokens:
         raise ValueError(f"--min-tokens must lie between 1 and --tokens ({args.tokens}), got {args.min_tokens}")
-    selection = Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
+    selection = _selection(args)
     out = Path(args.out)
     check_out(out)
-    model_dir = _model_dir(args.model)
+    model_dir = _model_dir(args.model, tokenizer=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:
         raise ValueError(f"{args.model}: the tokenizer has no chat template; sparks think needs one with an enable_thinking switch (as Qwen3's)")
@@ -348,17 +422,15 @@ def ablate_command(args: argparse.Namespace) -> None:
     """pass@1 with the head set changed against matched controls (analysis.ablate), checked before any generation."""
     from sparks.analysis.ablate import format_summary, run_ablation
 
-    bad_levels = [level for level in args.levels if level not in arith.LEVELS]
-    if bad_levels:
-        raise ValueError(f"--levels: unknown level {bad_levels[0]}; levels are {sorted(arith.LEVELS)}")
-    _model_dir(args.model)
+    _check_draw("--per-level", args.per_level, args.split, args.levels, per_level=True)
+    _model_dir(args.model, tokenizer=True)
     out, result = run_ablation(args)
     print(format_summary(result, result["levels"]))
     print(f"wrote {out}")
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="sparks", description=__doc__.splitlines()[0])
+    root = _Parser(prog="sparks", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
 
     pairs = commands.add_parser("pairs", help="build a clean/corrupted pair set (JSONL)")
@@ -367,10 +439,10 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--out", required=True, help="JSONL file to write")
     pairs.add_argument("--split", choices=arith.SPLITS, default="probe")
     pairs.add_argument("--levels", type=int, nargs="+", default=sorted(arith.LEVELS))
-    pairs.add_argument("--count", type=int, default=64, help="problems to draw (pairs that cannot be built are left out)")
+    pairs.add_argument("--count", type=positive_int, default=64, help="problems to draw (pairs that cannot be built are left out)")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--role", choices=ROLES, default="reasoning", help="style scheme: which style is clean")
-    pairs.add_argument("--opening-tokens", type=int, help="style scheme: tokens of each opening kept (default: shortest - 1)")
+    pairs.add_argument("--opening-tokens", type=positive_int, help="style scheme: tokens of each opening kept (default: shortest - 1)")
     pairs.add_argument("--questions", help="a real data set's questions: JSONL rows with 'question', or one per line")
     pairs.add_argument("--dataset", choices=sorted(HUB_SOURCES),
                        help="style scheme: --count of the data set's held-out questions (never trained on), drawn "
@@ -380,7 +452,7 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--baseline-opening", default=BASELINE_OPENING, help="with questions: the baseline template")
     pairs.add_argument("--reasoning-model", help="style scheme: sample each question's reasoning opening from this model")
     pairs.add_argument("--baseline-model", help="style scheme: sample each question's baseline opening from this model")
-    pairs.add_argument("--sample-tokens", type=int, default=16, help="with the two models: new tokens per opening")
+    pairs.add_argument("--sample-tokens", type=positive_int, default=16, help="with the two models: new tokens per opening")
     pairs.add_argument("--sample-seed", type=int, help="with the two models: sample with this seed (default: greedy)")
     pairs.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with the two models")
     pairs.add_argument("--system-prompt")
@@ -393,19 +465,19 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--method", choices=METHODS, default="eap-ig")
     score.add_argument("--level", choices=LEVELS, default="node")
     score.add_argument("--metric", choices=sorted(METRICS), default="kl")
-    score.add_argument("--ig-steps", type=int, default=5)
+    score.add_argument("--ig-steps", type=positive_int, default=5)
     score.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE,
                        help="where eap-ig/ceap place their points: right k/m, left (k-1)/m (hannamw/EAP-IG), midpoint (k-1/2)/m "
                             "(default: %(default)s)")
-    score.add_argument("--batch-size", type=int, default=16)
-    score.add_argument("--chunk-size", type=int, help="IG points per forward pass (default: all for nodes, one for edges)")
+    score.add_argument("--batch-size", type=positive_int, default=16)
+    score.add_argument("--chunk-size", type=positive_int, help="IG points per forward pass (default: all for nodes, one for edges)")
     score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")
-    score.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
-    score.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")
-    score.add_argument("--mass", type=float, default=0.5, help="node level: share of |score| the circuit's heads hold")
+    score.add_argument("--top-n", type=positive_int, default=5000, help="edge level: edges kept before pruning")
+    score.add_argument("--tau", type=finite_float, default=0.1, help="edge level: relative threshold")
+    score.add_argument("--mass", type=finite_float, default=0.5, help="node level: share of |score| the circuit's heads hold")
     score.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs",
                        help="per-pair scores to a ranking: mean of |score| or |mean of signed score|")
-    score.add_argument("--replicates", type=int, default=100, help="Poisson bootstrap replicates of the pairs")
+    score.add_argument("--replicates", type=positive_int, default=100, help="Poisson bootstrap replicates of the pairs")
     score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap weights")
     score.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -422,28 +494,28 @@ def parser() -> argparse.ArgumentParser:
                        help="--count of the data set's held-out probe questions (never trained on), numbers changed as --questions")
     think.add_argument("--dataset-path", help="with --dataset: a local copy read in place of the hub name")
     think.add_argument("--levels", type=int, nargs="+", help="arithmetic questions: levels to draw (default: all)")
-    think.add_argument("--count", type=int, help="arithmetic or --dataset questions to draw (default: 64; those without a "
+    think.add_argument("--count", type=positive_int, help="arithmetic or --dataset questions to draw (default: 64; those without a "
                                                  "usable number swap are left out)")
     think.add_argument("--seed", type=int, default=0, help="seeds the question draw, the swaps and the bootstrap weights")
-    think.add_argument("--tokens", type=int, default=8,
+    think.add_argument("--tokens", type=positive_int, default=8,
                        help="new tokens of each greedy continuation (each mode's are cut to its shortest)")
-    think.add_argument("--min-tokens", type=int, default=3,
+    think.add_argument("--min-tokens", type=positive_int, default=3,
                        help="a question whose continuation in either mode is shorter is left out, so that one short "
                             "answer does not cut every pair to it (default: %(default)s)")
     think.add_argument("--method", choices=METHODS, default="eap-ig",
                        help="the metric is KL, the only one that means anything when both rows continue with the same "
                             "tokens (logit_diff would compare a token with itself); eap scores zero under it")
     think.add_argument("--level", choices=LEVELS, default="node")
-    think.add_argument("--ig-steps", type=int, default=5)
+    think.add_argument("--ig-steps", type=positive_int, default=5)
     think.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE)
-    think.add_argument("--mass", type=float, default=0.5, help="node level: share of |score| the circuit's heads hold")
-    think.add_argument("--top-n", type=int, default=5000, help="edge level: edges kept before pruning")
-    think.add_argument("--tau", type=float, default=0.1, help="edge level: relative threshold")
+    think.add_argument("--mass", type=finite_float, default=0.5, help="node level: share of |score| the circuit's heads hold")
+    think.add_argument("--top-n", type=positive_int, default=5000, help="edge level: edges kept before pruning")
+    think.add_argument("--tau", type=finite_float, default=0.1, help="edge level: relative threshold")
     think.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs")
-    think.add_argument("--replicates", type=int, default=100, help="Poisson bootstrap replicates, paired across the modes")
-    think.add_argument("--confidence", type=float, default=0.9,
+    think.add_argument("--replicates", type=positive_int, default=100, help="Poisson bootstrap replicates, paired across the modes")
+    think.add_argument("--confidence", type=finite_float, default=0.9,
                        help="share of paired replicates a head's category needs to be confident (default: %(default)s)")
-    think.add_argument("--batch-size", type=int, default=16)
+    think.add_argument("--batch-size", type=positive_int, default=16)
     think.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     think.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     think.add_argument("--system-prompt")
@@ -488,10 +560,10 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--step", type=int, help="with --from-run: its circuit at this snapshot step")
     ablate.add_argument("--base-heads", help="with --heads: the base model's circuit heads, the second control")
     ablate.add_argument("--mode", choices=INTERVENTIONS, required=True)
-    ablate.add_argument("--factor", type=float, help="with --mode scale: the factor (the paper: 1.3 and 0.5)")
-    ablate.add_argument("--controls", type=int, default=5, help="random head sets matched in size and layers")
+    ablate.add_argument("--factor", type=finite_float, help="with --mode scale: the factor (the paper: 1.3 and 0.5)")
+    ablate.add_argument("--controls", type=positive_int, default=5, help="random head sets matched in size and layers")
     ablate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
-    ablate.add_argument("--temperature", type=float, default=0.7,
+    ablate.add_argument("--temperature", type=finite_float, default=0.7,
                         help="sampling temperature (default: the tiny GRPO recipe's); with one seed, omit for greedy")
     ablate.add_argument("--greedy", dest="temperature", action="store_const", const=None, help="greedy decoding (one seed)")
     ablate.add_argument("--style", choices=MODES, default="free", help="prompt style: free (the model's choice), think or direct")
@@ -499,21 +571,25 @@ def parser() -> argparse.ArgumentParser:
                                            "checked with math-verify as the accuracy reward does")
     ablate.add_argument("--split", choices=("test", "probe"), default="test", help="arithmetic world split")
     ablate.add_argument("--levels", type=int, nargs="+", default=sorted(arith.LEVELS))
-    ablate.add_argument("--per-level", type=int, default=30, help="arithmetic problems per level")
+    ablate.add_argument("--per-level", type=positive_int, default=30, help="arithmetic problems per level")
     ablate.add_argument("--seed", type=int, default=0, help="seed of the problem draw and of the random controls")
     ablate.add_argument("--system-prompt")
-    ablate.add_argument("--max-new-tokens", type=int, default=96)
-    ablate.add_argument("--batch-size", type=int, default=64)
+    ablate.add_argument("--max-new-tokens", type=positive_int, default=96)
+    ablate.add_argument("--batch-size", type=positive_int, default=64)
     ablate.add_argument("--out", help="a new directory for the result (default with --from-run: RUN_DIR/ablations/NAME)")
     ablate.add_argument("--name", help="with --from-run and no --out: NAME (default: HEADS-MODEFACTOR, e.g. emergent-scale1.3)")
     ablate.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ablate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ablate.set_defaults(run=ablate_command)
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:  # argparse hands a command's unknown flags to the top-level parser, whose usage does not list them
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.run(args)
     except (ValueError, IndexError, OSError) as error:

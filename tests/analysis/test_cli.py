@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from sparks.analysis.cli import main
 from sparks.probes.circuit import Circuit
 from sparks.probes.openings import sample_openings
 from sparks.probes.pairs import load_pairs
+from sparks.tasks import arith
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +266,136 @@ def test_score_refuses_a_node_only_family_at_edge_level_before_loading_it(tmp_pa
         "sparks: error: deepseek_v3 is scored at node level only, not edge: multi-head latent attention: keys and "
         "values come from a shared low-rank latent, so a head's k/v input is no slice of one projection"]
     assert loads == [] and not out.exists()
+
+
+def _argv(command: str, model: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """A whole ``sparks COMMAND`` line on ``model`` with ``extra`` flags: nothing missing but what they get wrong."""
+    heads = tmp_path / "heads.txt"
+    heads.write_text("0.1")
+    pairs = tmp_path / "pairs.jsonl"
+    required = {"pairs": ["--scheme", "numbers", "--model", str(model)],
+                "score": ["--model", str(model), "--pairs", str(pairs)],
+                "think": ["--model", str(model)],
+                "ablate": ["--model", str(model), "--heads", str(heads), "--mode", "zero"]}[command]
+    return [command, *required, "--out", str(tmp_path / "out"), *extra]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Loading a model's weights or drawing arithmetic problems fails the test: the input is checked before either."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work began before the input was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(arith, "_draw", refuse)
+
+
+@pytest.mark.parametrize(
+    "command, extra, message",
+    [
+        ("ablate", ["--mode", "scale", "--factor", "nan"], "--factor: must be a finite number, got nan"),
+        ("ablate", ["--mode", "scale", "--factor", "inf"], "--factor: must be a finite number, got inf"),
+        ("ablate", ["--mode", "scale", "--factor=-inf"], "--factor: must be a finite number, got -inf"),
+        ("ablate", ["--temperature", "nan"], "--temperature: must be a finite number, got nan"),
+        ("score", ["--batch-size", "0"], "--batch-size: must be a whole number > 0, got 0"),
+        ("think", ["--batch-size", "0"], "--batch-size: must be a whole number > 0, got 0"),
+        ("ablate", ["--batch-size", "-2"], "--batch-size: must be a whole number > 0, got -2"),
+        ("ablate", ["--per-level", "0"], "--per-level: must be a whole number > 0, got 0"),
+        ("ablate", ["--controls", "0"], "--controls: must be a whole number > 0, got 0"),
+        ("ablate", ["--max-new-tokens", "0"], "--max-new-tokens: must be a whole number > 0, got 0"),
+        ("score", ["--chunk-size", "0"], "--chunk-size: must be a whole number > 0, got 0"),
+        ("score", ["--ig-steps", "0"], "--ig-steps: must be a whole number > 0, got 0"),
+        ("score", ["--top-n", "-1"], "--top-n: must be a whole number > 0, got -1"),
+        ("score", ["--mass", "nan"], "--mass: must be a finite number, got nan"),
+        ("think", ["--tokens", "0"], "--tokens: must be a whole number > 0, got 0"),
+        ("think", ["--count", "0"], "--count: must be a whole number > 0, got 0"),
+        ("think", ["--replicates", "1.5"], "--replicates: must be a whole number > 0, got '1.5'"),
+        ("pairs", ["--count", "0"], "--count: must be a whole number > 0, got 0"),
+        ("ablate", ["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        ("think", ["--levels", "1", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+@pytest.mark.hostile
+def test_flags_are_refused_with_the_commands_usage_in_one_line(command, extra, message, random_model_dir, tmp_path,
+                                                               no_work, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(_argv(command, random_model_dir, tmp_path, *extra))
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith(f"usage: sparks {command} ")
+    assert [line for line in err.splitlines() if "error" in line] == [f"sparks: error: {message}"]
+    assert err.endswith(f"sparks: error: {message}\n") and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, extra, message",
+    [
+        ("think", ["--count", "1000000000"],
+         "--count: 1000000000 problems asked, levels [1, 2, 3, 4, 5, 6] of the probe split hold 16056"),
+        ("pairs", ["--levels", "2", "1", "--count", "100"], "--count: 100 problems asked, levels [1, 2] of the probe split hold 62"),
+        ("ablate", ["--per-level", "1000000000"], "--per-level: 1000000000 problems asked of each level; no level of "
+                                                  "[1, 2, 3, 4, 5, 6] in the test split holds more than 14564"),
+        ("ablate", ["--levels", "1", "--split", "probe", "--per-level", "7"],
+         "--per-level: 7 problems asked of each level; no level of [1] in the probe split holds more than 6"),
+        ("pairs", ["--levels", "1", "9"], "--levels: unknown level 9; the arithmetic world's levels are 1, 2, 3, 4, 5, 6"),
+    ],
+)
+@pytest.mark.hostile
+def test_more_problems_than_the_levels_hold_are_refused_without_drawing(command, extra, message, random_model_dir,
+                                                                        tmp_path, no_work, capsys):
+    assert main(_argv(command, random_model_dir, tmp_path, *extra)) == 2
+    assert capsys.readouterr().err.splitlines() == [f"sparks: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, extra, message",
+    [("score", ["--mass", "2"], "--mass is a share of the total |score| in (0, 1], got 2.0"),
+     ("think", ["--level", "edge", "--tau", "-0.5"], "--tau is relative to the largest kept edge score, in [0, 1], got -0.5")],
+)
+@pytest.mark.hostile
+def test_circuit_shares_out_of_range_are_refused_before_the_model_loads(command, extra, message, numbers_file,
+                                                                        random_model_dir, tmp_path, no_work, capsys):
+    argv = _argv(command, random_model_dir, tmp_path, *extra)
+    if command == "score":
+        argv[argv.index("--pairs") + 1] = str(numbers_file)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"sparks: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def weights_only_dir(random_model_dir, tmp_path_factory):
+    """The random tiny model's config and weights, without its tokenizer."""
+    directory = tmp_path_factory.mktemp("weights-only")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(random_model_dir / name, directory / name)
+    return directory
+
+
+@pytest.mark.parametrize("command", ["pairs", "think", "ablate"])
+@pytest.mark.hostile
+def test_a_model_without_a_tokenizer_is_refused_before_it_loads(command, weights_only_dir, tmp_path, no_work, capsys):
+    assert main(_argv(command, weights_only_dir, tmp_path)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"sparks: error: model directory {weights_only_dir} holds no tokenizer (tokenizer.json or tokenizer_config.json); "
+        "save the model's tokenizer with it"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, flag, kind, what",
+    [("score", "--pairs", "binary", "pair"), ("think", "--pairs", "directory", "pair"), ("think", "--questions", "binary", "questions"),
+     ("ablate", "--heads", "binary", "heads"), ("ablate", "--problems", "directory", "problem")],
+)
+@pytest.mark.hostile
+def test_input_files_are_named_in_every_refusal(command, flag, kind, what, random_model_dir, tmp_path, no_work, capsys):
+    path = tmp_path / "input.jsonl"
+    if kind == "binary":
+        path.write_bytes(b"text first\n\xa0\xff")
+    else:
+        path.mkdir()
+    assert main(_argv(command, random_model_dir, tmp_path, flag, str(path))) == 2
+    why = f"{path}:2: not UTF-8 text; a {what} file is text" if kind == "binary" else f"{what} file {path} is a directory, not a file"
+    assert capsys.readouterr().err.splitlines() == [f"sparks: error: {why}"]
+    assert not (tmp_path / "out").exists()

@@ -171,7 +171,7 @@ NO_SWITCH = "{%- for m in messages -%}{{ m['content'] }}{%- endfor -%}{%- if add
         ("no_switch", "renders the same prompt with enable_thinking on and off"),
         ("no_template", "has no chat template"),
         ("style_pairs", "takes a number-swap pair file"),
-        ("levels", "--levels: no level 9"),
+        ("levels", "--levels: unknown level 9"),
         ("pairs_and_levels", "--pairs brings its own"),
         ("out_not_empty", "exists and is not an empty directory"),
         ("eap", "--method eap with --metric kl scores exactly zero"),
