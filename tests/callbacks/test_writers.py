@@ -126,3 +126,23 @@ def test_a_rescore_while_another_rescore_of_that_name_runs_is_refused(tmp_path, 
     assert error.startswith(f"sparks: error: --name: the rescore {run_dir / 'rescores' / 'again'}: another process writes "
                             f"there: process {holder.pid} on ")
     assert after == {**before, "rescores/.again.lock": after["rescores/.again.lock"]}
+
+
+def test_the_tracker_in_a_trainer_of_ones_own_takes_the_lock_at_train_begin(random_model_dir, tmp_path):
+    """Outside the training scripts (a HeadTrackerCallback added to any Trainer), the tracker itself holds the lock."""
+    from transformers import AutoModelForCausalLM, TrainerState, TrainingArguments
+
+    from sparks.callbacks.lock import output_dir_lock
+    from sparks.callbacks.tracker import HeadTrackerCallback
+
+    model = AutoModelForCausalLM.from_pretrained(random_model_dir)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    tracker = HeadTrackerCallback(TrackerConfig(num_problems=8, dashboards=("none",)), pairs=[])
+    with held_elsewhere(output_dir_lock(tmp_path)) as holder:
+        with pytest.raises(DirectoryTaken, match=f"^output_dir: {tmp_path}: another process writes there: process {holder.pid} "):
+            tracker._open(args, TrainerState(), model)
+        assert not (tmp_path / "sparks").exists()
+    tracker._open(args, TrainerState(), model)
+    assert holds(output_dir_lock(tmp_path)) and tracker._lock is not None
+    release(tracker._lock)
+    assert not output_dir_lock(tmp_path).exists()
