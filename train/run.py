@@ -45,52 +45,48 @@ def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None
 
 def choose_checkpoint(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:
     """resume_point's choice of checkpoint, and the run store's checks of it."""
-    output_dir = training_args.output_dir
-    asked = training_args.resume_from_checkpoint
+    output_dir = str(training_args.output_dir)
+    asked: str | bool | None = training_args.resume_from_checkpoint
     if isinstance(asked, str) and asked.strip().lower() in ("true", "false"):
         asked = asked.strip().lower() == "true"
     automatic = asked is None or asked is True
-    if asked is False:
-        training_args.resume_from_checkpoint = None
-    elif automatic and os.path.isdir(output_dir):
+    checkpoint = asked if isinstance(asked, str) else None
+    if isinstance(asked, str) and not (Path(asked) / "trainer_state.json").is_file():
+        raise RecipeError(f"resume_from_checkpoint: {asked} is not a checkpoint (no trainer_state.json there)")
+    if automatic and os.path.isdir(output_dir):
         checkpoint, passed_over = resumable_checkpoint(output_dir)
         if checkpoint is None and asked is True:
             raise RecipeError(f"resume_from_checkpoint: true resumes from the last checkpoint in {output_dir}, which holds none")
-        training_args.resume_from_checkpoint = checkpoint
         if checkpoint is not None and training_args.process_index == 0:
             print(f"sparks: resuming from {checkpoint}" + "".join(f"; {note}" for note in passed_over), flush=True)
-    elif isinstance(asked, str) and not (Path(asked) / "trainer_state.json").is_file():
-        raise RecipeError(f"resume_from_checkpoint: {asked} is not a checkpoint (no trainer_state.json there)")
-    if tracker is None:
-        return
-    store = RunStore(output_dir)
-    if training_args.resume_from_checkpoint is not None and store.holds_lineage():
-        restore_damaged_snapshot(training_args, store, automatic)
-    store.check_relaunch(tracker.as_dict(), resuming=training_args.resume_from_checkpoint is not None)
+    if tracker is not None:
+        store = RunStore(output_dir)
+        if checkpoint is not None and store.holds_lineage():
+            checkpoint = restore_damaged_snapshot(output_dir, checkpoint, store, automatic, training_args.process_index == 0)
+        store.check_relaunch(tracker.as_dict(), resuming=checkpoint is not None)
+    training_args.resume_from_checkpoint = checkpoint
 
 
-def restore_damaged_snapshot(training_args: TrainingArguments, store: RunStore, automatic: bool) -> None:
-    """Resume at or before the first snapshot the store's lineage names but lacks or holds damaged, so that
-    training from there scores it again (an automatic resume moves back, saying so; a named checkpoint
-    after it is refused, naming the one to use)."""
+def restore_damaged_snapshot(output_dir: str, checkpoint: str, store: RunStore, automatic: bool, main_process: bool) -> str:
+    """The checkpoint to resume from: ``checkpoint``, or one at or before the first snapshot the store's lineage
+    names but lacks or holds damaged, so that training from there scores it again (an automatic resume moves
+    back, saying so; a named checkpoint after it is refused, naming the one to use)."""
     damage = store.damage()
-    if not damage:
-        return
+    resumed_at = checkpoint_step(checkpoint)
+    if not damage or resumed_at <= damage[0].step:
+        return checkpoint
     first = damage[0]
-    resumed_at = checkpoint_step(training_args.resume_from_checkpoint)
-    if resumed_at <= first.step:
-        return
-    earlier, _ = resumable_checkpoint(training_args.output_dir, at_most=first.step)
+    earlier, _ = resumable_checkpoint(output_dir, at_most=first.step)
     if earlier is None:
         raise RunStoreError(f"{first}; no checkpoint at or before step {first.step} can score it again: rescore the "
                             "run's checkpoints with `sparks rescore`, or set --output_dir to a new directory")
     if not automatic:
         raise RunStoreError(f"{first}; resuming at step {resumed_at} would leave it missing: resume with "
                             f"--resume_from_checkpoint {earlier} to score it again")
-    training_args.resume_from_checkpoint = earlier
-    if training_args.process_index == 0:
+    if main_process:
         print(f"sparks: {first}; resuming from {earlier} instead, to score it again (steps {checkpoint_step(earlier)} "
               f"to {resumed_at} are trained again, to the same weights)", flush=True)
+    return earlier
 
 
 def checkpoint_step(checkpoint: str) -> int:
