@@ -36,6 +36,7 @@ from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.analysis.outputs import check_out, staged
 from sparks.analysis.rescore import TOKENIZER_FILES
 from sparks.callbacks.plots import head_heatmap, save_png
+from sparks.callbacks.store import first_line
 from sparks.probes.architectures import check_family
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.scoring import LEVELS, METHODS
@@ -593,7 +594,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, IndexError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"sparks: error: {message}", file=sys.stderr)
+        print(f"sparks: error: {first_line(error)}", file=sys.stderr)
         return 2
     return 0

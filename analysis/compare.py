@@ -76,7 +76,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         summary_path = store.root / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunStoreError(f"{store.root}: unreadable ({str(error).splitlines()[0]})") from None
+        raise RunStoreError(f"{store.root}: unreadable ({first_line(error)})") from None
     if not len(lineage):
         raise RunStoreError(f"{path}: the run has no snapshots yet: nothing to compare")
     pairs = load_pairs(store.root / "pairs.jsonl")
@@ -91,7 +91,7 @@ def read_ablations(output_dir: Path) -> dict[str, dict[str, Any]]:
         try:
             results[path.parent.name] = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise RunStoreError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
+            raise RunStoreError(f"{path}: unreadable ({first_line(error)})") from None
     return results
 
 

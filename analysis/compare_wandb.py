@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sparks.analysis.compare import store_of
 from sparks.analysis.compare_report import Report
+from sparks.callbacks.store import first_line
 from sparks.callbacks.wandb_dashboard import run_identity
 
 JOB_TYPE = "compare"
@@ -60,7 +61,7 @@ def log_comparison(report: Report, identity: dict[str, str]) -> str:
                          config={"runs": report.compared, "warnings": report.warnings, "report": str(report.path.absolute())},
                          **identity)
     except wandb.errors.Error as error:
-        raise WandbCompareError(f"--wandb: W&B did not start the run ({str(error).strip().splitlines()[0]}); "
+        raise WandbCompareError(f"--wandb: W&B did not start the run ({first_line(error)}); "
                                 f"the report is at {report.path}") from None
     try:
         logged = {f"compare/{name}": wandb.Table(columns=table.header, data=table.rows) for name, table in report.tables.items()}

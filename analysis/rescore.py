@@ -36,7 +36,7 @@ from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.lock import acquire, release
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
-from sparks.callbacks.store import SETTINGS_SINCE, RunStore
+from sparks.callbacks.store import SETTINGS_SINCE, RunStore, first_line
 from sparks.callbacks.tracker import head_layout, probe_pairs
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.scoring import graph_of
@@ -125,8 +125,7 @@ def load_model(source: Source, base: Path | None, dtype: str, device: str) -> nn
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device)
         return PeftModel.from_pretrained(model, source.path).to(device)
     except Exception as error:  # noqa: BLE001 - safetensors, torch and transformers each raise their own kind
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RescoreError(f"{source.path}: the model cannot be loaded ({reason})") from None
+        raise RescoreError(f"{source.path}: the model cannot be loaded ({first_line(error)})") from None
 
 
 def rescore_config(stored: dict[str, Any], changes: dict[str, Any], pairs_file: Path) -> TrackerConfig:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sparks.callbacks.store import first_line
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.metrics import METRICS
 from sparks.probes.pairs import load_pairs
@@ -109,7 +110,7 @@ class TrackerConfig:
             try:
                 load_pairs(self.pairs)
             except (ValueError, OSError) as error:
-                raise bad("pairs", str(error).strip().splitlines()[0]) from None
+                raise bad("pairs", first_line(error)) from None
         unknown_levels = [level for level in self.levels if level not in arith.LEVELS]
         if unknown_levels or not self.levels:
             raise bad("levels", f"{list(self.levels)} must be a non-empty list drawn from {sorted(arith.LEVELS)}")

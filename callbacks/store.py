@@ -106,7 +106,7 @@ def _snapshot_problem(directory: Path, step: int) -> tuple[Path, str] | None:
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError) as error:
-        return record_path, f"unreadable ({str(error).splitlines()[0]})"
+        return record_path, f"unreadable ({first_line(error)})"
     if not isinstance(record, dict):
         return record_path, f"not a mapping but a JSON {type(record).__name__}"
     for name, kinds in SNAPSHOT_FIELDS.items():
@@ -130,7 +130,7 @@ def _snapshot_problem(directory: Path, step: int) -> tuple[Path, str] | None:
     try:
         circuit = json.loads(circuit_path.read_text())
     except (OSError, ValueError) as error:
-        return circuit_path, f"unreadable ({str(error).splitlines()[0]})"
+        return circuit_path, f"unreadable ({first_line(error)})"
     absent = [name for name in ("heads", "mlps", "edges", "upstream", "downstream") if not isinstance(circuit, dict) or name not in circuit]
     return (circuit_path, f"{absent[0]}: missing") if absent else None
 

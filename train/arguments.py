@@ -21,6 +21,7 @@ from transformers import TrainingArguments
 from trl import ScriptArguments, TrlParser
 
 from sparks.callbacks.config import TrackerConfig, type_problem
+from sparks.callbacks.store import first_line
 from sparks.probes.pairs import Pair, load_pairs_for_model
 from sparks.tasks import arith
 from sparks.tasks.data import DATASETS, HUB_SOURCES, PROBE_ONE_IN, DataOptions, probe_questions
@@ -333,11 +334,6 @@ def tracker_pairs(
         return probe_pairs(tracker, tokenizer, questions=questions, system_prompt=data_args.system_prompt)
     except ValueError as error:
         raise RecipeError(first_line(error)) from None
-
-
-def first_line(error: Exception) -> str:
-    """An error's first line, or its type's name when it has no message."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def exit_with(error: Exception, *, to_launcher: bool = True) -> None:
