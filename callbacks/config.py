@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sparks.callbacks.dashboards import KINDS
 from sparks.callbacks.store import first_line
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.metrics import METRICS
@@ -26,7 +27,8 @@ from sparks.probes.scoring import LEVELS, METHODS
 from sparks.probes.statistics import AGGREGATIONS, Selection
 from sparks.tasks import arith
 
-DASHBOARDS = ("auto", "wandb", "trackio", "none")
+DASHBOARDS = ("auto", *KINDS, "none")
+"""tracker.dashboards' choices: "auto" (W&B with a key, else trackio), a dashboard of the registry, or none."""
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,48 @@
-"""Choosing the live dashboards: W&B when a W&B key is set, the embedded trackio otherwise."""
+"""The live dashboards the tracker can feed, in one registry, and which to feed: W&B when a W&B key is
+set, the embedded trackio otherwise.
+
+Adding a dashboard is one entry in ``DASHBOARDS`` (docs/dashboards.md, "Adding a dashboard").
+"""
 
 from __future__ import annotations
 
+import importlib
 import netrc
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from sparks.callbacks.report import Dashboard
-from sparks.callbacks.trackio_dashboard import TrackioDashboard
-from sparks.callbacks.wandb_dashboard import WandbDashboard
+if TYPE_CHECKING:
+    from sparks.callbacks.report import Dashboard
 
-DASHBOARDS = ("wandb", "trackio")
+
+@dataclass(frozen=True)
+class DashboardKind:
+    """One dashboard: its name in ``tracker.dashboards``, the transformers ``report_to`` integration through
+    which the trainer logs its own series (the reward curve) to the same place, and its class
+    (``module:Class``, imported only when one is made, so that choosing imports neither wandb nor trackio).
+
+    The class takes ``(project, run_name, group, job_type, config)`` and is a callbacks.report.Dashboard.
+    """
+
+    name: str
+    report_to: str
+    dashboard: str
+
+    def make(self, project: str, run_name: str | None, group: str | None, job_type: str | None,
+             config: dict[str, Any] | None) -> Dashboard:
+        module, name = self.dashboard.split(":")
+        return getattr(importlib.import_module(module), name)(project, run_name, group, job_type, config)
+
+
+DASHBOARDS: tuple[DashboardKind, ...] = (
+    DashboardKind("wandb", report_to="wandb", dashboard="sparks.callbacks.wandb_dashboard:WandbDashboard"),
+    DashboardKind("trackio", report_to="trackio", dashboard="sparks.callbacks.trackio_dashboard:TrackioDashboard"),
+)
+"""Every dashboard the tracker can feed."""
+KINDS = {kind.name: kind for kind in DASHBOARDS}
 
 
 def make_dashboards(
@@ -23,18 +53,11 @@ def make_dashboards(
     job_type: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> list[Dashboard]:
-    """One dashboard per name in ``DASHBOARDS``; trackio has no job type, so it goes into its run config."""
-    unknown = sorted(set(names) - set(DASHBOARDS))
+    """One dashboard per name (``DASHBOARDS``), each with the run's identity."""
+    unknown = sorted(set(names) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown dashboard {', '.join(unknown)} (known: {', '.join(DASHBOARDS)})")
-    dashboards: list[Dashboard] = []
-    for name in names:
-        if name == "wandb":
-            dashboards.append(WandbDashboard(project, run_name, group, job_type, config))
-        else:
-            trackio_config = {**(config or {}), **({"job_type": job_type} if job_type else {})}
-            dashboards.append(TrackioDashboard(project, run_name, group, trackio_config or None))
-    return dashboards
+        raise ValueError(f"unknown dashboard {', '.join(unknown)} (known: {', '.join(KINDS)})")
+    return [KINDS[name].make(project, run_name, group, job_type, config) for name in names]
 
 
 def wandb_key_is_set() -> bool:

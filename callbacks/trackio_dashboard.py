@@ -27,8 +27,10 @@ class TrackioDashboard:
         project: str = "sparks",
         run_name: str | None = None,
         group: str | None = None,
+        job_type: str | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
+        config = {**(config or {}), **({"job_type": job_type} if job_type else {})} or None  # trackio has no job type
         self.init_args = {"project": project, "name": run_name, "group": group, "config": config, "resume": "allow"}
         self.run = None
         self.owns_run = False

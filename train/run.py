@@ -13,6 +13,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.dashboards import KINDS
 from sparks.callbacks.distributed import sum_over_ranks
 from sparks.callbacks.lock import WriterLock, lock_output_dir, release
 from sparks.callbacks.snapshot import ShardedSnapshotFailed
@@ -161,7 +162,8 @@ def tracker_callbacks(
     if config is None:
         return []
     report_to = [name for name in training_args.report_to if name != "none"]
-    training_args.report_to = report_to + [name for name in dashboard_names(config) if name not in report_to]
+    integrations = [KINDS[name].report_to for name in dashboard_names(config)]
+    training_args.report_to = report_to + [name for name in integrations if name not in report_to]
     return [HeadTrackerCallback(config, pairs, job_type=job_type)]
 
 

@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from sparks.callbacks.dashboards import default_dashboards, make_dashboards
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.dashboards import DASHBOARDS, default_dashboards, make_dashboards
+from sparks.callbacks.report import Dashboard
+from sparks.callbacks.tracker import dashboard_names
 from sparks.callbacks.trackio_dashboard import TrackioDashboard
 from sparks.callbacks.wandb_dashboard import WandbDashboard
 
@@ -21,6 +26,17 @@ def no_wandb_key(monkeypatch, tmp_path):
     netrc.write_text("")
     monkeypatch.setenv("NETRC", str(netrc))
     return netrc
+
+
+@pytest.mark.parametrize("kind", DASHBOARDS, ids=lambda kind: kind.name)
+def test_every_dashboard_of_the_registry_is_made_chosen_and_reported_to(kind):
+    dashboard = kind.make("proj", "run-1", "exp", "grpo", {"interval": 10})
+    for method in (name for name in vars(Dashboard) if not name.startswith("_")):
+        assert callable(getattr(dashboard, method)), method  # the Dashboard protocol, whole
+    assert dashboard.run is None and dashboard.init_args["project"] == "proj"  # nothing starts before the first snapshot
+    assert kind.report_to in INTEGRATION_TO_CALLBACK  # the trainer can report there too, beside the heads
+    assert dashboard_names(TrackerConfig(dashboards=(kind.name,))) == [kind.name]
+    assert [dashboard.__class__] == [item.__class__ for item in make_dashboards([kind.name], "proj")]
 
 
 def test_make_dashboards_passes_the_run_identity_and_rejects_unknown_names():

@@ -39,7 +39,7 @@ def stored(run: str, **facts) -> None:
 
 def main(mode: str) -> None:
     if mode == "own":
-        dashboard = TrackioDashboard(PROJECT, "grpo-1", "exp", {"job_type": "grpo"})
+        dashboard = TrackioDashboard(PROJECT, "grpo-1", "exp", "grpo")
         feed(dashboard)
         dashboard.close()
         stored("grpo-1", current_run_left=trackio.context_vars.current_run.get() is not None)
