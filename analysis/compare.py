@@ -24,7 +24,7 @@ import numpy as np
 
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import REWARD_KEYS
-from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, snapshot_dir
+from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.statistics import INTERVAL
 
@@ -355,4 +355,4 @@ def alignment_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"series": parts[1], "method": parts[2],
                          **{field: summary.get(f"{prefix}/{field}") for field in ("r", "p", "lag", "n", "insufficient")}})
     adjusted = holm([math.nan if row["p"] is None else row["p"] for row in rows])
-    return [{**row, "p_holm": None if math.isnan(value) else value} for row, value in zip(rows, adjusted)]
+    return [{**row, "p_holm": plain_number(value)} for row, value in zip(rows, adjusted)]

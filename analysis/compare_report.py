@@ -47,6 +47,7 @@ from sparks.analysis.compare import (
 )
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.plots import DPI, save_png
+from sparks.callbacks.store import plain_number
 from sparks.analysis.outputs import check_out, staged
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
@@ -94,8 +95,7 @@ class Chart:
 
 def _plain(values: Any) -> list:
     """A float array as a JSON list, NaN as None."""
-    return [None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-            for value in np.asarray(values, dtype=float).tolist()]
+    return [plain_number(value) for value in np.asarray(values, dtype=float).tolist()]
 
 
 def _colour(index: int) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from sparks.callbacks.store import plain_number
+
 MIN_PAIRS = 10
 """Usable (finite) pairs at lag 0 below which there is no result (``insufficient``).
 
@@ -205,8 +207,8 @@ def alignment_summary(alignment: Mapping[str, Mapping[str, LagCorrelation]]) -> 
         for method, result in by_method.items():
             prefix = f"alignment/{name}/{method}"
             summary.update({
-                f"{prefix}/r": None if math.isnan(result.r) else result.r,
-                f"{prefix}/p": None if math.isnan(result.p) else result.p,
+                f"{prefix}/r": plain_number(result.r),
+                f"{prefix}/p": plain_number(result.p),
                 f"{prefix}/lag": result.lag,
                 f"{prefix}/n": result.n,
                 f"{prefix}/insufficient": result.insufficient,

@@ -21,7 +21,7 @@ from sparks.callbacks.alignment import alignment_summary, reward_alignment
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.report import Dashboard, SnapshotReport
-from sparks.callbacks.store import RunStore, first_line
+from sparks.callbacks.store import RunStore, first_line, plain_number
 from sparks.probes.statistics import SnapshotStats
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,6 @@ def kept_series(logs: dict[str, Any]) -> dict[str, float]:
         for name, value in logs.items()
         if isinstance(value, (int, float)) and (name in names or (name.startswith("rewards/") and name.endswith("/mean")))
     }
-
-
-def _plain(value: float | None) -> float | None:
-    """None for a missing or NaN figure, so summaries stay strict JSON."""
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def snapshot_metrics(lineage: HeadLineage, stats: SnapshotStats, seconds: float) -> dict[str, float]:
@@ -123,9 +118,9 @@ class SnapshotRecorder:
                 self.lineage.events,
                 {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
                  "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
-                 "faithfulness": _plain(stats.faithfulness),
+                 "faithfulness": plain_number(stats.faithfulness),
                  "faithfulness_interval": None if stats.faithfulness_interval is None else [
-                     _plain(value) for value in stats.faithfulness_interval],
+                     plain_number(value) for value in stats.faithfulness_interval],
                  "replicates": int(stats.replicates.shape[0]),
                  "membership": membership.tolist()},
                 {"mean": stats.mean, "mean_abs": stats.mean_abs, "importance": stats.importance,

@@ -42,6 +42,7 @@ One process writes a store at a time (callbacks.lock).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -133,6 +134,11 @@ def _snapshot_problem(directory: Path, step: int) -> tuple[Path, str] | None:
         return circuit_path, f"unreadable ({first_line(error)})"
     absent = [name for name in ("heads", "mlps", "edges", "upstream", "downstream") if not isinstance(circuit, dict) or name not in circuit]
     return (circuit_path, f"{absent[0]}: missing") if absent else None
+
+
+def plain_number(value: float | None) -> float | None:
+    """A number as strict JSON holds it: NaN (not measurable) as null."""
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def first_line(error: BaseException) -> str:
