@@ -83,10 +83,7 @@ def _check_draw(flag: str, asked: int, split: str, levels: Sequence[int], per_le
     """Refuse unknown ``--levels``, and more problems asked (``flag``'s ``asked``) than they hold, known without
     drawing (tasks.arith.held): the draw would reject what it cannot use for minutes. With ``per_level`` each
     level is asked for ``asked``, and one holding fewer gives what it has, so at least one must hold them."""
-    unknown = [level for level in levels if level not in arith.LEVELS]
-    if unknown:
-        raise ValueError(f"--levels: unknown level {unknown[0]}; the arithmetic world's levels are "
-                         f"{', '.join(map(str, arith.LEVELS))}")
+    arith.check_levels(levels, "--levels")
     if per_level:
         most = max(arith.held(split, [level]) for level in levels)
         if asked > most:

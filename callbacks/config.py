@@ -113,9 +113,7 @@ class TrackerConfig:
                 load_pairs(self.pairs)
             except (ValueError, OSError) as error:
                 raise bad("pairs", first_line(error)) from None
-        unknown_levels = [level for level in self.levels if level not in arith.LEVELS]
-        if unknown_levels or not self.levels:
-            raise bad("levels", f"{list(self.levels)} must be a non-empty list drawn from {sorted(arith.LEVELS)}")
+        arith.check_levels(self.levels, "tracker.levels")
         if self.pairs is None:
             held = probe_problems_held(tuple(self.levels), self.num_problems, self.seed)
             if held < self.num_problems:

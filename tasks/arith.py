@@ -120,6 +120,15 @@ intermediate values are valid, by `split_of`. Counted once by enumerating every 
 counts them again), since drawing them all takes minutes."""
 
 
+def check_levels(levels: Iterable[int], field: str) -> None:
+    """Refuse (ValueError naming ``field``) an empty list of levels or a level the arithmetic world does not have."""
+    levels = list(levels)
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown or not levels:
+        what = f"unknown level {unknown[0]!r}" if unknown else "no level given"
+        raise ValueError(f"{field}: {what}; the arithmetic world's levels are {', '.join(map(str, LEVELS))}")
+
+
 def held(split: str, levels: Iterable[int]) -> int:
     """How many distinct problems `levels` of `split` hold together: the most `problems` can give, known
     without drawing, so that a count asked for is checked at once."""
@@ -173,7 +182,7 @@ def valid(node: Node) -> bool:
 def generate(level: int, rng: random.Random) -> Problem:
     """One random problem at `level`, drawn until all intermediate values are valid."""
     if level not in LEVELS:
-        raise ValueError(f"unknown level {level}; levels are {sorted(LEVELS)}")
+        check_levels([level], "level")
     while True:
         tree = _random_tree(LEVELS[level], rng)
         if valid(tree):

@@ -176,3 +176,18 @@ def test_styles_and_answer_checking():
     assert not formats.has_think_format(direct)
     assert not formats.has_think_format("<think>\n\n</think>\n<answer>35</answer>")
     assert not formats.has_think_format(think + " and more")
+
+
+def test_one_level_check_serves_every_entry_point_naming_its_field():
+    from sparks.callbacks.config import TrackerConfig
+    from sparks.train.arguments import DataArguments
+
+    levels = "the arithmetic world's levels are 1, 2, 3, 4, 5, 6"
+    with pytest.raises(ValueError, match=f"^tracker.levels: unknown level 0; {levels}$"):
+        TrackerConfig(levels=(0, 1))
+    with pytest.raises(ValueError, match=f"^levels: unknown level 9; {levels}$"):
+        DataArguments(levels=[1, 9]).check()
+    with pytest.raises(ValueError, match=f"^levels: no level given; {levels}$"):
+        DataArguments(levels=[]).check()
+    with pytest.raises(ValueError, match=f"^level: unknown level 7; {levels}$"):
+        arith.generate(7, random.Random(0))

@@ -63,9 +63,10 @@ class DataArguments(ScriptArguments):
     def check(self) -> None:
         if self.dataset_name not in DATASETS:
             raise RecipeError(f"dataset_name: unknown data set {self.dataset_name!r}; known: {', '.join(sorted(DATASETS))}")
-        bad_levels = [level for level in self.levels if level not in arith.LEVELS]
-        if bad_levels or not self.levels:
-            raise RecipeError(f"levels: {self.levels} must be a non-empty list drawn from {sorted(arith.LEVELS)}")
+        try:
+            arith.check_levels(self.levels, "levels")
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
         if self.num_train_examples < 0:
             raise RecipeError(f"num_train_examples: must be >= 0, got {self.num_train_examples}")
         if self.dataset_path is not None:

@@ -41,9 +41,10 @@ class EvaluateArguments:
         unknown_styles = [style for style in self.styles if style not in MODES]
         if unknown_styles:
             raise RecipeError(f"styles: unknown style {unknown_styles[0]!r}; styles are {MODES}")
-        bad_levels = [level for level in self.levels if level not in arith.LEVELS]
-        if bad_levels:
-            raise RecipeError(f"levels: unknown level {bad_levels[0]}; levels are {sorted(arith.LEVELS)}")
+        try:
+            arith.check_levels(self.levels, "levels")
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
 
 
 def format_table(table: dict[str, dict[int, float]]) -> str:
