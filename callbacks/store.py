@@ -279,8 +279,12 @@ class RunStore:
         Reads each snapshot's record and its tensor file's header, not the tensors.
         """
         self.run()
+        return self._damage(self.lineage())
+
+    def _damage(self, lineage: HeadLineage) -> list[Damage]:
+        """``damage`` of the snapshots ``lineage`` names."""
         found = []
-        for step in self.lineage().steps:
+        for step in lineage.steps:
             problem = _snapshot_problem(snapshot_dir(self.root, step), step)
             if problem is not None:
                 found.append(Damage(step, *problem))
@@ -309,13 +313,14 @@ class RunStore:
             lineage = self.lineage()
         except RunStoreError as error:
             raise RunStoreError(f"{error}; the lineage cannot be resumed: set --output_dir to a new directory") from None
-        damage = self.damage()
+        damage = self._damage(lineage)
         if damage and damage[0].step < step:
             raise RunStoreError(f"{damage[0]}; training resumes at step {step}, after it, so it cannot be scored "
                                 f"again: resume from a checkpoint at or before step {damage[0].step}")
-        notes = [f"{found}: dropped this snapshot and those after it; training from the checkpoint scores them again"
-                 for found in damage[:1] if found.step <= step]
-        kept = lineage.until(min([step] + [found.step - 1 for found in damage]))
+        dropped = damage[0] if damage and damage[0].step == step else None  # later damage goes with the later snapshots
+        notes = [] if dropped is None else [
+            f"{dropped}: dropped this snapshot and those after it; training from the checkpoint scores them again"]
+        kept = lineage.until(step if dropped is None else step - 1)
         later = [later_step for later_step in lineage.steps if later_step > step]
         if later:
             notes.append(f"dropped the snapshots after step {step} (steps {', '.join(map(str, later))}); "
@@ -338,7 +343,7 @@ class RunStore:
         _write_text(self.root / "events.jsonl", _json_lines(kept.events))
         _write_text(self.root / "lineage.json", json.dumps(kept.state_dict()))
         self.backlog.clear()
-        return Resumed(kept, notes, damage[0].step if damage else None)
+        return Resumed(kept, notes, None if dropped is None else dropped.step)
 
     def record_resume(self, step: int, changed: dict[str, list[Any]]) -> None:
         """Note in run.json that the run resumed at ``step``, and which settings (old, new) changed there."""
