@@ -17,7 +17,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test base-model sft grpo compare evaluate clean
+.PHONY: install demo test lint base-model sft grpo compare evaluate clean
 
 # deepspeed (the `deepspeed` extra: ZeRO-3; the sharded tests run it on the CPU) is published as source
 # only, and its setup.py reads the installed torch: it is built in this environment (--no-build-isolation;
@@ -71,8 +71,14 @@ sft: $(BASE_MODEL)/model.safetensors
 evaluate: $(BASE_MODEL)/model.safetensors
 	$(BIN)/python train/evaluate.py --model $(BASE_MODEL) --out $(BASE_MODEL)/eval.json
 
+# The tests and the linters: both run, and either failing fails the target.
 test: $(BASE_MODEL)/model.safetensors
-	$(BIN)/python -m pytest tests
+	@status=0; $(MAKE) --no-print-directory lint || status=1; $(BIN)/python -m pytest tests || status=1; exit $$status
+
+# ruff (style, imports, likely bugs) and mypy (types), configured in pyproject.toml.
+lint: | $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf outputs

@@ -41,7 +41,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(clone.parent, ignore_errors=True)
     total = sum(seconds.values())
-    print(f"\n| stage | wall time | share |\n|---|---|---|")
+    print("\n| stage | wall time | share |\n|---|---|---|")
     for stage, value in seconds.items():
         print(f"| `make {stage}` | {value:.0f} s | {value / total:.0%} |")
     print(f"| `make demo`, from a fresh clone | {total:.0f} s ({total / 60:.1f} min) | 100% |")

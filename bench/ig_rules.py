@@ -26,6 +26,7 @@ no-grad clean forward. Their time against ``right``'s at the same m is measured 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -33,14 +34,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from random_models import wide_model
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.tracker import probe_pairs
 from sparks.probes.ig import IG_RULES
 from sparks.probes.pairs import Pair
 from sparks.probes.scoring import score_pairs
-
-from random_models import wide_model
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -84,7 +84,7 @@ def cost_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: int,
     """Markdown rows: time of each rule at ``--cost-steps`` points relative to ``right``'s, per level."""
     rows = []
     for level in ("node", "edge"):
-        def run(rule: str) -> None:
+        def run(rule: str, level: str = level) -> None:
             score_pairs(model, pairs, method="eap-ig", level=level, metric=args.metric, steps=args.cost_steps,
                         ig_rule=rule, pad_id=pad_id, progress=False)
 
@@ -93,7 +93,7 @@ def cost_rows(name: str, model: torch.nn.Module, pairs: list[Pair], pad_id: int,
         seconds: dict[str, list[float]] = {rule: [] for rule in IG_RULES}
         for _ in range(args.repeats):
             for rule in IG_RULES:
-                seconds[rule].append(timed(lambda: run(rule), CLOCKS[args.clock]))
+                seconds[rule].append(timed(functools.partial(run, rule), CLOCKS[args.clock]))
         right = statistics.median(seconds["right"])
         cells = [f"{statistics.median(seconds[rule]):.2f} s ({statistics.median(seconds[rule]) / right:.2f}x)" for rule in IG_RULES]
         rows.append(f"| {name} | {level}, m = {args.cost_steps} | " + " | ".join(cells) + " |")

@@ -45,6 +45,7 @@ from unittest import mock
 
 import torch
 import transformers
+from random_models import wide_model
 from scipy.stats import spearmanr
 from torch import Tensor
 
@@ -57,8 +58,6 @@ from sparks.probes.pairs import Pair
 from sparks.probes.scoring import graph_of, score_pairs
 from sparks.probes.statistics import Selection
 from sparks.tasks.tokenizer import build_tokenizer
-
-from random_models import wide_model
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LEVELS = ("node", "edge")

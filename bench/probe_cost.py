@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from random_models import wide_model
 
 from sparks.probes.attribution import node_scores
 from sparks.probes.edges import EdgeGraph, edge_scores
@@ -42,8 +43,6 @@ from sparks.probes.schemes import numbers_pairs
 from sparks.probes.scoring import score_pairs
 from sparks.tasks import arith
 from sparks.tasks.tokenizer import build_tokenizer
-
-from random_models import wide_model
 
 MMAP_THRESHOLD = "65536"
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -204,7 +203,8 @@ def main() -> None:
     models.append((f"random 28x12 (2 kv), hidden {12 * args.head_dim}", wide_model(len(tokenizer), args.head_dim)))
     rows = memory_rows if args.memory else time_rows
     if not args.memory:
-        print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {len(pairs)} x {max(len(pair.clean_ids) for pair in pairs)} tokens, k = {args.steps}\n")
+        tokens = max(len(pair.clean_ids) for pair in pairs)
+        print(f"{device}, {args.threads} threads, {args.clock} clock, float32, batch {len(pairs)} x {tokens} tokens, k = {args.steps}\n")
         print("| model | method | time | forward equivalents | target |")
         print("|---|---|---|---|---|", flush=True)
     for name, model in models:

@@ -10,27 +10,21 @@ logit_diff, 16 random pairs):
   embedding is a cut of the whole graph, so for a smooth model this falls towards 0 as points grow);
 - node gap: max |EAP-IG - exact head patching| / max |exact head patching|, and their Spearman rank correlation.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/routed_mlps.py
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.routed_mlps
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "probes"))
-
-from tiny_models import family_model, random_pairs  # noqa: E402
-
-from sparks.probes.attribution import node_scores  # noqa: E402
-from sparks.probes.edges import edge_scores  # noqa: E402
-from sparks.probes.forward import target_logits  # noqa: E402
-from sparks.probes.metrics import get_metric  # noqa: E402
-from sparks.probes.patching import exact_head_effects  # noqa: E402
-from sparks.probes.sites import resolve  # noqa: E402
+from sparks.probes.attribution import node_scores
+from sparks.probes.edges import edge_scores
+from sparks.probes.forward import target_logits
+from sparks.probes.metrics import get_metric
+from sparks.probes.patching import exact_head_effects
+from sparks.probes.sites import resolve
+from tests.probes.tiny_models import family_model, random_pairs
 
 FAMILIES = ("llama", "qwen2", "gemma2", "qwen3_moe", "mixtral", "gpt_oss", "llama4_text")
 

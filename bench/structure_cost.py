@@ -6,25 +6,20 @@ same head geometry (tests/probes/tiny_models.py: 4 layers, 4 heads of 16, 2 kv h
 median of ``--repeats`` taken, as a ratio to Llama's. Attention output norms (Gemma 2, OLMo 2) carry each
 head's write through the norm's Jacobian at every point and contract reads point by point.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/structure_cost.py --repeats 5
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.structure_cost --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "probes"))
-
-from tiny_models import family_model, random_pairs  # noqa: E402
-
-from sparks.probes.edges import edge_scores  # noqa: E402
-from sparks.probes.sites import resolve  # noqa: E402
+from sparks.probes.edges import edge_scores
+from sparks.probes.sites import resolve
+from tests.probes.tiny_models import family_model, random_pairs
 
 FAMILIES = ("llama", "granite", "phi3", "cohere", "gemma2", "olmo2")
 

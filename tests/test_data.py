@@ -4,7 +4,7 @@ import pytest
 
 from sparks.tasks import arith
 from sparks.tasks.data import DataOptions, arith_dataset, chat_prompt, load
-from sparks.tasks.evaluation import pass_at_1, style_prompt, Graded
+from sparks.tasks.evaluation import Graded, pass_at_1, style_prompt
 from sparks.tasks.tokenizer import build_tokenizer
 
 

@@ -19,19 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", str(REPO / "configs/accelerate/cpu.yaml")]
 PR_GET_PDEATHSIG = 2
 # A worker that reports its pid and parent-death signal, then sleeps as a long training run would.
-SLEEPER = """
+SLEEPER = f"""
 import ctypes, os, sys, time
 from sparks.train.launcher import follow_launcher
 
 if sys.argv[2] == "follow":
     follow_launcher()
 signal = ctypes.c_int()
-ctypes.CDLL(None).prctl({get}, ctypes.byref(signal), 0, 0, 0)
+ctypes.CDLL(None).prctl({PR_GET_PDEATHSIG}, ctypes.byref(signal), 0, 0, 0)
 with open(sys.argv[1] + ".tmp", "w") as file:
     file.write(f"{{os.getpid()}} {{signal.value}}")
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(120)
-""".format(get=PR_GET_PDEATHSIG)
+"""
 
 
 def wait_for(condition, seconds: float) -> bool:

@@ -12,7 +12,8 @@ SUBPACKAGES = {"tasks", "probes", "callbacks", "analysis", "train"}
 
 def build_wheel(tmp_path: Path) -> Path:
     """Builds the wheel from a copy of the files git would commit, so the checkout gets no build/ or egg-info."""
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    listing = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    tracked = subprocess.run(listing, cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     source = tmp_path / "source"
     for name in tracked:
         if (REPO / name).is_file():
@@ -49,3 +50,22 @@ def test_source_imports_only_through_sparks():
             if len(words) >= 2 and words[0] in {"from", "import"} and words[1].split(".")[0] in SUBPACKAGES:
                 bare.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not bare, "\n".join(bare)
+
+
+def test_the_root_folders_are_links_to_the_package_not_copies():
+    """train/, probes/, … at the root are git symlinks to src/sparks/…, so one file holds each module."""
+    entries = subprocess.run(["git", "ls-files", "--stage", *sorted(SUBPACKAGES)], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    links = {line.split("\t")[1]: line.split()[0] for line in entries}
+    assert links == dict.fromkeys(SUBPACKAGES, "120000"), links
+    for name in SUBPACKAGES:
+        assert (REPO / name).resolve() == REPO / "src" / "sparks" / name
+
+
+def test_an_editable_install_is_a_static_path_entry():
+    """The editable install adds src/ to sys.path (no import hook), so static tools resolve `sparks` too."""
+    import sparks.probes.sites
+
+    assert Path(sparks.probes.sites.__file__).resolve() == REPO / "src" / "sparks" / "probes" / "sites.py"
+    pth = [path for entry in sys.path if Path(entry).is_dir() for path in Path(entry).glob("__editable__.sparks-*.pth")]
+    assert pth and pth[0].read_text().split() == [str(REPO / "src")], pth

@@ -1,6 +1,6 @@
 import json
-import shutil
 import random
+import shutil
 from collections import Counter
 from contextlib import contextmanager
 
@@ -14,7 +14,7 @@ from sparks.analysis.ablate import evaluate_conditions, matched_random_heads, su
 from sparks.analysis.cli import main
 from sparks.tasks import arith, formats
 from sparks.tasks.evaluation import grade
-from synthetic_runs import write_run
+from tests.analysis.synthetic_runs import write_run
 
 
 @pytest.mark.parametrize("heads", [[(0, 1), (0, 2), (1, 3)], [(1, 0)], [(0, 0), (0, 1), (0, 2), (1, 1)]])

@@ -11,11 +11,11 @@ import re
 
 import numpy as np
 import pytest
-from synthetic_runs import ALIGNMENT, FAITHFULNESS, NULL_CHURN, STEPS, pairs, reward, write_run
 
 from sparks.analysis import compare_report
 from sparks.analysis.cli import main
 from sparks.analysis.compare import churn_ratio_interval, holm
+from tests.analysis.synthetic_runs import ALIGNMENT, FAITHFULNESS, NULL_CHURN, STEPS, pairs, reward, write_run
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import subprocess
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from synthetic_runs import write_run
 
 from sparks.analysis.compare_report import write_report
+from tests.analysis.synthetic_runs import write_run
 
 CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome", "chrome"])), None)
 OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--force-device-scale-factor=1",

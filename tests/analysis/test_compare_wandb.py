@@ -7,18 +7,15 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import wandb
-from synthetic_runs import write_run
 
 import sparks.train.arguments
 from sparks.analysis.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "callbacks"))  # the offline W&B log reader
-import wandb_records  # noqa: E402
+from tests.analysis.synthetic_runs import write_run
+from tests.callbacks import wandb_records
 
 CHARTS = ["emergent", "churn", "cohorts", "activation", "jaccard", "survival", "faithfulness"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,7 @@ from safetensors.torch import load_file
 from sparks.analysis.cli import main
 from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import load_pairs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "callbacks"))  # the tracked training runs of the tests
-from training_runs import DEVICE, TRACKER, lineage_of, run_grpo  # noqa: E402
+from tests.callbacks.training_runs import DEVICE, TRACKER, lineage_of, run_grpo
 
 # Steps that move the weights (the recipe's cosine warmup leaves the first step at learning rate 0),
 # and a checkpoint at every snapshot the tracker takes (TRACKER: every 2 steps).

@@ -1,6 +1,6 @@
 """Tracked optimizer steps on a model sharded by FSDP2 over 2 CPU processes (gloo), or on the plain model.
 
-    torchrun --nproc_per_node 2 tests/callbacks/fsdp2_training.py MODEL_DIR OUT_DIR TRACKER_JSON RECORD
+    torchrun --nproc_per_node 2 -m tests.callbacks.fsdp2_training MODEL_DIR OUT_DIR TRACKER_JSON RECORD
     train(model_dir, out_dir, tracker)  # in one process, without a process group: the plain model
 
 accelerate applies FSDP on accelerators only (a CPU run under the Trainer is plain data parallel),
@@ -22,10 +22,10 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl, TrainerState, TrainingArguments
 
-from held_parameters import recording
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.distributed import world
 from sparks.callbacks.tracker import HeadTrackerCallback
+from tests.callbacks.held_parameters import recording
 
 STEPS = 3
 BATCH = 8

@@ -1,6 +1,6 @@
 """Two CPU processes (gloo) track an FSDP2-sharded model; rank 1 fails in the middle of step 1's snapshot.
 
-    torchrun --nproc_per_node 2 tests/callbacks/sharded_failure.py MODEL_DIR OUT_DIR TIMEOUT_SECONDS
+    torchrun --nproc_per_node 2 -m tests.callbacks.sharded_failure MODEL_DIR OUT_DIR TIMEOUT_SECONDS
 
 Also runs as two plain processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, no launcher).
 The tracker (``strict: false``) scores the base model at train begin, then step 1, during which a

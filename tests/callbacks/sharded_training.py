@@ -1,6 +1,6 @@
 """Run under `accelerate launch`: train/sft.py, recording how each snapshot's model is held (held_parameters).
 
-    accelerate launch --config_file CONFIG tests/callbacks/sharded_training.py RECORD SFT_ARGS...
+    accelerate launch --config_file CONFIG -m tests.callbacks.sharded_training RECORD SFT_ARGS...
 
 Everything else is train/sft.py's own ``main``, as `accelerate launch train/sft.py SFT_ARGS...` runs it.
 """
@@ -15,11 +15,11 @@ from sparks.train.launcher import follow_launcher
 if __name__ == "__main__":
     follow_launcher()
 
-from trl import ModelConfig, SFTConfig  # noqa: E402
+from trl import ModelConfig, SFTConfig
 
-from held_parameters import recording  # noqa: E402
-from sparks.train import sft  # noqa: E402
-from sparks.train.arguments import RecipeArguments, parse_recipe  # noqa: E402
+from sparks.train import sft
+from sparks.train.arguments import RecipeArguments, parse_recipe
+from tests.callbacks.held_parameters import recording
 
 if __name__ == "__main__":
     recording(Path(sys.argv[1]))

@@ -92,7 +92,7 @@ def test_p_is_the_share_of_null_draws_reaching_the_best_abs_r_over_all_lags():
     for method in ("pearson", "spearman"):
         best = lagged_correlation(x, y, max_lag=3, method=method, permutations=300, seed=5)
 
-        def best_abs_r(series: np.ndarray) -> float:
+        def best_abs_r(series: np.ndarray, method: str = method) -> float:
             return max(abs(SCIPY[method](*_pairs(x, series, lag)).statistic) for lag in range(-3, 4))
 
         null = np.array([best_abs_r(y[order]) for order in null_orders(len(y), 300, 5)])

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from sparks.callbacks.config import TrackerConfig

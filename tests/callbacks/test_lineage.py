@@ -109,7 +109,7 @@ def _random_run(rng: np.random.Generator, count: int) -> list[tuple]:
     run = []
     for index in range(count):
         scores = rng.normal(size=(3, 4))
-        circuit = {(int(l), int(h)) for l, h in np.argwhere(rng.random((3, 4)) < 0.3)}
+        circuit = {(int(layer), int(head)) for layer, head in np.argwhere(rng.random((3, 4)) < 0.3)}
         replicates = rng.random((16, 3, 4)) < 0.4
         run.append((index * 50, scores, circuit, None if index == 0 else float(rng.random()), replicates))
     return run

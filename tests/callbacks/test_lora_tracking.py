@@ -4,7 +4,6 @@ tracker leaves the adapter's training as it found it."""
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,8 @@ from sparks.probes.edges import edge_scores
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.patching import exact_edge_effects
 from sparks.probes.scoring import graph_of
-from training_runs import TRACKER, history, lineage_of, run_grpo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probes"))  # the probes tests' tiny models
-from tiny_models import VOCAB, assert_unchanged, lora, random_pairs, snapshot, tiny_model  # noqa: E402
+from tests.callbacks.training_runs import TRACKER, history, lineage_of, run_grpo
+from tests.probes.tiny_models import VOCAB, assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
 # The override the README gives for a LoRA run of any recipe.
 LORA = ("--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "k_proj", "v_proj", "o_proj")

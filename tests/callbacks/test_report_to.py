@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
+import test_wandb_dashboard
 import trackio
 import wandb
-import wandb_records
 from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig
 
@@ -17,8 +17,8 @@ from sparks.callbacks.store import RunStore
 from sparks.callbacks.wandb_dashboard import WandbDashboard
 from sparks.train.arguments import GRPOScriptArguments, check_training_args, parse_recipe
 from sparks.train.run import tracker_callbacks
-import test_wandb_dashboard
-from training_runs import TRACKER, lineage_of, run_grpo
+from tests.callbacks import wandb_records
+from tests.callbacks.training_runs import TRACKER, lineage_of, run_grpo
 
 IDENTITY = ("WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE")
 offline = test_wandb_dashboard.offline  # the fixture: offline W&B under tmp_path

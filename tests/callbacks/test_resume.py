@@ -23,9 +23,9 @@ import sparks.callbacks.snapshot
 import sparks.callbacks.store
 from sparks.analysis.compare import load_run
 from sparks.callbacks.store import RunStore
-from training_runs import history, lineage_of, run_sft
 from sparks.train import sft as train_sft
 from sparks.train.run import resumable_checkpoint
+from tests.callbacks.training_runs import history, lineage_of, run_sft
 
 pytestmark = pytest.mark.hostile
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}

@@ -18,7 +18,7 @@ RUN_TIMEOUT = 75
 
 def test_a_rank_failing_in_a_sharded_forward_stops_the_run_with_one_line(random_model_dir, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               str(REPO / "tests/callbacks/sharded_failure.py"), str(random_model_dir), str(tmp_path), str(GROUP_TIMEOUT)]
+               "-m", "tests.callbacks.sharded_failure", str(random_model_dir), str(tmp_path), str(GROUP_TIMEOUT)]
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             timeout=RUN_TIMEOUT)
     output = result.stdout

@@ -7,20 +7,20 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 import sparks.callbacks.dashboards
 import sparks.callbacks.snapshot
 import sparks.callbacks.tracker
-import training_runs
 from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import load_pairs, save_pairs
 from sparks.probes.schemes import numbers_pairs
 from sparks.tasks import arith
-from training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
+from tests.callbacks import training_runs
+from tests.callbacks.training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
 
 
 @pytest.fixture(scope="module", autouse=True)

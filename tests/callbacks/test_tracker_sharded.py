@@ -32,8 +32,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import fsdp2_training
-from training_runs import REPO, SMALL_SFT, run_sft
+from tests.callbacks import fsdp2_training
+from tests.callbacks.training_runs import REPO, SMALL_SFT, run_sft
 
 STEPS = 3
 assert fsdp2_training.STEPS == STEPS
@@ -83,7 +83,7 @@ def runs(request, tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     tracker = json.dumps({**TRACKER, "level": level})
     if sharding == "zero3":
         launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(zero3_config(folder)),
-                str(REPO / "tests/callbacks/sharded_training.py"), str(folder / "held"),
+                "-m", "tests.callbacks.sharded_training", str(folder / "held"),
                 "--config", str(REPO / "configs/tiny/sft.yaml"), "--model_name_or_path", str(random_model_dir),
                 "--output_dir", str(folder / "sharded"), "--max_steps", str(STEPS), *SMALL_SFT,
                 "--use_cpu", "true", "--tracker", tracker])
@@ -91,7 +91,7 @@ def runs(request, tmp_path_factory) -> tuple[Path, Path, list[dict]]:
                 str(2 * PER_RANK))
     else:
         launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                str(REPO / "tests/callbacks/fsdp2_training.py"), str(random_model_dir), str(folder / "sharded"),
+                "-m", "tests.callbacks.fsdp2_training", str(random_model_dir), str(folder / "sharded"),
                 tracker, str(folder / "held")])
         fsdp2_training.train(str(random_model_dir), str(folder / "plain"), json.loads(tracker))
     records = [json.loads(line) for rank in (0, 1) for line in (folder / f"held-rank{rank}.jsonl").read_text().splitlines()]

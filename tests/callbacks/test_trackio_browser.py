@@ -15,7 +15,8 @@ import subprocess
 import sys
 
 import pytest
-from test_trackio_dashboard import SESSION, session_env
+
+from tests.callbacks.test_trackio_dashboard import SESSION, session_env
 
 CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome", "chrome"])), None)
 SCALARS = ["heads/circuit_size", "heads/births", "heads/prunings", "heads/emergent", "heads/failed",
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on 
 def dashboard_url(tmp_path_factory):
     """The URL of a trackio dashboard serving the fed project, until this module's tests end."""
     env = session_env(tmp_path_factory.mktemp("trackio"))
-    server = subprocess.Popen([sys.executable, str(SESSION), "serve"], env=env, stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, *SESSION, "serve"], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines = iter(server.stdout.readline, "")

@@ -8,23 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from snapshot_reports import STEPS, circuit_size, reports
-
 from sparks.callbacks.panels import EVENT_COLUMNS
+from tests.callbacks.snapshot_reports import STEPS, circuit_size, reports
 
-SESSION = Path(__file__).with_name("trackio_session.py")
+SESSION = ["-m", "tests.callbacks.trackio_session"]  # run from anywhere: session_env puts the repository on the path
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 
 
 def session_env(trackio_dir: Path) -> dict[str, str]:
-    """The environment of a trackio session subprocess: its own TRACKIO_DIR, this repository and the helpers importable."""
-    paths = [str(SESSION.parent), str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+    """The environment of a trackio session subprocess: its own TRACKIO_DIR, the tests' helpers importable."""
+    paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "TRACKIO_DIR": str(trackio_dir), "PYTHONPATH": os.pathsep.join(filter(None, paths)), "OMP_NUM_THREADS": "1"}
 
 
 def run_session(mode: str, trackio_dir: Path) -> dict:
-    done = subprocess.run([sys.executable, str(SESSION), mode], env=session_env(trackio_dir), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, *SESSION, mode], env=session_env(trackio_dir), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import wandb
-import wandb_records
-from snapshot_reports import STEPS, circuit_size, final_lineage, reports
 
 from sparks.callbacks.panels import EVENT_COLUMNS, event_rows
 from sparks.callbacks.wandb_dashboard import WandbDashboard
+from tests.callbacks import wandb_records
+from tests.callbacks.snapshot_reports import STEPS, circuit_size, final_lineage, reports
 
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 

@@ -15,16 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from test_tracker_distributed import last_line, launch
 
 from sparks.analysis.cli import main
 from sparks.analysis.compare import load_run
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.lock import DirectoryTaken, LOCK_FILE, acquire, holds, release
+from sparks.callbacks.lock import LOCK_FILE, DirectoryTaken, acquire, holds, release
 from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import Pair
 from sparks.train import sft as train_sft
-from test_tracker_distributed import last_line, launch
-from training_runs import REPO, SMALL_SFT, lineage_of, run_sft
+from tests.callbacks.training_runs import REPO, SMALL_SFT, lineage_of, run_sft
 
 pytestmark = pytest.mark.hostile
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import tiny_models
 from sparks.probes.pairs import PairBatch
-from tiny_models import random_pairs, tiny_model
+from tests.probes import tiny_models
+from tests.probes.tiny_models import random_pairs, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = "configs/tiny/pretrain.yaml"

@@ -1,6 +1,6 @@
 """Run under torchrun with 2 CPU processes: score heads and edges of the model sharded three ways.
 
-    torchrun --nproc_per_node 2 tests/probes/sharded_scoring.py MODEL_DIR OUT_DIR
+    torchrun --nproc_per_node 2 -m tests.probes.sharded_scoring MODEL_DIR OUT_DIR
 
 Every rank scores the same pairs on the model sharded by FSDP2 (``fully_shard`` on each decoder
 layer and the root) and by FSDP1 (``FullyShardedDataParallel`` wrapping each decoder layer, with the

@@ -20,7 +20,7 @@ from sparks.probes.metrics import get_metric
 from sparks.probes.pairs import PairBatch
 from sparks.probes.patching import exact_edge_effects, exact_head_effects
 from sparks.probes.sites import resolve
-from tiny_models import FAMILY_CONFIGS, family_model, random_pairs
+from tests.probes.tiny_models import FAMILY_CONFIGS, family_model, random_pairs
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 
@@ -176,7 +176,7 @@ def test_left_padding_equals_each_pair_alone(family):
     assert (batch.attention_mask == 0).any()
     levels = ["node"] + (["edge"] * (family in EDGE_FAMILIES))
     for level in levels:
-        def score(part):
+        def score(part, level=level):
             if level == "node":
                 return node_scores(model, part, "logit_diff", steps=3)
             return edge_scores(model, part, "logit_diff", steps=3).edges

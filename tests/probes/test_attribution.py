@@ -8,7 +8,7 @@ from sparks.probes.hooks import Hooks
 from sparks.probes.pairs import pad_pairs
 from sparks.probes.patching import exact_head_effects
 from sparks.probes.sites import resolve
-from tiny_models import ARCHS, assert_unchanged, lora, random_pairs, snapshot, tiny_model
+from tests.probes.tiny_models import ARCHS, assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -3,7 +3,7 @@ import torch
 
 from sparks.probes.circuit import Circuit, select_edges, select_heads
 from sparks.probes.edges import EdgeGraph, edge_scores
-from tiny_models import random_pairs, tiny_model
+from tests.probes.tiny_models import random_pairs, tiny_model
 
 GRAPH = EdgeGraph.build(num_layers=2, num_heads=4, num_kv_heads=2)
 UP = {name: i for i, name in enumerate(GRAPH.upstream)}

@@ -15,7 +15,7 @@ from sparks.probes.patching import edit_heads, exact_edge_effects, exact_head_ef
 from sparks.probes.schemes import numbers_pairs
 from sparks.probes.sites import resolve
 from sparks.tasks import arith
-from tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
+from tests.probes.tiny_models import assert_unchanged, lora, random_pairs, recorded_run, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -12,7 +12,7 @@ from sparks.probes.patching import exact_head_effects
 from sparks.probes.schemes import numbers_pairs
 from sparks.probes.scoring import score_pairs
 from sparks.tasks import arith
-from tiny_models import assert_unchanged, random_pairs, snapshot, tiny_model
+from tests.probes.tiny_models import assert_unchanged, random_pairs, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -22,8 +22,8 @@ from sparks.probes.faithfulness import pair_effects
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.pairs import Pair
 from sparks.probes.scoring import graph_of, score_pairs
-from fake_device import ELSEWHERE, DeviceMismatch, Elsewhere, elsewhere, move_elsewhere
-from tiny_models import random_pairs, tiny_model
+from tests.probes.fake_device import ELSEWHERE, DeviceMismatch, Elsewhere, elsewhere, move_elsewhere
+from tests.probes.tiny_models import random_pairs, tiny_model
 
 # Ragged (padding is exercised), two batches of two, answers for logit_diff.
 PAIRS = [

@@ -9,7 +9,7 @@ from sparks.probes.ig import CHUNK_SIZES
 from sparks.probes.metrics import get_metric
 from sparks.probes.pairs import Pair
 from sparks.probes.sites import resolve
-from tiny_models import ARCHS, lora, random_pairs, tiny_model
+from tests.probes.tiny_models import ARCHS, lora, random_pairs, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -17,7 +17,7 @@ from sparks.probes.attribution import node_scores
 from sparks.probes.gather import token_embeddings
 from sparks.probes.ig import ig_points
 from sparks.probes.sites import resolve
-from tiny_models import random_pairs, tiny_model
+from tests.probes.tiny_models import random_pairs, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

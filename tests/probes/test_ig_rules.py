@@ -26,7 +26,7 @@ from sparks.probes.ig import IG_RULE, IG_RULES, ig_points
 from sparks.probes.metrics import get_metric, logit_diff
 from sparks.probes.scoring import score_pairs
 from sparks.probes.sites import resolve
-from tiny_models import assert_unchanged, random_pairs, recorded_run, snapshot, tiny_model
+from tests.probes.tiny_models import assert_unchanged, random_pairs, recorded_run, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from tokenizers import pre_tokenizers
 from transformers import Qwen2Tokenizer
 

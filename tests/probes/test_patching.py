@@ -7,7 +7,7 @@ from sparks.probes.forward import target_logits
 from sparks.probes.metrics import get_metric
 from sparks.probes.patching import exact_head_effects, head_means, mean_ablate, scale_heads, zero_ablate
 from sparks.probes.sites import resolve
-from tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
+from tests.probes.tiny_models import assert_unchanged, lora, random_pairs, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

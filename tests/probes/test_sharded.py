@@ -25,7 +25,7 @@ def sharded_run(random_model_dir, tmp_path_factory) -> Path:
     """The output folder of sharded_scoring.py run on 2 processes."""
     out = tmp_path_factory.mktemp("sharded")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               str(HERE / "sharded_scoring.py"), str(random_model_dir), str(out)]
+               "-m", "tests.probes.sharded_scoring", str(random_model_dir), str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=HERE.parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
     return out

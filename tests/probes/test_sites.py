@@ -3,10 +3,10 @@ import torch
 import transformers
 from peft.tuners.lora import LoraLayer
 
-from tiny_models import ARCHS, lora, tiny_model
-from sparks.probes.hooks import Hooks
 from sparks.probes.architectures import ARCHITECTURES
+from sparks.probes.hooks import Hooks
 from sparks.probes.sites import resolve
+from tests.probes.tiny_models import ARCHS, lora, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)
 

@@ -19,7 +19,10 @@ from sparks.probes.statistics import NonFiniteScores, ScoreSums, Selection, Snap
 GRAPH = EdgeGraph.build(num_layers=2, num_heads=2, num_kv_heads=1)
 
 
-def _stats(heads: torch.Tensor, selection: Selection = Selection(mass=0.5), replicates: int = 400, seed: int = 0) -> SnapshotStats:
+HALF = Selection(mass=0.5)
+
+
+def _stats(heads: torch.Tensor, selection: Selection = HALF, replicates: int = 400, seed: int = 0) -> SnapshotStats:
     count = heads.shape[0]
     sums = ScoreSums.of({"heads": heads}, GRAPH, selection, torch.ones(count), poisson_weights(range(count), replicates, seed))
     return SnapshotStats.of(sums, GRAPH, selection)

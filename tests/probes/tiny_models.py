@@ -186,8 +186,8 @@ def recorded_run(model: torch.nn.Module, batch: PairBatch, ids: torch.Tensor) ->
     """Logits at the targets, and each layer's o_proj input (``z{l}``) and MLP output (``m{l}``), by the test's own hooks."""
     seen, handles = {}, []
     for layer, block in enumerate(model.model.layers):
-        handles.append(block.self_attn.o_proj.register_forward_pre_hook(lambda m, a, l=layer: seen.__setitem__(f"z{l}", a[0])))
-        handles.append(block.mlp.register_forward_hook(lambda m, a, out, l=layer: seen.__setitem__(f"m{l}", out)))
+        handles.append(block.self_attn.o_proj.register_forward_pre_hook(lambda m, a, at=layer: seen.__setitem__(f"z{at}", a[0])))
+        handles.append(block.mlp.register_forward_hook(lambda m, a, out, at=layer: seen.__setitem__(f"m{at}", out)))
     try:
         with torch.no_grad():
             logits = target_logits(resolve(model), batch.attention_mask, batch.target_positions, input_ids=ids)

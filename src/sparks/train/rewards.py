@@ -6,7 +6,7 @@ keyword lists. `accuracy` checks the arithmetic world exactly and real math with
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from math_verify import parse, verify
 

@@ -39,8 +39,6 @@ from sparks.callbacks.plots import head_heatmap, save_png
 from sparks.callbacks.store import first_line
 from sparks.probes.architectures import check_family
 from sparks.probes.ig import IG_RULE, IG_RULES
-from sparks.probes.scoring import LEVELS, METHODS
-from sparks.probes.statistics import AGGREGATIONS, Selection
 from sparks.probes.metrics import METRICS
 from sparks.probes.openings import sample_openings
 from sparks.probes.pairs import load_pairs, load_pairs_for_model, save_pairs
@@ -58,6 +56,8 @@ from sparks.probes.schemes import (
     style_pairs,
     text_number_swap,
 )
+from sparks.probes.scoring import LEVELS, METHODS
+from sparks.probes.statistics import AGGREGATIONS, Selection
 from sparks.tasks import arith
 from sparks.tasks.data import HUB_SOURCES, probe_questions
 from sparks.tasks.evaluation import MODES
@@ -225,6 +225,8 @@ def score_command(args: argparse.Namespace) -> None:
         chunk_size=args.chunk_size, heads=heads,
     )
     scores, stats = scored.scores, scored.stats
+    assert stats.faithfulness_interval is not None, "score_circuit measures faithfulness"
+    faithfulness_interval = stats.faithfulness_interval
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in scores.items()}, str(out / "scores.safetensors"))
@@ -252,13 +254,14 @@ def score_command(args: argparse.Namespace) -> None:
         "stability": stats.stability,
         "null_churn": stats.null_churn,
         "faithfulness": plain(torch.tensor([[stats.faithfulness]]))[0][0],
-        "faithfulness_interval": plain(torch.tensor([stats.faithfulness_interval]))[0],
+        "faithfulness_interval": plain(torch.tensor([faithfulness_interval]))[0],
     }
     (out / "scores.json").write_text(json.dumps(summary, indent=1))
     title = f"{Path(args.model).name}: {args.method} {args.level} {args.metric}, {len(pairs)} pairs"
     save_png(head_heatmap(stats.importance.float().numpy(), title, marked=stats.circuit.heads), out / "heatmap.png")
+    low, high = faithfulness_interval
     print(f"scored {len(pairs)} pairs; {len(stats.circuit.heads)} heads in the circuit (stability {stats.stability:.2f}, "
-          f"faithfulness {stats.faithfulness:.2f} [{stats.faithfulness_interval[0]:.2f}, {stats.faithfulness_interval[1]:.2f}], null churn {stats.null_churn:.1f} heads); wrote {out}")
+          f"faithfulness {stats.faithfulness:.2f} [{low:.2f}, {high:.2f}], null churn {stats.null_churn:.1f} heads); wrote {out}")
 
 
 def _swaps(args: argparse.Namespace, tokenizer) -> list[dict]:

@@ -92,7 +92,7 @@ def score_pairs(
     return {name: torch.cat(values) for name, values in parts.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def warn_routed(model_type: str) -> None:
     """Say once per family that its routed MLPs put IG's scores a few percent off exact patching."""
     warnings.warn(

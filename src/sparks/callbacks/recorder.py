@@ -9,6 +9,7 @@ computed here, once, and the alignment reads those windows.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import traceback
@@ -129,7 +130,7 @@ class SnapshotRecorder:
                 stats.circuit,
                 self.summary(),
             )
-        except Exception as error:  # noqa: BLE001 - whatever a library raises (a full disk is not always an OSError)
+        except Exception as error:
             self.lineage = self.lineage.until(step - 1)
             if self.config.strict:
                 raise
@@ -141,7 +142,7 @@ class SnapshotRecorder:
             events=events, metrics=metrics, lineage=self.lineage, reward=reward, pictures=pictures,
         )
         for dashboard in self.dashboards:
-            self._safely(step, lambda: dashboard.snapshot(report))
+            self._safely(step, functools.partial(dashboard.snapshot, report))
         print(f"sparks: step {step}: {metrics['heads/circuit_size']} heads in the circuit "
               f"(stability {stats.stability:.2f}, faithfulness {metrics['heads/faithfulness']:.2f} "
               f"[{metrics['heads/faithfulness_low']:.2f}, {metrics['heads/faithfulness_high']:.2f}]); "
@@ -198,7 +199,7 @@ class SnapshotRecorder:
             print(f"sparks: step {step}: could not write failures.jsonl ({store_error}); the failure waits in "
                   f"memory until the run store can be written", flush=True)
         for dashboard in self.dashboards:
-            self._safely(step, lambda: dashboard.failure(step, reason), record=False)
+            self._safely(step, functools.partial(dashboard.failure, step, reason), record=False)
 
     def finish(self) -> None:
         """Write the final summary and close the dashboards."""
@@ -210,7 +211,7 @@ class SnapshotRecorder:
         self._flush()
         step = self.lineage.steps[-1] if len(self.lineage) else 0
         for dashboard in self.dashboards:
-            self._safely(step, lambda: dashboard.summary(summary), record=False)
+            self._safely(step, functools.partial(dashboard.summary, summary), record=False)
             self._safely(step, dashboard.close, record=False)
 
     def _flush(self) -> None:
@@ -228,7 +229,7 @@ class SnapshotRecorder:
         """
         try:
             call()
-        except Exception:  # noqa: BLE001
+        except Exception:
             error = traceback.format_exc()
             logger.error("sparks: a dashboard failed at step %d:\n%s", step, error)
             if record and self.config.strict:

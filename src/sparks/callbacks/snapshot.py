@@ -94,7 +94,7 @@ def _summed(compute: Callable[[], Tensor], zeros: Tensor, device: torch.device, 
         values = compute().double().reshape(-1)
     except ShardedSnapshotFailed:
         raise
-    except Exception:  # noqa: BLE001 - any scoring error is isolated and reported on every rank
+    except Exception:
         error = traceback.format_exc()
         logger.error("sparks: scoring the heads at step %d failed on rank %d:\n%s", step, world()[0], error)
         values = zeros.double()

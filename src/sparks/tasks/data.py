@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from datasets import Dataset, get_dataset_config_names, load_dataset
 

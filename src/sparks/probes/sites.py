@@ -14,6 +14,7 @@ from torch import nn
 
 from sparks.probes.architectures import Architecture, architecture, check_family
 
+
 @dataclass(frozen=True)
 class Read:
     """A q, k or v input: the projection computing it and its rows (columns of its output) there."""

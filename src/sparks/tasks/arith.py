@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
@@ -52,8 +52,8 @@ class Node:
 
     value: int | None = None
     op: str | None = None
-    left: "Node | None" = None
-    right: "Node | None" = None
+    left: Node | None = None
+    right: Node | None = None
 
     @property
     def is_leaf(self) -> bool:

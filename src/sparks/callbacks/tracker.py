@@ -230,7 +230,7 @@ class HeadTrackerCallback(TrainerCallback):
             raise
         except SnapshotFailed as failure:
             self._fail(step, str(failure))
-        except Exception:  # noqa: BLE001 - the same on every rank: the statistics come from the same totals
+        except Exception:
             self._fail(step, traceback.format_exc())
         else:
             pictures = final or (step // self.config.every) % self.config.pictures_every == 0
@@ -245,7 +245,7 @@ class HeadTrackerCallback(TrainerCallback):
             return
         try:
             self.recorder.record(step, stats, seconds, pictures)
-        except Exception:  # noqa: BLE001 - a broken snapshot must not stop training unless strict
+        except Exception:
             self._fail(step, traceback.format_exc())
 
     def _fail(self, step: int, error: str) -> None:
@@ -281,7 +281,7 @@ class HeadTrackerCallback(TrainerCallback):
                 error = failure
             except OSError as failure:
                 error = RunStoreError(f"output_dir: cannot write the run store under {args.output_dir} ({failure})")
-            except Exception:  # noqa: BLE001 - every rank must hear of it, or the others wait in the all-reduce
+            except Exception:
                 logger.error("sparks: opening the run store failed:\n%s", traceback.format_exc())
                 error = RunStoreError(f"the run store under {args.output_dir} could not be opened: "
                                       f"{traceback.format_exc().strip().splitlines()[-1]}")
@@ -328,6 +328,6 @@ class HeadTrackerCallback(TrainerCallback):
                     dashboard_names(self.config), project=args.project, run_name=args.run_name,
                     group=self.config.group, job_type=self.job_type, config=self.config.as_dict(),
                 )
-            except Exception:  # noqa: BLE001 - the run store still records everything
+            except Exception:
                 recorder.fail(0, traceback.format_exc())
         return recorder, dropped

@@ -16,7 +16,6 @@ from sparks.tasks import formats
 from sparks.tasks.arith import Problem
 from sparks.tasks.data import chat_prompt
 
-
 # How the model is prompted: into each answer style, or left to choose (thinking on, nothing forced).
 MODES = (*formats.STYLES, "free")
 

@@ -122,7 +122,7 @@ def _snapshot_problem(directory: Path, step: int) -> tuple[Path, str] | None:
         try:
             with safe_open(str(tensors), framework="pt") as file:
                 held = set(file.keys())
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own error type, not OSError
+        except Exception as error:
             return tensors, f"unreadable ({first_line(error)})"
         absent = [name for name in names if name not in held]
         if absent:

@@ -124,7 +124,7 @@ def load_model(source: Source, base: Path | None, dtype: str, device: str) -> nn
 
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device)
         return PeftModel.from_pretrained(model, source.path).to(device)
-    except Exception as error:  # noqa: BLE001 - safetensors, torch and transformers each raise their own kind
+    except Exception as error:
         raise RescoreError(f"{source.path}: the model cannot be loaded ({first_line(error)})") from None
 
 

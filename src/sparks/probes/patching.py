@@ -63,7 +63,8 @@ def exact_head_effects(
             part = heads[start : start + chunk]
             n = len(part)
 
-            def patch(layer: int) -> Callable[[Tensor], Tensor]:
+            def patch(layer: int, part: list[tuple[int, int]]) -> Callable[[Tensor], Tensor]:
+                n = len(part)
                 chosen = torch.zeros(n, num_heads, dtype=torch.bool, device="cpu")
                 for copy, (patched_layer, head) in enumerate(part):
                     chosen[copy, head] = patched_layer == layer
@@ -77,7 +78,7 @@ def exact_head_effects(
 
             with Hooks() as hooks:
                 for layer in sorted({layer for layer, _ in part}):
-                    hooks.edit_input(sites.layers[layer].o_proj, patch(layer))
+                    hooks.edit_input(sites.layers[layer].o_proj, patch(layer, part))
                 ids = repeat_rows(batch.clean_ids, n)
                 effect = copies_effect(sites, batch, metric, clean_logits, n, input_ids=ids).view(n, batch_size)
             for copy, (layer, head) in enumerate(part):

@@ -12,11 +12,11 @@ from sparks.train.launcher import follow_launcher
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
 
-from transformers import set_seed  # noqa: E402
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config  # noqa: E402
+from transformers import set_seed
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
-from sparks.tasks.data import load  # noqa: E402
-from sparks.train.arguments import (  # noqa: E402
+from sparks.tasks.data import load
+from sparks.train.arguments import (
     GRPOScriptArguments,
     RecipeError,
     check_model_path,
@@ -25,9 +25,9 @@ from sparks.train.arguments import (  # noqa: E402
     parse_recipe,
     tracker_pairs,
 )
-from sparks.train.models import load_model, load_tokenizer  # noqa: E402
-from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
-from sparks.train.rewards import get_rewards  # noqa: E402
+from sparks.train.models import load_model, load_tokenizer
+from sparks.train.rewards import get_rewards
+from sparks.train.run import resume_point, tracker_callbacks, train_and_save
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:

@@ -13,16 +13,16 @@ from sparks.train.launcher import follow_launcher
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
 
-from dataclasses import dataclass, field, replace  # noqa: E402
+from dataclasses import dataclass, field, replace
 
-from transformers import set_seed  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
 
-from sparks.tasks.data import arith_dataset  # noqa: E402
-from sparks.tasks.tiny_model import TinyModelArguments, build_tiny_model  # noqa: E402
-from sparks.tasks.tokenizer import build_tokenizer  # noqa: E402
-from sparks.train.arguments import DataArguments, RecipeError, exit_with, parse_recipe  # noqa: E402
-from sparks.train.run import train_and_save  # noqa: E402
+from sparks.tasks.data import arith_dataset
+from sparks.tasks.tiny_model import TinyModelArguments, build_tiny_model
+from sparks.tasks.tokenizer import build_tokenizer
+from sparks.train.arguments import DataArguments, RecipeError, exit_with, parse_recipe
+from sparks.train.run import train_and_save
 
 
 @dataclass

@@ -10,11 +10,11 @@ from sparks.train.launcher import follow_launcher
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
 
-from transformers import set_seed  # noqa: E402
-from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config  # noqa: E402
+from transformers import set_seed
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from sparks.tasks.data import load  # noqa: E402
-from sparks.train.arguments import (  # noqa: E402
+from sparks.tasks.data import load
+from sparks.train.arguments import (
     RecipeArguments,
     RecipeError,
     check_model_path,
@@ -23,8 +23,8 @@ from sparks.train.arguments import (  # noqa: E402
     parse_recipe,
     tracker_pairs,
 )
-from sparks.train.models import load_model, load_tokenizer  # noqa: E402
-from sparks.train.run import resume_point, tracker_callbacks, train_and_save  # noqa: E402
+from sparks.train.models import load_model, load_tokenizer
+from sparks.train.run import resume_point, tracker_callbacks, train_and_save
 
 
 def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:

@@ -363,7 +363,7 @@ def edge_scores(
                 column = 0
                 with full_parameters(sites.model, *([] if norm is None else [norm])):
 
-                    def residual(cotangent: Tensor) -> Tensor:
+                    def residual(cotangent: Tensor, norm: nn.Module | None = norm, x: Tensor | None = x) -> Tensor:
                         """Map reads of the attention norm's output back to the residual it normalises."""
                         return cotangent if norm is None or x is None else norm_vjp(norm, x, cotangent)
 
