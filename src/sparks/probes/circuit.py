@@ -128,6 +128,7 @@ def select_heads(scores: Tensor, top_k: int | None = None, mass: float | None = 
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         count = min(top_k, len(order))
     else:
+        assert mass is not None, "exactly one of top_k and mass is given, checked above"
         if not 0.0 < mass <= 1.0:
             raise ValueError(f"mass must lie in (0, 1], got {mass}")
         cumulative = torch.cumsum(-values, 0)

@@ -28,6 +28,7 @@ table. Signs and metric follow probes.attribution.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,9 @@ class EdgeGraph:
         """The graph of ``num_layers`` layers; in ``parallel`` blocks a layer's MLP reads where its heads do."""
         group = num_heads // num_kv_heads
         upstream, writes = ["input"], [-1]
-        downstream, reads, feeds = [], [], []
+        downstream: list[str] = []
+        reads: list[int] = []
+        feeds: list[tuple[int, ...]] = []
         for layer in range(num_layers):
             heads = [len(upstream) + head for head in range(num_heads)]
             upstream += [f"a{layer}.h{head}" for head in range(num_heads)] + [f"m{layer}"]
@@ -114,7 +117,8 @@ def linear_map(module: nn.Module) -> Tensor:
         return module.weight
     with torch.no_grad():
         weight = next(module.parameters())
-        eye = torch.eye(module.in_features, dtype=weight.dtype, device=weight.device)
+        inputs = cast(int, module.in_features)  # a linear site (an nn.Linear a LoRA layer wraps) has an int in_features
+        eye = torch.eye(inputs, dtype=weight.dtype, device=weight.device)
         return (module.forward(eye) - module.forward(torch.zeros_like(eye[:1]))).T
 
 
@@ -225,7 +229,7 @@ def norm_jvp(norm: nn.Module, x: Tensor, tangent: Tensor) -> Tensor:
     tangents' dtype (the norm itself runs in x's)."""
     own = x.dtype
     primal = x.unsqueeze(1).expand(tangent.shape).to(tangent.dtype).contiguous()
-    _, product = torch.func.jvp(lambda value: norm.forward(value.to(own)), (primal,), (tangent,))
+    product = torch.func.jvp(lambda value: norm.forward(value.to(own)), (primal,), (tangent,))[1]
     return product.detach().to(tangent.dtype)
 
 
@@ -302,13 +306,13 @@ def edge_scores(
         device = corrupted["z0"].device
         edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=device)
         nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype, device=device)
-        deltas: list[Tensor] = []
+        deltas: list[tuple[Tensor, list[Tensor]]] = []  # write_deltas' result, once the clean run is in
         per_layer = num_heads + 2 * num_kv + 1
         begin = batch.first_change  # positions before it carry no write difference
         length -= begin
 
         def start(clean: dict[str, Tensor]) -> None:
-            deltas.extend(write_deltas(sites, batch, clean, corrupted, dtype, begin))
+            deltas.append(write_deltas(sites, batch, clean, corrupted, dtype, begin))
             corrupted.clear()
 
         def combined(grad: Tensor, n: int) -> Tensor:
@@ -325,7 +329,7 @@ def edge_scores(
 
         def point_writes(values: dict[str, Tensor], n: int) -> Tensor:
             """The writes [n' * B, U, T, D] the reads of these n points are contracted with."""
-            writes = deltas[0]
+            writes = deltas[0][0]
             if not per_point:
                 return writes
             writes = writes.repeat(n, 1, 1, 1)
@@ -348,7 +352,7 @@ def edge_scores(
             edges[:, sources, columns] += per_example(read).transpose(1, 2)
 
         def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
-            static, d_z = deltas
+            static, d_z = deltas[0]
             writes = point_writes(values, n)
             rows = writes.shape[0]
 

@@ -239,10 +239,11 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
         """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D].
 
         ``current`` is the layer whose forward is running (None after the last): its weights are whole."""
-        total = 0
+        total: Tensor | None = None
         for node, write in node_writes.items():
             if coefficients[node, reads].any():
-                total = total + weights[node, reads].to(write.dtype)[:, None, None, None] * write
+                term = weights[node, reads].to(write.dtype)[:, None, None, None] * write
+                total = term if total is None else total + term
         for layer, z in head_writes.items():
             first = graph.head_index(layer, 0)
             heads = coefficients[first : first + num_heads, reads].any(1).nonzero().squeeze(1).tolist()
@@ -257,7 +258,8 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
                 own = attention[layer].unflatten(0, (3, batch_size))[[starts[read] for read in reads]]
                 with full_parameters(sites.model, norm) if layer != current else nullcontext():
                     change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
-            total = total + change * multiplier
+            total = change * multiplier if total is None else total + change * multiplier
+        assert total is not None, "shift is called for shifted reads only, which some write difference reaches"
         return total
 
     def read_heads(layer: int, kinds: list[tuple[str, int, int, slice]]) -> Callable[[Tensor], Tensor]:

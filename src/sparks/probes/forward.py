@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from torch import Tensor
 
 from sparks.probes.hooks import Hooks, Recorder
@@ -15,6 +17,12 @@ def position_ids(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+@overload
+def repeat_rows(x: Tensor, n: int) -> Tensor: ...
+@overload
+def repeat_rows(x: None, n: int) -> None: ...
+@overload
+def repeat_rows(x: Tensor | None, n: int) -> Tensor | None: ...
 def repeat_rows(x: Tensor | None, n: int) -> Tensor | None:
     """``n`` copies of a batch stacked copy-major in the batch dimension (row = copy * B + b)."""
     return None if x is None else x.repeat(n, *[1] * (x.dim() - 1))

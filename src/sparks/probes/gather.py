@@ -26,24 +26,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
-def _fsdp1_class() -> type[nn.Module]:
+
+def _fsdp1_class() -> type[FullyShardedDataParallel]:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     return FullyShardedDataParallel
 
 
-def _unit_classes() -> tuple[type, ...]:
-    """The module classes that are FSDP sharding units: FSDP1's wrapper and FSDP2's ``FSDPModule``."""
+def _fsdp2_class() -> type[FSDPModule]:
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch 2.4 and 2.5 keep FSDP2 in a private module
         from torch.distributed._composable.fsdp import FSDPModule
-    return (_fsdp1_class(), FSDPModule)
+    return FSDPModule
+
+
+def _unit_classes() -> tuple[type, ...]:
+    """The module classes that are FSDP sharding units: FSDP1's wrapper and FSDP2's ``FSDPModule``."""
+    return (_fsdp1_class(), _fsdp2_class())
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -111,11 +119,12 @@ def _outermost(root: nn.Module, kind: type) -> list[nn.Module]:
     return found
 
 
-def _zero3_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+def _zero3_parameters(modules: list[nn.Module]) -> list[Any]:
+    """The ZeRO-3 parameters among ``modules``' (typed Any: DeepSpeed adds the ``ds_*`` attributes torch's type lacks)."""
     return [parameter for module in modules for parameter in module.parameters() if hasattr(parameter, "ds_id")]
 
 
-def _gather_zero3(stack: ExitStack, root: nn.Module, parameters: list[nn.Parameter]) -> None:
+def _gather_zero3(stack: ExitStack, root: nn.Module, parameters: list[Any]) -> None:
     """All-gather those of ``parameters`` that DeepSpeed holds partitioned, partitioned again when ``stack`` closes.
 
     The others DeepSpeed holds whole, for a module or as persistent, or is gathering (a prefetch,
@@ -150,10 +159,10 @@ def full_parameters(root: nn.Module, *modules: nn.Module) -> Iterator[Callable[[
         if zero3:
             _gather_zero3(stack, root, zero3)
         units = sharding_units(root, modules_list)
-        fsdp1 = _fsdp1_class()
+        fsdp1, fsdp2 = _fsdp1_class(), _fsdp2_class()
         _gather_fsdp1(stack, root, [unit for unit in units if isinstance(unit, fsdp1)])
         for unit in units:
-            if not isinstance(unit, fsdp1):
+            if isinstance(unit, fsdp2):
                 unit.unshard()
                 stack.callback(unit.reshard)
         gathered = bool(zero3 or units)

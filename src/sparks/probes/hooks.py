@@ -67,7 +67,7 @@ class Hooks:
 
         self._handles.append(module.register_forward_hook(hook))
 
-    def read_output(self, module: nn.Module, read: Callable[[Tensor], None]) -> None:
+    def read_output(self, module: nn.Module, read: Callable[[Tensor], object]) -> None:
         """Call ``read`` on the module's output (its first element if it returns a tuple)."""
 
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:

@@ -11,13 +11,14 @@ mode of the chat template, are what thinking-mode pairs teacher-force (probes.sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sparks.probes.schemes import pair_prompt
+from sparks.probes.schemes import decoded, pair_prompt
 from sparks.tasks.evaluation import decoding
 
 
@@ -34,7 +35,7 @@ def _continue(
     prompts = [pair_prompt(tokenizer, question, system_prompt, enable_thinking) for question in questions]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     batch = batch.to(next(model.parameters()).device)
-    output = model.generate(
+    output = model.generate(  # type: ignore[operator]  # causal LMs mix in GenerationMixin, which PreTrainedModel's type does not declare
         **batch,
         **generation,
         max_new_tokens=tokens,
@@ -70,7 +71,7 @@ def continuation_ids(
     """
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+    if len(tokenizer) > cast(nn.Embedding, model.get_input_embeddings()).num_embeddings:  # a causal LM's input embedding
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary")
     device = next(model.parameters()).device
     training = model.training
@@ -105,4 +106,4 @@ def sample_openings(
     ids = continuation_ids(
         model, tokenizer, questions, tokens=tokens, seed=seed, system_prompt=system_prompt, batch_size=batch_size
     )
-    return [tokenizer.decode(row) for row in ids]
+    return [decoded(tokenizer, row) for row in ids]

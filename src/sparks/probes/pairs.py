@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +87,8 @@ class PairBatch:
 
     def to(self, device: torch.device | str) -> PairBatch:
         """The same batch on ``device``."""
-        moved = {field.name: getattr(self, field.name) for field in fields(self)}
-        return PairBatch(**{name: None if value is None else value.to(device) for name, value in moved.items()})
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return replace(self, **{name: value.to(device) for name, value in values.items() if value is not None})
 
 
 def pad_pairs(
@@ -259,7 +259,8 @@ def _kind(value: Any) -> str:
     """How JSON names a decoded value's type."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+    return names.get(type(value), "a number")
 
 
 def _pair(record: Any, where: str, vocab_size: int | None) -> Pair:
@@ -293,7 +294,8 @@ def _pair(record: Any, where: str, vocab_size: int | None) -> Pair:
                 raise ValueError(f"{where}: {name}: id {item} is negative")
             if vocab_size is not None and item >= vocab_size:
                 raise ValueError(f"{where}: {name}: id {item} is outside the model's vocabulary of {vocab_size} tokens")
-    return Pair(**{"clean_text": "", "corrupted_text": ""} | record)
+    given: dict[str, Any] = {"clean_text": "", "corrupted_text": "", **record}
+    return Pair(**given)
 
 
 def _check(pair: Pair, where: str) -> None:

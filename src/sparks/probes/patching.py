@@ -63,7 +63,7 @@ def exact_head_effects(
             part = heads[start : start + chunk]
             n = len(part)
 
-            def patch(layer: int, part: list[tuple[int, int]]) -> Callable[[Tensor], Tensor]:
+            def patch(layer: int, part: Sequence[tuple[int, int]]) -> Callable[[Tensor], Tensor]:
                 n = len(part)
                 chosen = torch.zeros(n, num_heads, dtype=torch.bool, device="cpu")
                 for copy, (patched_layer, head) in enumerate(part):
@@ -111,7 +111,10 @@ def _deliver(hooks: Hooks, sites: Sites, destination: str, delta: Tensor) -> Non
         residual = Recorder(hooks, {"x": (attention_norm, "input")})
         hooks.edit_input(ls.mlp, lambda normed: attention_norm.forward(residual.values["x"] + delta.to(normed)))
         return
-    layer, index, kind = _HEAD_INPUT.fullmatch(destination).groups()
+    match = _HEAD_INPUT.fullmatch(destination)
+    if match is None:
+        raise ValueError(f"{destination!r} is not a node of the edge graph")
+    layer, index, kind = match.groups()
     ls = sites.layers[int(layer)]
     read = ls.read(kind)
     first = read.rows.start + int(index) * sites.head_dim

@@ -32,13 +32,13 @@ import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from transformers import PreTrainedTokenizerBase
 
 from sparks.probes.pairs import Pair, read_text
 from sparks.tasks import arith, formats
-from sparks.tasks.data import chat_prompt
+from sparks.tasks.data import rendered_prompt
 from sparks.tasks.evaluation import style_prompt
 
 SCHEMES = ("style", "numbers")
@@ -61,9 +61,12 @@ def pair_prompt(
     """A style (or thinking mode) pair's prompt: the chat prompt of the question with the generation prompt,
     rendered with the template's ``enable_thinking`` switch when it is given (left to the template's default if not)."""
     switch = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-    return tokenizer.apply_chat_template(
-        chat_prompt(question, system_prompt), tokenize=False, add_generation_prompt=True, **switch
-    )
+    return rendered_prompt(tokenizer, question, system_prompt, **switch)
+
+
+def decoded(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """The text of one sequence of ids."""
+    return cast(str, tokenizer.decode(ids))  # one sequence decodes to one string
 
 
 def style_pairs(
@@ -104,8 +107,8 @@ def style_pairs(
         clean_ids, corrupted_ids = prompt + clean[:count], prompt + corrupted[:count]
         pairs.append(
             Pair(
-                clean_text=tokenizer.decode(clean_ids),
-                corrupted_text=tokenizer.decode(corrupted_ids),
+                clean_text=decoded(tokenizer, clean_ids),
+                corrupted_text=decoded(tokenizer, corrupted_ids),
                 clean_ids=clean_ids,
                 corrupted_ids=corrupted_ids,
                 targets=list(range(len(prompt), len(clean_ids))),
@@ -164,21 +167,25 @@ def parse(question: str) -> arith.Node:
 
 
 def _leaf_count(node: arith.Node) -> int:
-    return 1 if node.is_leaf else _leaf_count(node.left) + _leaf_count(node.right)
+    return 1 if node.is_leaf else sum(_leaf_count(operand) for operand in node.branches()[1:])
 
 
 def _with_leaf(node: arith.Node, index: int, value: int) -> arith.Node:
     """``node`` with its ``index``-th leaf (left to right) set to ``value``."""
     if node.is_leaf:
         return arith.Node(value=value)
-    left = _leaf_count(node.left)
-    if index < left:
-        return arith.Node(op=node.op, left=_with_leaf(node.left, index, value), right=node.right)
-    return arith.Node(op=node.op, left=node.left, right=_with_leaf(node.right, index - left, value))
+    op, left, right = node.branches()
+    on_left = _leaf_count(left)
+    if index < on_left:
+        return arith.Node(op=op, left=_with_leaf(left, index, value), right=right)
+    return arith.Node(op=op, left=left, right=_with_leaf(right, index - on_left, value))
 
 
 def _leaves(node: arith.Node) -> list[int]:
-    return [node.value] if node.is_leaf else _leaves(node.left) + _leaves(node.right)
+    if node.is_leaf:
+        return [node.number()]
+    _, left, right = node.branches()
+    return _leaves(left) + _leaves(right)
 
 
 def operand_swaps(question: str, rng: random.Random) -> Iterator[tuple[str, int]]:
@@ -241,8 +248,8 @@ def numbers_pairs(
             if len(corrupted_ids) == len(clean_ids) and corrupted_answer != clean_answer:
                 pairs.append(
                     Pair(
-                        clean_text=tokenizer.decode(clean_ids),
-                        corrupted_text=tokenizer.decode(corrupted_ids),
+                        clean_text=decoded(tokenizer, clean_ids),
+                        corrupted_text=decoded(tokenizer, corrupted_ids),
                         clean_ids=clean_ids,
                         corrupted_ids=corrupted_ids,
                         targets=[len(clean_ids) - 1],
@@ -311,8 +318,8 @@ def mode_pairs(
             tail = continuation[:count]
             pairs[mode].append(
                 Pair(
-                    clean_text=tokenizer.decode(clean + tail),
-                    corrupted_text=tokenizer.decode(corrupted + tail),
+                    clean_text=decoded(tokenizer, clean + tail),
+                    corrupted_text=decoded(tokenizer, corrupted + tail),
                     clean_ids=clean + tail,
                     corrupted_ids=corrupted + tail,
                     targets=list(range(len(clean) - 1, len(clean) + count - 1)),

@@ -11,6 +11,7 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +67,7 @@ def score_pairs(
         warn_routed(sites.model_type)
     for layer, head in heads or ():
         sites.check_head(layer, head)
-    vocab = sites.embed_tokens.num_embeddings
+    vocab = cast(int, sites.embed_tokens.num_embeddings)  # an embedding, or an adapter (LoRA) around one
     largest = max(max(pair.clean_ids + pair.corrupted_ids) for pair in pairs)
     if largest >= vocab:
         raise ValueError(f"the pairs use token id {largest} but the model's vocabulary has {vocab} tokens")

@@ -9,10 +9,14 @@ wrapping the projection, whose input and output are the same tensors as the plai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from torch import nn
 
 from sparks.probes.architectures import Architecture, architecture, check_family
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def resolve(model: nn.Module) -> Sites:
             "score the uncompiled module (the trainer's model, before torch.compile)"
         )
     base = unwrap(model)
-    config = base.config
+    config = cast("PreTrainedConfig", base.config)  # a transformers model
     model_type = str(config.model_type)
     arch = architecture(model_type)
     num_heads = int(config.num_attention_heads)
@@ -194,7 +198,7 @@ def resolve(model: nn.Module) -> Sites:
             mlp_out_norm=get(arch.mlp_out_norm, prefix),
         )
 
-    layer_ids = tuple(range(len(_module(base, arch.layers, model_type))))
+    layer_ids = tuple(range(len(cast(nn.ModuleList, _module(base, arch.layers, model_type)))))  # the table's layers are a ModuleList
     if arch.attention_layer_type is not None:
         layer_ids = tuple(layer for layer in layer_ids if config.layer_types[layer] == arch.attention_layer_type)
     return Sites(

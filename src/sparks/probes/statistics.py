@@ -154,7 +154,7 @@ def head_importance(ranking: Tensor, graph: EdgeGraph) -> Tensor:
     return per_head / total.clamp_min(torch.finfo(per_head.dtype).tiny)
 
 
-def _membership(circuits: list[Circuit], shape: tuple[int, int]) -> Tensor:
+def _membership(circuits: list[Circuit], shape: tuple[int, ...]) -> Tensor:
     """[B, L, H] bool: which heads each circuit holds."""
     members = torch.zeros(len(circuits), *shape, dtype=torch.bool, device="cpu")
     for index, circuit in enumerate(circuits):

@@ -59,20 +59,34 @@ class Node:
     def is_leaf(self) -> bool:
         return self.op is None
 
+    def number(self) -> int:
+        """A leaf's value."""
+        if self.value is None:
+            raise ValueError(f"not a leaf: {self}")
+        return self.value
+
+    def branches(self) -> tuple[str, Node, Node]:
+        """An inner node's operator and operands."""
+        if self.op is None or self.left is None or self.right is None:
+            raise ValueError(f"not an inner node: {self}")
+        return self.op, self.left, self.right
+
 
 def evaluate(node: Node) -> int:
     """Exact value of an expression tree."""
     if node.is_leaf:
-        return node.value
-    return OPERATORS[node.op](evaluate(node.left), evaluate(node.right))
+        return node.number()
+    op, left, right = node.branches()
+    return OPERATORS[op](evaluate(left), evaluate(right))
 
 
 def render(node: Node, parent_precedence: int = 0, right_child: bool = False) -> str:
     """Infix text with the fewest parentheses that keep the tree's meaning."""
     if node.is_leaf:
         return str(node.value)
-    precedence = PRECEDENCE[node.op]
-    text = f"{render(node.left, precedence)}{node.op}{render(node.right, precedence, right_child=True)}"
+    op, left, right = node.branches()
+    precedence = PRECEDENCE[op]
+    text = f"{render(left, precedence)}{op}{render(right, precedence, right_child=True)}"
     needs_parens = precedence < parent_precedence or (right_child and precedence == parent_precedence)
     return f"({text})" if needs_parens else text
 
@@ -81,9 +95,10 @@ def steps(node: Node) -> list[str]:
     """One line per operation, in the order a person evaluates them: `a op b=c`."""
     if node.is_leaf:
         return []
-    lines = steps(node.left) + steps(node.right)
-    left, right = evaluate(node.left), evaluate(node.right)
-    lines.append(f"{left}{node.op}{right}={OPERATORS[node.op](left, right)}")
+    op, left_node, right_node = node.branches()
+    lines = steps(left_node) + steps(right_node)
+    left, right = evaluate(left_node), evaluate(right_node)
+    lines.append(f"{left}{op}{right}={OPERATORS[op](left, right)}")
     return lines
 
 
@@ -176,7 +191,7 @@ def _chain(operands: list[Node], ops: list[str]) -> Node:
 
 def valid(node: Node) -> bool:
     """Whether every intermediate value of `node` lies in VALUE_RANGE."""
-    return evaluate(node) in VALUE_RANGE and (node.is_leaf or (valid(node.left) and valid(node.right)))
+    return evaluate(node) in VALUE_RANGE and (node.is_leaf or all(valid(operand) for operand in node.branches()[1:]))
 
 
 def generate(level: int, rng: random.Random) -> Problem:

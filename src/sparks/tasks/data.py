@@ -16,8 +16,10 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from datasets import Dataset, get_dataset_config_names, load_dataset
+from transformers import PreTrainedTokenizerBase
 
 from sparks.tasks import arith, formats
 
@@ -47,6 +49,16 @@ def chat_prompt(question: str, system_prompt: str | None) -> list[dict[str, str]
     """The conversational prompt: an optional system message, then the question."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": question}]
+
+
+def rendered_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None, **switches: bool) -> str:
+    """The question's chat prompt as text, with the generation prompt; ``switches`` are the template's
+    (``enable_thinking``), left to its defaults when not given."""
+    template_switches: dict[str, Any] = dict(switches)
+    text = tokenizer.apply_chat_template(
+        chat_prompt(question, system_prompt), tokenize=False, add_generation_prompt=True, **template_switches
+    )
+    return cast(str, text)  # tokenize=False renders one conversation to one string
 
 
 def _assistant(text: str) -> list[dict[str, str]]:

@@ -59,7 +59,10 @@ def think_lines(text: str) -> list[str] | None:
 
 def step_is_right(step: str) -> bool:
     """Whether the ``a op b=c`` step's result is right for its own operands."""
-    left, operator, right, result = _STEP.fullmatch(step).groups()
+    match = _STEP.fullmatch(step)
+    if match is None:
+        raise ValueError(f"{step!r} is not an `a op b=c` step")
+    left, operator, right, result = match.groups()
     return arith.OPERATORS[operator](int(left), int(right)) == int(result)
 
 

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparks.tasks import formats
 from sparks.tasks.arith import Problem
-from sparks.tasks.data import chat_prompt
+from sparks.tasks.data import rendered_prompt
 
 # How the model is prompted: into each answer style, or left to choose (thinking on, nothing forced).
 MODES = (*formats.STYLES, "free")
@@ -52,12 +52,7 @@ def style_prompt(tokenizer: PreTrainedTokenizerBase, question: str, style: str, 
     """
     if style not in MODES:
         raise ValueError(f"unknown style {style!r}; styles are {MODES}")
-    prompt = tokenizer.apply_chat_template(
-        chat_prompt(question, system_prompt),
-        tokenize=False,
-        add_generation_prompt=True,
-        enable_thinking=style != "direct",
-    )
+    prompt = rendered_prompt(tokenizer, question, system_prompt, enable_thinking=style != "direct")
     return prompt + f"{formats.THINK_OPEN}\n" if style == "think" else prompt
 
 
@@ -93,7 +88,7 @@ def generate_completions(
         batch = tokenizer(
             prompts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left"
         ).to(model.device)
-        output = model.generate(
+        output = model.generate(  # type: ignore[operator]  # causal LMs mix in GenerationMixin, which PreTrainedModel's type does not declare
             **batch,
             **decoding(temperature),
             max_new_tokens=max_new_tokens,

@@ -37,7 +37,7 @@ def build_tokenizer() -> Qwen2Tokenizer:
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]  # transformers annotates str, but None (no unknown token) is what a byte-level vocabulary needs
         eos_token=EOS_CHAT,
         pad_token=PAD,
         additional_special_tokens=[BOS_CHAT],

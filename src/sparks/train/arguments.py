@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from transformers import TrainingArguments
+from transformers.hf_argparser import DataClassType
 from trl import ScriptArguments, TrlParser
 
 from sparks.callbacks.config import TrackerConfig, type_problem
@@ -127,7 +128,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     Unknown YAML keys, and field values that no dataclass accepts (a string argparse cannot convert, a
     value of the wrong type: check_types), end the program with one line.
     """
-    parser = TrlParser(dataclass_types, exit_on_error=False)  # argparse's error: one line, not the 200-line usage
+    parser = TrlParser([DataClassType(kind) for kind in dataclass_types], exit_on_error=False)  # argparse's error: one line, not the 200-line usage
     try:
         *parsed, config_unknown, cli_unknown = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
@@ -243,6 +244,7 @@ def _check_save_steps(training_args: Any) -> None:
 
 def _check_wandb_key(training_args: Any, tracker: TrackerConfig | None) -> None:
     """W&B online needs an API key; without one wandb.init stops the run at train begin."""
+    asked_by: str | None
     if "wandb" in (training_args.report_to or []):
         asked_by = "report_to"
     elif tracker is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+from transformers.hf_argparser import DataClassType
 
 from sparks.tasks import arith
 from sparks.tasks.evaluation import MODES, grade, pass_at_1
@@ -88,7 +89,7 @@ def main(args: EvaluateArguments) -> dict[str, dict[int, float]]:
 
 
 if __name__ == "__main__":
-    (arguments,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses()
+    (arguments,) = HfArgumentParser(DataClassType(EvaluateArguments)).parse_args_into_dataclasses()
     try:
         arguments.check()
     except RecipeError as error:

@@ -22,6 +22,7 @@ def load_tokenizer(model_args: ModelConfig, training_args: GRPOConfig | SFTConfi
 def load_model(model_args: ModelConfig, training_args: GRPOConfig | SFTConfig) -> PreTrainedModel:
     """The causal LM in the recipe's dtype and attention kernel; PEFT is applied later by the trainer."""
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    assert model_args.model_name_or_path, "check_model_path refuses a recipe without a model first"
     return AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,

@@ -102,6 +102,7 @@ def take_output_dir(training_args: TrainingArguments) -> None:
     refusal: RunStoreError | None = None
     if training_args.process_index == 0 and _output_dir_lock is None:
         try:
+            assert training_args.output_dir is not None, "TrainingArguments gives output_dir a default"
             _output_dir_lock = lock_output_dir(training_args.output_dir)
         except RunStoreError as error:
             refusal = error
@@ -161,7 +162,7 @@ def tracker_callbacks(
     """
     if config is None:
         return []
-    report_to = [name for name in training_args.report_to if name != "none"]
+    report_to = [name for name in training_args.report_to or [] if name != "none"]
     integrations = [KINDS[name].report_to for name in dashboard_names(config)]
     training_args.report_to = report_to + [name for name in integrations if name not in report_to]
     return [HeadTrackerCallback(config, pairs, job_type=job_type)]
