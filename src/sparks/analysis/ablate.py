@@ -32,6 +32,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from sparks.analysis.compare import store_of
 from sparks.analysis.outputs import check_out, staged
@@ -152,6 +153,7 @@ def prompt_means(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size
         tokens = int(batch["attention_mask"].sum())
         part = head_means(model, batch["input_ids"], batch["attention_mask"]) * tokens
         total, count = part if total is None else total + part, count + tokens
+    assert total is not None, "sparks ablate refuses an empty problem set"
     return total / count
 
 
@@ -164,12 +166,14 @@ def intervention(
     if mode == "zero":
         return zero_ablate(model, heads)
     if mode == "mean":
+        assert means is not None, "evaluate_conditions computes the means for mode mean"
         return mean_ablate(model, heads, means)
+    assert factor is not None, "sparks ablate refuses mode scale without a factor"
     return scale_heads(model, heads, factor)
 
 
 def evaluate_conditions(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     problems: Sequence[Problem | FileProblem],
     conditions: dict[str, list[Head]],
@@ -271,7 +275,9 @@ def summarise(records: Sequence[dict[str, Any]], levels: Sequence[int]) -> dict[
                 by_category[record["error"]] += 1
     error_rates = {}
     for category in CATEGORIES:
-        shares = problem_values(records, num_problems, lambda record, category=category: record["error"] == category)
+        def is_category(record: dict[str, Any], category: str = category) -> bool:  # a def: mypy cannot infer a lambda with a default argument
+            return record["error"] == category
+        shares = problem_values(records, num_problems, is_category)
         if any(share.any() for share in shares.values()):
             error_rates[category] = {group: bootstrap(share) | {"count": errors[group]["all"][category]}
                                      for group, share in shares.items()}
@@ -311,11 +317,11 @@ def verdicts(differences: dict[str, dict[str, dict[str, float]]],
                      f"[{against['easy']['low']:+.3f}, {against['easy']['high']:+.3f}], hard {against['hard']['value']:+.3f} "
                      f"[{against['hard']['low']:+.3f}, {against['hard']['high']:+.3f}])")
     for category, estimates in (error_rates or {}).items():
-        against = estimates.get("heads - random")
+        difference = estimates.get("heads - random")
         seen = estimates.get("heads", {}).get("count", 0) + estimates.get("random", {}).get("count", 0)
-        if against is not None and _sign(against) and seen >= MIN_ERRORS:
-            lines.append(f"{category} errors: the set makes {'more' if _sign(against) > 0 else 'fewer'} than the random "
-                         f"controls: {against['value']:+.3f} of answers [{against['low']:+.3f}, {against['high']:+.3f}]")
+        if difference is not None and _sign(difference) and seen >= MIN_ERRORS:
+            lines.append(f"{category} errors: the set makes {'more' if _sign(difference) > 0 else 'fewer'} than the random "
+                         f"controls: {difference['value']:+.3f} of answers [{difference['low']:+.3f}, {difference['high']:+.3f}]")
     return lines
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from transformers import PreTrainedModel
 
 from sparks.probes.bootstrap import poisson_weights
 from sparks.probes.faithfulness import pair_effects, replicate_faithfulness
@@ -48,7 +49,7 @@ def check_scoring(method: str, metric: str, replicates: int) -> None:
 
 
 def score_circuit(
-    model: nn.Module,
+    model: PreTrainedModel,
     pairs: Sequence[Pair],
     selection: Selection,
     *,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.recorder import REWARD_KEYS
@@ -102,8 +103,8 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
     A path that is not a run is refused; of several runs, the readable ones are compared, so one damaged
     run does not hide the others (RunStoreError, naming each, when fewer than two can be read).
     """
-    paths = [Path(path) for path in paths]
-    roots = [store_of(path).root.parent.resolve() for path in paths]
+    dirs = [Path(path) for path in paths]
+    roots = [store_of(path).root.parent.resolve() for path in dirs]
     twice = sorted({str(root) for root in roots if roots.count(root) > 1})
     if twice:
         raise RunStoreError(f"the same run is given twice: {', '.join(twice)}")
@@ -111,10 +112,10 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
         labels = [naming(root) for root in roots]
         if len(set(labels)) == len(labels):
             break
-    if len(paths) == 1:
-        return [load_run(paths[0], labels[0])], []
+    if len(dirs) == 1:
+        return [load_run(dirs[0], labels[0])], []
     runs, warnings = [], []
-    for path, label in zip(paths, labels):
+    for path, label in zip(dirs, labels):
         try:
             runs.append(load_run(path, label))
         except RunStoreError as error:
@@ -215,6 +216,7 @@ def replicate_lineages(lineage: HeadLineage) -> list[HeadLineage]:
     for replicate in range(lineage.snapshots[0].replicates.shape[0]):
         other = HeadLineage(lineage.level)
         for snapshot in lineage.snapshots:
+            assert snapshot.replicates is not None, "a lineage keeps replicates at every snapshot or at none"
             other.update(snapshot.step, np.zeros(lineage.shape), map(tuple, np.argwhere(snapshot.replicates[replicate])))
         lineages.append(other)
     return lineages
@@ -270,13 +272,13 @@ def churn_ratio_interval(confident_churn: np.ndarray, null: np.ndarray, draws: i
     return _interval(ratios)
 
 
-def _interval(values: Sequence[float]) -> tuple[float, float]:
+def _interval(values: ArrayLike) -> tuple[float, float]:
     """2.5% and 97.5% points of the finite-or-infinite values (NaN ones left out; values that exist, never interpolated)."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if not values.size:
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    if not array.size:
         return math.nan, math.nan
-    low, high = np.quantile(values, INTERVAL, method="inverted_cdf")
+    low, high = np.quantile(array, INTERVAL, method="inverted_cdf")
     return float(low), float(high)
 
 
@@ -347,7 +349,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def alignment_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The summary's reward alignment, one row per series and method: r, lag, n, the lag-search corrected p, and that p
     Holm-adjusted over the run's tests."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key in summary:
         parts = key.split("/")
         if len(parts) == 4 and parts[0] == "alignment" and parts[3] == "r":

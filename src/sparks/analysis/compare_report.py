@@ -64,7 +64,7 @@ class Trace:
     kind: str
     name: str
     colour: str
-    x: list[float] = field(default_factory=list)
+    x: Sequence[float] = field(default_factory=list)
     y: list[float | None] = field(default_factory=list)
     low: list[float | None] = field(default_factory=list)
     high: list[float | None] = field(default_factory=list)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict, cast
 
 from sparks.analysis.compare import store_of
 from sparks.analysis.compare_report import Report
@@ -29,7 +30,15 @@ class WandbCompareError(ValueError):
     """The comparison cannot go to W&B as asked; the message is one line saying what to do."""
 
 
-def wandb_identity(run_dirs: Sequence[str | Path], project: str | None, group: str | None) -> dict[str, str]:
+class WandbIdentity(TypedDict):
+    """``wandb.init``'s project, group and job type for the comparison."""
+
+    project: str
+    group: str
+    job_type: str
+
+
+def wandb_identity(run_dirs: Sequence[str | Path], project: str | None, group: str | None) -> WandbIdentity:
     """``wandb.init``'s project, group and job type for the comparison, checked before anything is written.
 
     The group is the user's WANDB_RUN_GROUP, else ``group``, else the one group every run's tracker
@@ -49,10 +58,11 @@ def wandb_identity(run_dirs: Sequence[str | Path], project: str | None, group: s
     if wandb_lacks_a_key():
         raise WandbCompareError('--wandb: wandb needs a W&B API key when online: run "wandb login", set WANDB_API_KEY, '
                                 "or set WANDB_MODE=offline")
-    return identity | {"job_type": JOB_TYPE}
+    # run_identity keeps a given value where no variable is set: the project is given, the group is set above.
+    return cast(WandbIdentity, identity | {"job_type": JOB_TYPE})
 
 
-def log_comparison(report: Report, identity: dict[str, str]) -> str:
+def log_comparison(report: Report, identity: WandbIdentity) -> str:
     """Log the written report (its PNGs beside it) as one finished W&B run; return a line saying where it went."""
     import wandb
 
@@ -64,7 +74,8 @@ def log_comparison(report: Report, identity: dict[str, str]) -> str:
         raise WandbCompareError(f"--wandb: W&B did not start the run ({first_line(error)}); "
                                 f"the report is at {report.path}") from None
     try:
-        logged = {f"compare/{name}": wandb.Table(columns=table.header, data=table.rows) for name, table in report.tables.items()}
+        logged: dict[str, wandb.Table | wandb.Image] = {
+            f"compare/{name}": wandb.Table(columns=list(table.header), data=table.rows) for name, table in report.tables.items()}
         logged |= {f"compare/{png.stem}": wandb.Image(str(png)) for png in sorted(report.path.parent.glob("*.png"))}
         run.log(logged | {"compare/report": wandb.Html(str(report.path), inject=False)})
     except BaseException:

@@ -119,16 +119,17 @@ def load_model(source: Source, base: Path | None, dtype: str, device: str) -> nn
         raise RescoreError(f"{source.path}: a LoRA adapter that names no base model; pass its directory with --base")
     try:
         if adapter_base(source.path) is None:
-            return AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
+            return AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)  # type: ignore[arg-type]  # transformers wraps PreTrainedModel.to in functools.wraps, whose type mypy does not bind to the instance
         from peft import PeftModel
 
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device)
+        assert base is not None, "a LoRA adapter without a base is refused above"
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device)  # type: ignore[arg-type]  # transformers wraps PreTrainedModel.to in functools.wraps, whose type mypy does not bind to the instance
         return PeftModel.from_pretrained(model, source.path).to(device)
     except Exception as error:
         raise RescoreError(f"{source.path}: the model cannot be loaded ({first_line(error)})") from None
 
 
-def rescore_config(stored: dict[str, Any], changes: dict[str, Any], pairs_file: Path) -> TrackerConfig:
+def rescore_config(stored: dict[str, Any], changes: dict[str, Any], pairs_file: Path | None) -> TrackerConfig:
     """The run's tracker settings with ``changes``, scoring ``pairs_file`` (None: arithmetic-world pairs drawn again)."""
     unknown = sorted(set(changes) - set(SETTINGS))
     if unknown:
@@ -181,6 +182,7 @@ def rescore(
         sources = [Source(0, base_dir)] + [source for source in sources if source.step != 0]
     stored = SETTINGS_SINCE | run["config"]
     redraw = pairs is None and any(setting in changes and changes[setting] != stored.get(setting) for setting in PAIR_SETTINGS)
+    pairs_file: Path | None
     if pairs is not None:
         pairs_file = Path(pairs)
     else:
@@ -253,4 +255,5 @@ def _score_all(
             raise RescoreError(f"{source.path}: scoring failed: {str(error).strip().splitlines()[-1]}") from None
         recorder.record(source.step, stats, time.perf_counter() - start, pictures=False)
         del model
+    assert recorder is not None, "checkpoint_sources gives at least one source"
     recorder.finish()

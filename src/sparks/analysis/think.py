@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -87,6 +87,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _measured(stats: SnapshotStats) -> tuple[float, tuple[float, float]]:
+    """A mode's circuit faithfulness and its interval."""
+    assert stats.faithfulness is not None and stats.faithfulness_interval is not None, "score_circuit measures faithfulness"
+    return stats.faithfulness, stats.faithfulness_interval
+
+
 def compare_modes(
     stats: Mapping[str, SnapshotStats], replicate_faithfulness: Mapping[str, Tensor], confidence: float
 ) -> dict[str, Any]:
@@ -99,11 +105,11 @@ def compare_modes(
     on, off = stats["on"], stats["off"]
     if on.replicates.shape != off.replicates.shape:
         raise ValueError(f"the modes' replicates differ in shape: {tuple(on.replicates.shape)} and {tuple(off.replicates.shape)}")
-    shape = tuple(on.importance.shape)
+    shape = cast(tuple[int, int], tuple(on.importance.shape))  # importance is [L, H]
     reported = category_masks(members(on.circuit.heads, shape), members(off.circuit.heads, shape))
     paired = category_masks(on.replicates, off.replicates)
     share = {category: mask.double().mean(0) for category, mask in paired.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for category in CATEGORIES:
         for layer, head in reported[category].nonzero().tolist():
             row_confidence = float(share[category][layer, head])
@@ -128,12 +134,12 @@ def compare_modes(
     replicate_size = {mode: stats[mode].replicates.flatten(1).sum(1).double() for mode in THINKING_MODES}
     size = {mode: _estimate(len(stats[mode].circuit.heads), replicate_size[mode]) for mode in THINKING_MODES}
     size["difference"] = _estimate(len(off.circuit.heads) - len(on.circuit.heads), replicate_size["off"] - replicate_size["on"])
-    faithful = {mode: {"value": stats[mode].faithfulness, "interval": list(stats[mode].faithfulness_interval)}
-                for mode in THINKING_MODES}
-    faithful["difference"] = _estimate(off.faithfulness - on.faithfulness, replicate_faithfulness["off"] - replicate_faithfulness["on"])
+    measured = {mode: _measured(stats[mode]) for mode in THINKING_MODES}  # (faithfulness, its interval)
+    faithful = {mode: {"value": value, "interval": list(span)} for mode, (value, span) in measured.items()}
+    faithful["difference"] = _estimate(measured["off"][0] - measured["on"][0], replicate_faithfulness["off"] - replicate_faithfulness["on"])
     heads = {mode: len(stats[mode].circuit.heads) or math.nan for mode in THINKING_MODES}  # an empty circuit has no per-head figure
     per_head = {mode: replicate_faithfulness[mode] / heads[mode] for mode in THINKING_MODES}
-    efficiency = {mode: _estimate(stats[mode].faithfulness / heads[mode], per_head[mode]) for mode in THINKING_MODES}
+    efficiency = {mode: _estimate(measured[mode][0] / heads[mode], per_head[mode]) for mode in THINKING_MODES}
     efficiency["difference"] = _estimate(efficiency["off"]["value"] - efficiency["on"]["value"], per_head["off"] - per_head["on"])
     comparison = {"confidence": confidence, "heads": rows, "counts": counts, "size": size,
                   "faithfulness": faithful, "efficiency": efficiency}
@@ -141,7 +147,7 @@ def compare_modes(
     return comparison
 
 
-def _sign(low: float, high: float, yes_when_positive: bool) -> str:
+def _sign(low: float, high: float, *, yes_when_positive: bool) -> str:
     """yes / no / undecided from a difference's interval: yes when it excludes 0 on the claimed side."""
     if low != low or high != high:
         return "undecided (not measurable)"
@@ -207,7 +213,7 @@ def think_pixels(stats: Mapping[str, SnapshotStats], comparison: Mapping[str, An
     """The figure as RGB pixels: both modes' importance heatmaps (one colour scale, circuits boxed in red)
     beside the category grid, side by side."""
     limits = (0.0, max(float(stats[mode].importance.nan_to_num(0.0).max()) for mode in THINKING_MODES))
-    shape = tuple(stats["on"].importance.shape)
+    shape = cast(tuple[int, int], tuple(stats["on"].importance.shape))  # importance is [L, H]
     panels = [
         figure_pixels(head_heatmap(stats[mode].importance.float().numpy(), f"{title}: thinking {mode}",
                                    marked=stats[mode].circuit.heads, limits=limits))
