@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 from sparks.callbacks.store import plain_number
@@ -130,8 +131,8 @@ def null_orders(length: int, draws: int, seed: int) -> np.ndarray:
 
 
 def lagged_correlation(
-    x: Sequence[float],
-    y: Sequence[float],
+    x: ArrayLike,
+    y: ArrayLike,
     max_lag: int,
     method: str = "pearson",
     *,

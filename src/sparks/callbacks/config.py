@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sparks.callbacks.dashboards import KINDS
 from sparks.callbacks.store import first_line
@@ -82,7 +82,8 @@ class TrackerConfig:
 
         # The type of every setting first, from its annotation: the checks below can then compare and count.
         for item in fields(self):
-            problem = type_problem(getattr(self, item.name), _annotations(type(self))[item.name], finite=True)
+            hints = _annotations(type(self))  # type: ignore[arg-type]  # a class is hashable; mypy's Hashable check misreads type[Self] (python/mypy#11470)
+            problem = type_problem(getattr(self, item.name), hints[item.name], finite=True)
             if problem:
                 raise bad(item.name, problem)
         for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n", "replicates", "pictures_every"):
@@ -250,9 +251,10 @@ def _wanted(annotation: Any, finite: bool) -> str | None:
         parts = [_wanted(member, finite) for member in typing.get_args(annotation)]
         if None in parts:
             return None
-        parts.sort(key=lambda part: part == "null")  # null last
-        plain = len(parts) == 2 and not any(" or " in part for part in parts)
-        return " or ".join(parts) if plain else ", ".join(parts[:-1]) + f", or {parts[-1]}"
+        words = cast("list[str]", parts)  # no None: returned above
+        words.sort(key=lambda part: part == "null")  # null last
+        plain = len(words) == 2 and not any(" or " in part for part in words)
+        return " or ".join(words) if plain else ", ".join(words[:-1]) + f", or {words[-1]}"
     return None
 
 

@@ -64,7 +64,8 @@ def wandb_key_is_set() -> bool:
     """Whether W&B can log in: ``WANDB_API_KEY`` is set, or the netrc file has a password for the W&B host."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    # No host in the URL (no scheme): "" names no netrc machine (netrc refuses an empty name), so only a default entry answers.
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
     path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
         entry = netrc.netrc(path).authenticators(host) if path.is_file() else None

@@ -159,18 +159,24 @@ class HeadLineage:
         if now is None:
             return None
         if kind == "base":
-            happens = self.snapshots[0].replicates
+            happens = self._replicates(0)
         elif index == 0:
             happens = np.zeros_like(now)
         elif kind == "birth":
-            happens = now & ~self.snapshots[index - 1].replicates
+            happens = now & ~self._replicates(index - 1)
         elif kind == "prune":
-            happens = self.snapshots[index - 1].replicates & ~now
+            happens = self._replicates(index - 1) & ~now
         elif kind == "emerge":
-            happens = now & ~self.snapshots[0].replicates
+            happens = now & ~self._replicates(0)
         else:
             raise ValueError(f"unknown event kind {kind!r}; choose from {KINDS}")
         return happens.mean(0)
+
+    def _replicates(self, index: int) -> np.ndarray:
+        """Snapshot ``index``'s replicate circuits, asked for once another snapshot has them."""
+        replicates = self.snapshots[index].replicates
+        assert replicates is not None, "every snapshot has replicate circuits, or none has (update checks it)"
+        return replicates
 
     def confident(self, heads: Iterable[Head], index: int, kind: str) -> set[Head]:
         """Those of ``heads`` whose ``kind`` event at snapshot ``index`` is confident (none without replicates)."""
@@ -180,7 +186,7 @@ class HeadLineage:
     def _events_at(self, index: int) -> list[dict]:
         snapshot = self.snapshots[index]
         if index == 0:
-            kinds = [("base", snapshot.heads)]
+            kinds: list[tuple[str, Iterable[Head]]] = [("base", snapshot.heads)]
         else:
             seen = frozenset().union(*(earlier.heads for earlier in self.snapshots[:index]))
             births = self.births(index)

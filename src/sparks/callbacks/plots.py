@@ -7,7 +7,7 @@ and ``figure_pixels`` turns one into the RGB array that W&B and trackio images t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ def margined_figure(width: float, height: float, left: float, right: float, bott
     return figure
 
 
-def _grid_figure(layers: int, heads: int, side: float) -> tuple[Figure, Axes]:
+def _grid_figure(layers: int, heads: int, *, side: float) -> tuple[Figure, Axes]:
     """A figure sized to a layer x head grid (and ``side`` inches for a colour bar or legend), layer 0 at the top."""
     grid_width, height = max(1.5, 0.45 * heads), max(2.2, 1.1 + 0.4 * layers)
     figure = margined_figure(0.6 + grid_width + side, height, left=0.6, right=side)
@@ -96,7 +96,7 @@ def _line_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     return figure, axes
 
 
-def survival_plot(times: Sequence[float], survival: Sequence[float], title: str) -> Figure:
+def survival_plot(times: ArrayLike, survival: ArrayLike, title: str) -> Figure:
     """A Kaplan-Meier step curve S(t) over head life durations (``HeadLineage.survival()``)."""
     figure, axes = _line_figure(title, "steps since birth", "share of heads still in the circuit")
     axes.step(times, survival, where="post", color="#4c72b0")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def kaplan_meier(durations: Sequence[float], observed: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+def kaplan_meier(durations: ArrayLike, observed: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The grid t (0 and every distinct duration) and S(t) = prod over death times t_i <= t of (1 - d_i / n_i).
 
     ``observed[i]`` is False for a life still going on (right-censored at ``durations[i]``). d_i is

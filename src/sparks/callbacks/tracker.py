@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -171,7 +171,8 @@ class HeadTrackerCallback(TrainerCallback):
         check_scorable(model, self.config.level)  # a family or level sparks cannot score stops here, before any work
         self.graph = graph_of(model)
         if self.pairs is None:
-            self.pairs = probe_pairs(self.config, tokenizer, resolve(model).embed_tokens.num_embeddings)
+            vocab_size = cast(int, resolve(model).embed_tokens.num_embeddings)  # an embedding, or an adapter (LoRA) around one
+            self.pairs = probe_pairs(self.config, tokenizer, vocab_size)
         pad_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = 0 if pad_id is None else int(pad_id)
         step = state.global_step
@@ -223,6 +224,7 @@ class HeadTrackerCallback(TrainerCallback):
         self.last_scored = step
         start = time.perf_counter()
         try:
+            assert self.pairs is not None and self.graph is not None, "on_train_begin sets them before any snapshot"
             stats = score_snapshot(model, self.pairs, self.config, self.graph, self.pad_id, step)
         except ShardedSnapshotFailed:  # raised on the failing rank only: recorded if it is the main process, then fatal
             if self.recorder is not None:
@@ -267,6 +269,7 @@ class HeadTrackerCallback(TrainerCallback):
         error, last_stored, missing = None, -1, False
         if state.is_world_process_zero:
             try:
+                assert args.output_dir is not None, "TrainingArguments defaults it to trainer_output"
                 if not holds(output_dir_lock(args.output_dir)):  # the training scripts took it before the model loaded
                     self._lock = lock_output_dir(args.output_dir)
                 self.recorder, dropped = self._open_recorder(args, state, model)
@@ -297,6 +300,8 @@ class HeadTrackerCallback(TrainerCallback):
     ) -> tuple[SnapshotRecorder, int | None]:
         """The recorder over a fresh run store, or over the stored run resumed at this step (same settings, pairs
         and heads), and the step of a damaged snapshot the resume dropped to score again (RunStore.resume)."""
+        assert args.output_dir is not None, "TrainingArguments defaults it to trainer_output"
+        assert self.pairs is not None, "on_train_begin sets the pairs before it opens the store"
         store, step, dropped = RunStore(args.output_dir), state.global_step, None
         layout = head_layout(model)
         series = [(int(entry["step"]), values) for entry in state.log_history
@@ -306,6 +311,7 @@ class HeadTrackerCallback(TrainerCallback):
             changed = store.check_settings(self.config.as_dict(), self.pairs, layout)
             resumed = store.resume(step, records)
             store.record_resume(step, changed)
+            assert resumed is not None, "the store holds a lineage (checked above)"
             lineage, dropped = resumed.lineage, resumed.dropped
             print(f"sparks: resuming the run store at step {step}: {len(lineage)} snapshots kept"
                   + "".join(f"; {note}" for note in resumed.notes), flush=True)

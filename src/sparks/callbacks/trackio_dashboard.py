@@ -10,11 +10,14 @@ logged as Markdown panels (and numeric summary values as scalars) at the last st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparks.callbacks.panels import EVENT_COLUMNS, event_rows, figures
 from sparks.callbacks.plots import figure_pixels
 from sparks.callbacks.report import SnapshotReport
+
+if TYPE_CHECKING:
+    from trackio.run import Run
 
 STEP = "train/global_step"
 
@@ -31,8 +34,8 @@ class TrackioDashboard:
         config: dict[str, Any] | None = None,
     ) -> None:
         config = {**(config or {}), **({"job_type": job_type} if job_type else {})} or None  # trackio has no job type
-        self.init_args = {"project": project, "name": run_name, "group": group, "config": config, "resume": "allow"}
-        self.run = None
+        self.init_args: dict[str, Any] = {"project": project, "name": run_name, "group": group, "config": config, "resume": "allow"}
+        self.run: Run | None = None
         self.owns_run = False
         self.last_step = 0
 

@@ -22,6 +22,7 @@ from sparks.callbacks.report import SnapshotReport
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
+    from wandb import Run, Table
 
 STEP = "train/global_step"
 IDENTITY_VARIABLES = {"project": "WANDB_PROJECT", "group": "WANDB_RUN_GROUP", "job_type": "WANDB_JOB_TYPE"}
@@ -55,7 +56,8 @@ def trainer_run(args: TrainingArguments, group: str | None, job_type: str | None
     if wandb.run is not None:  # the user's own run: the trainer joins it as it is
         yield
         return
-    run = wandb.init(name=args.run_name, **run_identity(args.project, group, job_type))
+    identity = run_identity(args.project, group, job_type)
+    run = wandb.init(name=args.run_name, project=identity["project"], group=identity["group"], job_type=identity["job_type"])
     try:
         yield
     except BaseException:
@@ -80,10 +82,10 @@ class WandbDashboard:
         job_type: str | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
-        self.init_args = {"project": project, "name": run_name, "group": group, "job_type": job_type, "config": config}
-        self.run = None
+        self.init_args: dict[str, Any] = {"project": project, "name": run_name, "group": group, "job_type": job_type, "config": config}
+        self.run: Run | None = None
         self.owns_run = False
-        self.events = None
+        self.events: Table | None = None
         self.events_logged = 0
         self.failures = 0
 
@@ -98,11 +100,12 @@ class WandbDashboard:
                 self.run = wandb.init(**args | run_identity(args["project"], args["group"], args["job_type"]))
             else:
                 self.run = wandb.run
+                assert self.run is not None, "owns_run is False: a run is active"
                 if self.init_args["config"]:
                     self.run.config.update(self.init_args["config"], allow_val_change=True)
             self.run.define_metric(STEP)
             self.run.define_metric("heads/*", step_metric=STEP)
-            self.events = wandb.Table(columns=EVENT_COLUMNS, log_mode="INCREMENTAL")
+            self.events = wandb.Table(columns=[*EVENT_COLUMNS], log_mode="INCREMENTAL")  # its own list: the table keeps it and add_column appends
             self.events_logged = 0
         return self.run
 
@@ -111,6 +114,7 @@ class WandbDashboard:
         import wandb
 
         run = self._active_run()
+        assert self.events is not None, "_active_run made the table"
         events = report.lineage.events
         for row in event_rows(events[self.events_logged:]):
             self.events.add_data(*row)
