@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -185,3 +186,19 @@ def test_replicates_must_match_the_scores_and_each_other():
     with pytest.raises(ValueError):
         lineage.update(10, _scores(10), {(0, 0)}, None, None)
     assert len(lineage) == 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda snapshots: snapshots[0].update(replicates=None), "snapshots[1].replicates: 16, where the first snapshot has none"),
+    (lambda snapshots: snapshots[1].update(replicates=snapshots[1]["replicates"][:3]), "snapshots[1].replicates: 3, where the first snapshot has 16"),
+    (lambda snapshots: snapshots[2].update(replicates=[]), "snapshots[2].replicates: must be a non-empty list of hex strings or null"),
+])
+def test_a_state_whose_snapshots_disagree_on_replicates_is_refused_naming_the_snapshot(damage, message):
+    """Every snapshot has the same number of replicate circuits, or none has: events compare replicate b across them."""
+    lineage = HeadLineage(level=0.25)
+    for snapshot in _random_run(np.random.default_rng(1), 3):
+        lineage.update(*snapshot)
+    state = json.loads(json.dumps(lineage.state_dict()))
+    damage(state["snapshots"])
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        HeadLineage.from_state_dict(state)

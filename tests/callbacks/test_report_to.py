@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import test_wandb_dashboard
 import trackio
 import wandb
 from transformers import TrainingArguments
@@ -17,7 +16,7 @@ from sparks.callbacks.store import RunStore
 from sparks.callbacks.wandb_dashboard import WandbDashboard
 from sparks.train.arguments import GRPOScriptArguments, check_training_args, parse_recipe
 from sparks.train.run import tracker_callbacks
-from tests.callbacks import wandb_records
+from tests.callbacks import test_wandb_dashboard, wandb_records
 from tests.callbacks.training_runs import TRACKER, lineage_of, run_grpo
 
 IDENTITY = ("WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE")

@@ -98,7 +98,7 @@ def test_a_restored_tracker_joins_the_trainer_run_leaves_it_running_and_shows_al
 
 
 def test_a_tracked_training_run_shares_one_wandb_run_with_the_trainer(offline, monkeypatch, random_model_dir):
-    from test_tracker import TRACKER, run_grpo
+    from tests.callbacks.training_runs import TRACKER, run_grpo
 
     for name in ("WANDB_JOB_TYPE", "WANDB_RUN_GROUP", "WANDB_PROJECT"):
         monkeypatch.delenv(name, raising=False)

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_tracker_distributed import last_line, launch
 
 from sparks.analysis.cli import main
 from sparks.analysis.compare import load_run
@@ -24,6 +23,7 @@ from sparks.callbacks.lock import LOCK_FILE, DirectoryTaken, acquire, holds, rel
 from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import Pair
 from sparks.train import sft as train_sft
+from tests.callbacks.test_tracker_distributed import last_line, launch
 from tests.callbacks.training_runs import REPO, SMALL_SFT, lineage_of, run_sft
 
 pytestmark = pytest.mark.hostile

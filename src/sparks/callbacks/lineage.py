@@ -333,6 +333,7 @@ def check_state(state: object) -> None:
     if not isinstance(snapshots, list):
         raise ValueError(f"snapshots: must be a list, got {type(snapshots).__name__}")
     shape, previous = None, -1
+    replicate_count: int | None = None  # the first snapshot's number of replicates (0 without), which every one keeps
     for index, record in enumerate(snapshots):
         where = f"snapshots[{index}]"
         if not isinstance(record, dict):
@@ -360,8 +361,12 @@ def check_state(state: object) -> None:
         if record["reward"] is not None and not _number(record["reward"]):
             raise ValueError(f"{where}.reward: must be a number or null, got {record['reward']!r}")
         replicates = record["replicates"]
-        if replicates is not None and not (isinstance(replicates, list) and all(isinstance(text, str) for text in replicates)):
-            raise ValueError(f"{where}.replicates: must be a list of hex strings or null")
+        if replicates is not None and not (isinstance(replicates, list) and replicates and all(isinstance(text, str) for text in replicates)):
+            raise ValueError(f"{where}.replicates: must be a non-empty list of hex strings or null")
+        count = 0 if replicates is None else len(replicates)
+        if replicate_count is not None and count != replicate_count:
+            raise ValueError(f"{where}.replicates: {count or 'none'}, where the first snapshot has {replicate_count or 'none'}")
+        replicate_count = count
         if replicates:
             try:
                 sizes = {len(bytes.fromhex(text)) for text in replicates}
