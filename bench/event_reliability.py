@@ -36,11 +36,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.lineage import HeadLineage
 from sparks.callbacks.snapshot import score_snapshot
 from sparks.callbacks.tracker import probe_pairs
 from sparks.probes.scoring import graph_of
 from sparks.probes.sites import resolve
+from sparks.runs.lineage import HeadLineage
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "outputs" / "tiny-base"

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from sparks.analysis.compare import load_run
-from sparks.callbacks.store import RunStore
+from sparks.runs.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ One uninterrupted run is the reference. Each trial launches the same command, wa
 checkpoint exists, then SIGKILLs the launcher (only the launcher: its worker must die with it) at a
 random moment of the rest of the run, checks that no worker survives, and relaunches the very same
 command, which resumes from the last checkpoint by itself, until it finishes. The trial's run store
-must then hold exactly the reference's contents (callbacks.store.RunStore.contents: snapshots,
+must then hold exactly the reference's contents (runs.store.RunStore.contents: snapshots,
 scores, circuits, lineage, events with confidences, metrics, failures, summary). Prints one line per
 trial (kill moment, what the relaunch printed about the store, equal or not) and the count of equal stores.
 """
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparks.callbacks.store import RunStore
+from sparks.runs.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@
 
 Trains a tracked run of the tiny SFT recipe from the base model (`make base-model`), then, on the store
 it wrote and in the same process, times: taking and letting go of the output directory's writer lock
-(callbacks.lock, once per run), the store's self-check (RunStore.damage: every snapshot the lineage
+(runs.lock, once per run), the store's self-check (RunStore.damage: every snapshot the lineage
 names, run at a relaunch before the model loads and by every `sparks compare` read) and `sparks
 compare`'s whole read of the run (analysis.compare.load_run, the check included). Each is printed as
 a share of one snapshot's scoring (the mean of the run's own snapshot ``seconds``), measured on the
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sparks.analysis.compare import load_run
-from sparks.callbacks.lock import lock_output_dir, release
-from sparks.callbacks.store import RunStore, snapshot_dir
+from sparks.runs.lock import lock_output_dir, release
+from sparks.runs.store import RunStore, snapshot_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "method.md"
-PACKAGES = ("probes", "callbacks", "tasks", "analysis", "train")
+PACKAGES = ("probes", "callbacks", "tasks", "analysis", "train", "runs", "dashboards")
 CITED_NAME = re.compile(r"`((?:sparks\.)?(?:" + "|".join(PACKAGES) + r")(?:\.\w+)+)`")
 CITED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 CITED_SECTION = re.compile(r"(docs/[\w-]+\.md),?\s+\"([^\"]+)\"")

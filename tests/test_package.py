@@ -7,7 +7,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = {"tasks", "probes", "callbacks", "analysis", "train"}
+LINKED = {"tasks", "probes", "callbacks", "analysis", "train"}  # the design card's folders, at the root as links
+SUBPACKAGES = LINKED | {"runs", "dashboards"}
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -54,11 +55,11 @@ def test_source_imports_only_through_sparks():
 
 def test_the_root_folders_are_links_to_the_package_not_copies():
     """train/, probes/, … at the root are git symlinks to src/sparks/…, so one file holds each module."""
-    entries = subprocess.run(["git", "ls-files", "--stage", *sorted(SUBPACKAGES)], cwd=REPO, capture_output=True, text=True,
+    entries = subprocess.run(["git", "ls-files", "--stage", *sorted(LINKED)], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.splitlines()
     links = {line.split("\t")[1]: line.split()[0] for line in entries}
-    assert links == dict.fromkeys(SUBPACKAGES, "120000"), links
-    for name in SUBPACKAGES:
+    assert links == dict.fromkeys(LINKED, "120000"), links
+    for name in LINKED:
         assert (REPO / name).resolve() == REPO / "src" / "sparks" / name
 
 

@@ -15,6 +15,7 @@ import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from sparks.callbacks.config import TrackerConfig
+from sparks.dashboards.wandb_key import wandb_lacks_a_key
 from sparks.tasks.tiny_model import TinyModelArguments
 from sparks.train.arguments import (
     GRPOScriptArguments,
@@ -24,7 +25,6 @@ from sparks.train.arguments import (
     check_output_dir,
     check_training_args,
     parse_recipe,
-    wandb_lacks_a_key,
 )
 from sparks.train.pretrain import PretrainArguments
 

@@ -240,7 +240,7 @@ def test_a_real_data_sets_problems_are_read_and_checked_with_math_verify(random_
     read = ablate.file_problems(problems)
     assert [(p.answer, p.level, p.steps) for p in read] == [("7", 1, None), ("1000", 2, None)]
     # the answers are checked as the accuracy reward checks them: a right answer, in other words, counts
-    from sparks.train.rewards import math_equal
+    from sparks.tasks.formats import math_equal
     assert math_equal("<answer>\\frac{14}{2}</answer>", read[0].answer) and not math_equal("<answer>8</answer>", read[0].answer)
     seen = []
     monkeypatch.setattr(ablate, "grade", lambda *a, check, **k: seen.append(check) or grade(*a, check=check, **k))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import wandb
 
-import sparks.train.arguments
+import sparks.dashboards.wandb_key
 from sparks.analysis.cli import main
 from tests.analysis.synthetic_runs import write_run
-from tests.callbacks import wandb_records
+from tests.dashboards import wandb_records
 
 CHARTS = ["emergent", "churn", "cohorts", "activation", "jaccard", "survival", "faithfulness"]
 
@@ -114,7 +114,7 @@ def test_runs_in_no_one_group_or_flags_without_wandb_are_refused_before_anything
 
 def test_wandb_online_without_a_key_is_refused_before_anything_is_written(offline, monkeypatch, capsys):
     runs = [grouped_run(offline / name, name, "exp") for name in ("cumulative", "dynamic")]
-    monkeypatch.setattr(sparks.train.arguments, "wandb_lacks_a_key", lambda: True)  # W&B online, no key (tests/test_recipes.py)
+    monkeypatch.setattr(sparks.dashboards.wandb_key, "wandb_lacks_a_key", lambda: True)  # W&B online, no key (tests/test_recipes.py)
     assert main(["compare", *map(str, runs), "--out", str(offline / "compare"), "--wandb"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         'sparks: error: --wandb: wandb needs a W&B API key when online: run "wandb login", set WANDB_API_KEY, '

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from sparks.analysis.cli import main
-from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import load_pairs
+from sparks.runs.store import RunStore
 from tests.callbacks.training_runs import DEVICE, TRACKER, lineage_of, run_grpo
 
 # Steps that move the weights (the recipe's cosine warmup leaves the first step at learning rate 0),

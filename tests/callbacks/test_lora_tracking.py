@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.snapshot import score_snapshot
-from sparks.callbacks.store import RunStore
 from sparks.probes.edges import edge_scores
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.patching import exact_edge_effects
 from sparks.probes.scoring import graph_of
+from sparks.runs.store import RunStore
 from tests.callbacks.training_runs import TRACKER, history, lineage_of, run_grpo
 from tests.probes.tiny_models import VOCAB, assert_unchanged, lora, random_pairs, snapshot, tiny_model
 

@@ -12,12 +12,12 @@ from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig
 
 import sparks.train.arguments
-from sparks.callbacks.store import RunStore
-from sparks.callbacks.wandb_dashboard import WandbDashboard
+from sparks.dashboards.wandb_dashboard import WandbDashboard
+from sparks.runs.store import RunStore
 from sparks.train.arguments import GRPOScriptArguments, check_training_args, parse_recipe
 from sparks.train.run import tracker_callbacks
-from tests.callbacks import test_wandb_dashboard, wandb_records
 from tests.callbacks.training_runs import TRACKER, lineage_of, run_grpo
+from tests.dashboards import test_wandb_dashboard, wandb_records
 
 IDENTITY = ("WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE")
 offline = test_wandb_dashboard.offline  # the fixture: offline W&B under tmp_path
@@ -100,7 +100,7 @@ def test_the_users_wandb_group_and_job_type_win_and_stay(offline, monkeypatch):
 
 
 def test_a_training_that_raises_finishes_the_trainers_wandb_run_as_failed(offline, tmp_path, monkeypatch):
-    from sparks.callbacks.wandb_dashboard import trainer_run
+    from sparks.dashboards.wandb_dashboard import trainer_run
 
     for name in IDENTITY:
         monkeypatch.delenv(name, raising=False)
@@ -116,7 +116,7 @@ def test_a_training_that_raises_finishes_the_trainers_wandb_run_as_failed(offlin
 
 
 def test_a_trainer_not_reporting_to_wandb_starts_no_run(tmp_path):
-    from sparks.callbacks.wandb_dashboard import trainer_run
+    from sparks.dashboards.wandb_dashboard import trainer_run
 
     with trainer_run(TrainingArguments(output_dir=str(tmp_path / "run"), report_to="trackio", use_cpu=True), "exp", "grpo"):
         assert wandb.run is None

@@ -20,9 +20,9 @@ from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 import sparks.callbacks.snapshot
-import sparks.callbacks.store
+import sparks.runs.store
 from sparks.analysis.compare import load_run
-from sparks.callbacks.store import RunStore
+from sparks.runs.store import RunStore
 from sparks.train import sft as train_sft
 from sparks.train.run import resumable_checkpoint
 from tests.callbacks.training_runs import history, lineage_of, run_sft
@@ -150,7 +150,7 @@ def test_kill_during_a_snapshot_write_resumes_to_the_uninterrupted_run(random_mo
                                                                        uninterrupted, moment):
     with monkeypatch.context() as patch:
         if moment == "staging":  # the snapshot's files half written
-            kill_when(patch, sparks.callbacks.store.Circuit, "save", lambda circuit, path: "step-00000004" in str(path))
+            kill_when(patch, sparks.runs.store.Circuit, "save", lambda circuit, path: "step-00000004" in str(path))
         else:  # its directory in place, the lineage not yet committed
             kill_when(patch, os, "replace", lambda source, target: str(target).endswith("sparks/events.jsonl")
                       and (Path(target).parent / "snapshots" / "step-00000004").is_dir())
@@ -189,7 +189,7 @@ def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypa
         with_callback(patch, KillAfterCheckpoint(4))
         killed(random_model_dir, tmp_path)
     with monkeypatch.context() as patch:  # metrics.jsonl rewritten, the lineage not yet
-        kill_when(patch, sparks.callbacks.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
+        kill_when(patch, sparks.runs.store, "_write_text", lambda path, text: path.name == "failures.jsonl")
         killed(random_model_dir, tmp_path)
     train(random_model_dir, tmp_path)
     assert RunStore(tmp_path).contents() == uninterrupted
@@ -253,7 +253,7 @@ class DiskFull:
         for owner, name in ((pathlib.Path, "open"), (pathlib.Path, "write_text")):
             monkeypatch.setattr(owner, name, self.guard(getattr(owner, name), lambda path: OSError(
                 errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))))
-        monkeypatch.setattr(sparks.callbacks.store, "save_file", self.guard(sparks.callbacks.store.save_file, lambda path: (
+        monkeypatch.setattr(sparks.runs.store, "save_file", self.guard(sparks.runs.store.save_file, lambda path: (
             SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))))
 
     def guard(self, real, error):
@@ -331,34 +331,34 @@ def test_resume_reads_torn_lines_keeps_whole_records_and_writes_nothing_before_i
     assert notes == ["dropped line 2 of failures.jsonl, not a whole record (16 characters: a torn write)"]
     (store.root / "lineage.json").write_text('{"version": 2, "level": 0.9, "snaps')
     (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": 2, "config": {}}))
-    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
+    with pytest.raises(sparks.runs.store.RunStoreError, match=r"lineage.json: unreadable .*set --output_dir"):
         store.resume(3, [])
     assert (store.root / "failures.jsonl").read_text().endswith('{"step": 2, "err')  # untouched
 
 
 def test_a_store_from_before_ig_rule_resumes_as_scored_with_the_right_rule(tmp_path):
     """Stores written before ``ig_rule`` existed were scored at k/m, k = 1..m: resuming them keeps that rule."""
-    config = {name: None for name in sparks.callbacks.store.LINEAGE_SETTINGS if name != "ig_rule"}
-    store = sparks.callbacks.store.RunStore(tmp_path)
+    config = {name: None for name in sparks.runs.store.LINEAGE_SETTINGS if name != "ig_rule"}
+    store = sparks.runs.store.RunStore(tmp_path)
     store.start({"config": config}, [])
     assert store.check_settings(config | {"ig_rule": "right"}) == {}
-    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"^tracker.ig_rule: .* scored with 'right', this run asks for 'midpoint'"):
+    with pytest.raises(sparks.runs.store.RunStoreError, match=r"^tracker.ig_rule: .* scored with 'right', this run asks for 'midpoint'"):
         store.check_settings(config | {"ig_rule": "midpoint"})
 
 
 def test_a_v2_store_reads_and_a_newer_one_is_refused_in_one_line(tmp_path):
     """v3 only adds to run.json (base_model, rescore), so a v2 store still reads; a store written by a
     newer sparks says to upgrade rather than being misread."""
-    store = sparks.callbacks.store.RunStore(tmp_path)
+    store = sparks.runs.store.RunStore(tmp_path)
     store.root.mkdir(parents=True)
     for version in (2, 3):
         (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": version, "config": {}}))
         assert store.run()["version"] == version
     (store.root / "run.json").write_text(json.dumps({"format": "sparks-run", "version": 4, "config": {}}))
-    with pytest.raises(sparks.callbacks.store.RunStoreError, match=r"v4 run store, written by a newer sparks; .* upgrade"):
+    with pytest.raises(sparks.runs.store.RunStoreError, match=r"v4 run store, written by a newer sparks; .* upgrade"):
         store.run()
     (store.root / "run.json").write_text(json.dumps({"format": "other", "version": 3}))
-    with pytest.raises(sparks.callbacks.store.RunStoreError, match="not a sparks-run run store"):
+    with pytest.raises(sparks.runs.store.RunStoreError, match="not a sparks-run run store"):
         store.run()
 
 
@@ -409,7 +409,7 @@ def test_a_damaged_snapshot_is_named_by_file_and_field_and_a_resume_past_it_refu
         f"sparks: error: {tmp_path / 'sparks/snapshots/step-00000000/scores.safetensors'}: unreadable (")
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before | {
         tmp_path / "sparks/snapshots/step-00000000/scores.safetensors": b"\0" * 16}
-    with pytest.raises(sparks.callbacks.store.RunStoreError, match="scores.safetensors: unreadable"):
+    with pytest.raises(sparks.runs.store.RunStoreError, match="scores.safetensors: unreadable"):
         load_run(tmp_path)
 
 

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-import sparks.callbacks.dashboards
 import sparks.callbacks.snapshot
 import sparks.callbacks.tracker
-from sparks.callbacks.store import RunStore
+import sparks.dashboards.registry
 from sparks.probes.pairs import load_pairs, save_pairs
 from sparks.probes.schemes import numbers_pairs
+from sparks.runs.store import RunStore
 from sparks.tasks import arith
 from tests.callbacks import training_runs
 from tests.callbacks.training_runs import TRACKER, history, lineage_of, run_grpo, run_sft
@@ -146,7 +146,7 @@ class BrokenDashboard:
 
 
 def test_a_failing_dashboard_is_recorded_and_fatal_only_when_strict(random_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(sparks.callbacks.dashboards, "make_dashboards", lambda *args, **kwargs: [BrokenDashboard()])
+    monkeypatch.setattr(sparks.dashboards.registry, "make_dashboards", lambda *args, **kwargs: [BrokenDashboard()])
     run_grpo(random_model_dir, tmp_path / "lenient", 2, TRACKER)
     failures = RunStore(tmp_path / "lenient").read("failures.jsonl")
     assert [failure["step"] for failure in failures] == [0, 2]

@@ -1,4 +1,4 @@
-"""One writer per output directory (callbacks.lock): a second training, a second rescore of one name, or a
+"""One writer per output directory (runs.lock): a second training, a second rescore of one name, or a
 launch on two processes into a directory another process writes is refused before it touches anything,
 naming the holder; a lock left by a killed process blocks nobody."""
 
@@ -19,16 +19,16 @@ import pytest
 from sparks.analysis.cli import main
 from sparks.analysis.compare import load_run
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.lock import LOCK_FILE, DirectoryTaken, acquire, holds, release
-from sparks.callbacks.store import RunStore
 from sparks.probes.pairs import Pair
+from sparks.runs.lock import LOCK_FILE, DirectoryTaken, acquire, holds, release
+from sparks.runs.store import RunStore
 from sparks.train import sft as train_sft
 from tests.callbacks.test_tracker_distributed import last_line, launch
 from tests.callbacks.training_runs import REPO, SMALL_SFT, lineage_of, run_sft
 
 pytestmark = pytest.mark.hostile
 TRACKER = {"every": 2, "num_problems": 16, "dashboards": ["none"]}
-HOLD = ("import sys, time; from pathlib import Path; from sparks.callbacks.lock import acquire; "
+HOLD = ("import sys, time; from pathlib import Path; from sparks.runs.lock import acquire; "
         "acquire(Path(sys.argv[1]), 'held'); print('held', flush=True); time.sleep(600)")
 
 
@@ -132,8 +132,8 @@ def test_the_tracker_in_a_trainer_of_ones_own_takes_the_lock_at_train_begin(rand
     """Outside the training scripts (a HeadTrackerCallback added to any Trainer), the tracker itself holds the lock."""
     from transformers import AutoModelForCausalLM, TrainerState, TrainingArguments
 
-    from sparks.callbacks.lock import output_dir_lock
     from sparks.callbacks.tracker import HeadTrackerCallback
+    from sparks.runs.lock import output_dir_lock
 
     model = AutoModelForCausalLM.from_pretrained(random_model_dir)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])

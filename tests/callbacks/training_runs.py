@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from sparks.callbacks.lineage import HeadLineage
+from sparks.runs.lineage import HeadLineage
 from sparks.train import grpo, sft
 from sparks.train.arguments import GRPOScriptArguments, RecipeArguments, parse_recipe
 

@@ -17,7 +17,6 @@ import torch
 
 from sparks.analysis.cli import parser
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.store import LINEAGE_SETTINGS
 from sparks.probes.attribution import node_scores
 from sparks.probes.conductance import conductance_scores
 from sparks.probes.edges import edge_scores
@@ -26,6 +25,7 @@ from sparks.probes.ig import IG_RULE, IG_RULES, ig_points
 from sparks.probes.metrics import get_metric, logit_diff
 from sparks.probes.scoring import score_pairs
 from sparks.probes.sites import resolve
+from sparks.runs.store import LINEAGE_SETTINGS
 from tests.probes.tiny_models import assert_unchanged, random_pairs, recorded_run, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)

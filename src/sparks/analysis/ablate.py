@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 
 from sparks.analysis.compare import store_of
 from sparks.analysis.outputs import check_out, staged
-from sparks.callbacks.plots import margined_figure, save_png
+from sparks.dashboards.plots import margined_figure, save_png
 from sparks.probes.hooks import scoring
 from sparks.probes.pairs import read_text
 from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ablate
@@ -406,7 +406,6 @@ def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from sparks.tasks import arith
-    from sparks.train.rewards import math_equal
 
     if args.mode == "scale" and args.factor is None:
         raise ValueError("--mode scale needs --factor (the paper scales by 1.3 and 0.5)")
@@ -454,7 +453,7 @@ def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
                          f"of {args.model} does not know: use --style free or think")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device)
     resolve(model)  # a model without the expected modules fails here, before any generation
-    check = math_equal if args.problems else formats.is_correct
+    check = formats.math_equal if args.problems else formats.is_correct
     started = time.perf_counter()
     records = evaluate_conditions(
         model, tokenizer, problems, conditions, mode=args.mode, factor=args.factor, seeds=args.seeds,

@@ -35,8 +35,7 @@ from sparks.analysis.ablate import INTERVENTIONS, parse_heads
 from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.analysis.outputs import check_out, staged
 from sparks.analysis.rescore import TOKENIZER_FILES
-from sparks.callbacks.plots import head_heatmap, save_png
-from sparks.callbacks.store import first_line
+from sparks.dashboards.plots import head_heatmap, save_png
 from sparks.probes.architectures import check_family
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.metrics import METRICS
@@ -58,6 +57,7 @@ from sparks.probes.schemes import (
 )
 from sparks.probes.scoring import LEVELS, METHODS
 from sparks.probes.statistics import AGGREGATIONS, Selection
+from sparks.runs.store import first_line
 from sparks.tasks import arith
 from sparks.tasks.data import HUB_SOURCES, probe_questions
 from sparks.tasks.evaluation import MODES

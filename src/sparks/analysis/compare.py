@@ -1,7 +1,7 @@
 """Runs side by side: each run store read into per-snapshot series, and the summary that says which run
 behaves cumulatively and which dynamically (``sparks compare``; the report is drawn by analysis.compare_report).
 
-Every number comes from the run stores (callbacks.store): the lineage (reported circuits, their
+Every number comes from the run stores (runs.store): the lineage (reported circuits, their
 bootstrap replicate circuits and confidences), the snapshot records (null churn, faithfulness and its
 interval), the logged reward and the summary's reward alignment. Intervals come from the stored
 bootstrap: replicate b of every snapshot resamples the same probe pairs, so the circuits of
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.recorder import REWARD_KEYS
-from sparks.callbacks.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.statistics import INTERVAL
+from sparks.runs.alignment import REWARD_KEYS
+from sparks.runs.lineage import HeadLineage
+from sparks.runs.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
 
 CHURN_DRAWS = 2000
 """Snapshot resamples behind the churn ratio's interval (seeded, so the report is reproducible)."""

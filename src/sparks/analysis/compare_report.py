@@ -46,9 +46,9 @@ from sparks.analysis.compare import (
     survival_band,
 )
 from sparks.analysis.outputs import check_out, staged
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.plots import DPI, save_png
-from sparks.callbacks.store import plain_number
+from sparks.dashboards.plots import DPI, save_png
+from sparks.runs.lineage import HeadLineage
+from sparks.runs.store import plain_number
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 REPORT = "report.html"

@@ -6,7 +6,7 @@ The run holds the report's summary and reward-alignment tables (and its ablation
 page shows them (the same Table objects the page is written from), each figure's
 PNG as a ``wandb.Image`` (W&B draws images the same online and synced from offline), and the page
 itself as ``wandb.Html`` (its Plotly figures stay interactive there: plotly.js is inline). Project and
-group follow the project's rule (callbacks.wandb_dashboard.run_identity): a user's WANDB_PROJECT and
+group follow the project's rule (dashboards.wandb_dashboard.run_identity): a user's WANDB_PROJECT and
 WANDB_RUN_GROUP win. The job type is always "compare", what marks this run as the comparison. Offline
 (``WANDB_MODE=offline``) the run is written locally for ``wandb sync`` later.
 """
@@ -19,8 +19,8 @@ from typing import TypedDict, cast
 
 from sparks.analysis.compare import store_of
 from sparks.analysis.compare_report import Report
-from sparks.callbacks.store import first_line
-from sparks.callbacks.wandb_dashboard import run_identity
+from sparks.dashboards.wandb_dashboard import run_identity
+from sparks.runs.store import first_line
 
 JOB_TYPE = "compare"
 PROJECT = "sparks"
@@ -45,7 +45,7 @@ def wandb_identity(run_dirs: Sequence[str | Path], project: str | None, group: s
     config names (run.json ``config.group``); runs in other groups or in none need ``--group``. W&B
     online without an API key is refused here, not after the report is drawn.
     """
-    from sparks.train.arguments import wandb_lacks_a_key
+    from sparks.dashboards.wandb_key import wandb_lacks_a_key
 
     identity = run_identity(project or PROJECT, group, JOB_TYPE)
     if identity["group"] is None:

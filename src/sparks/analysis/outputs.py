@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sparks.callbacks.store import RunStoreError
+from sparks.runs.store import RunStoreError
 
 
 def check_out(out: Path) -> Path:

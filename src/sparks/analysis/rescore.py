@@ -6,12 +6,12 @@ records) are loaded and scored
 the way the live tracker scores a snapshot (callbacks.snapshot.score_snapshot), by default with the
 run's own tracker settings and probe pairs; the lineage, reward windows and summary are then built
 by the tracker's recorder (callbacks.recorder) over the run's logged series. The result is a whole
-run store (callbacks.store, the same format) at ``RUN_DIR/rescores/<name>/sparks/``, so
+run store (runs.store, the same format) at ``RUN_DIR/rescores/<name>/sparks/``, so
 ``RUN_DIR/rescores/<name>`` is read as a run by every reader of run stores; its run.json adds a
 ``rescore`` record naming the run, the scored models and the settings that differ from the live
 scoring. It is written to a temporary directory renamed into place at the end: a failure leaves
 nothing half-written. One rescore of a name runs at a time: a second is refused, naming the first
-(callbacks.lock). With the run's settings it reproduces the live snapshots of the checkpointed
+(runs.lock). With the run's settings it reproduces the live snapshots of the checkpointed
 steps; with saved checkpoints every 100 steps it is the paper's offline protocol.
 """
 
@@ -32,14 +32,14 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.lock import acquire, release
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
-from sparks.callbacks.store import SETTINGS_SINCE, RunStore, first_line
 from sparks.callbacks.tracker import head_layout, probe_pairs
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.scoring import graph_of
+from sparks.runs.lineage import HeadLineage
+from sparks.runs.lock import acquire, release
+from sparks.runs.store import SETTINGS_SINCE, RunStore, first_line
 
 RESCORES = "rescores"
 """The folder of a run directory that holds its rescores, one run directory per name."""

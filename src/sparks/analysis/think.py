@@ -23,7 +23,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sparks.callbacks.plots import figure_pixels, head_heatmap, margined_figure
+from sparks.dashboards.plots import figure_pixels, head_heatmap, margined_figure
 from sparks.probes.openings import continuation_ids
 from sparks.probes.pairs import Pair
 from sparks.probes.schemes import THINKING_MODES, mode_pairs

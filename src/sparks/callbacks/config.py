@@ -17,14 +17,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
-from sparks.callbacks.dashboards import KINDS
-from sparks.callbacks.store import first_line
+from sparks.dashboards.registry import KINDS
 from sparks.probes.ig import IG_RULE, IG_RULES
 from sparks.probes.metrics import METRICS
 from sparks.probes.pairs import load_pairs
 from sparks.probes.schemes import SCHEMES
 from sparks.probes.scoring import LEVELS, METHODS
 from sparks.probes.statistics import AGGREGATIONS, Selection
+from sparks.runs.store import first_line
 from sparks.tasks import arith
 
 DASHBOARDS = ("auto", *KINDS, "none")

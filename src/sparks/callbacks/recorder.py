@@ -18,17 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from sparks.callbacks.alignment import alignment_summary, reward_alignment
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.report import Dashboard, SnapshotReport
-from sparks.callbacks.store import RunStore, first_line, plain_number
+from sparks.dashboards.report import Dashboard, SnapshotReport
 from sparks.probes.statistics import SnapshotStats
+from sparks.runs.alignment import REWARD_KEYS, alignment_summary, reward_alignment
+from sparks.runs.lineage import HeadLineage
+from sparks.runs.store import RunStore, first_line, plain_number
 
 logger = logging.getLogger(__name__)
 
-REWARD_KEYS = ("reward", "mean_token_accuracy")
-"""The series a snapshot's reward window and the alignment use: GRPO's reward, else SFT's token accuracy."""
 
 
 def kept_series(logs: dict[str, Any]) -> dict[str, float]:

@@ -10,8 +10,8 @@ A snapshot is scored when its step ends and recorded once that step's logs are i
 window it closes includes its own step (at once when the step logs nothing, so the store holds it
 before a checkpoint of that step is written). Training resumed from a checkpoint resumes the run
 store at that step, reading what it holds: a snapshot of that step it lacks is scored again, and
-other tracker settings, pairs or heads are refused (callbacks.store). The main process holds the
-output directory's writer lock (callbacks.lock) from train begin to train end, unless the training
+other tracker settings, pairs or heads are refused (runs.store). The main process holds the
+output directory's writer lock (runs.lock) from train begin to train end, unless the training
 script took it already. A checkpoint step also logs, so that a resume from it logs the same
 averages as the run it resumes. Scoring leaves the model
 exactly as found (probes.hooks), so the training is the same with and without the tracker. A
@@ -37,18 +37,18 @@ from transformers.trainer_utils import IntervalStrategy
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.distributed import sum_over_ranks
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.lock import WriterLock, holds, lock_output_dir, output_dir_lock, release
 from sparks.callbacks.recorder import SnapshotRecorder, kept_series
-from sparks.callbacks.report import Dashboard
 from sparks.callbacks.snapshot import ShardedSnapshotFailed, SnapshotFailed, score_snapshot
-from sparks.callbacks.store import RunStore, RunStoreError
+from sparks.dashboards.report import Dashboard
 from sparks.probes.edges import EdgeGraph
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.schemes import BASELINE_OPENING, REASONING_OPENING, arith_style_pairs, numbers_pairs, style_pairs
 from sparks.probes.scoring import graph_of
 from sparks.probes.sites import check_scorable, resolve, unwrap
 from sparks.probes.statistics import SnapshotStats
+from sparks.runs.lineage import HeadLineage
+from sparks.runs.lock import WriterLock, holds, lock_output_dir, output_dir_lock, release
+from sparks.runs.store import RunStore, RunStoreError
 from sparks.tasks import arith
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def dashboard_names(config: TrackerConfig) -> list[str]:
     names: list[str] = []
     for name in config.dashboards:
         if name == "auto":
-            from sparks.callbacks.dashboards import default_dashboards
+            from sparks.dashboards.registry import default_dashboards
 
             name_list = default_dashboards()
         else:
@@ -159,8 +159,8 @@ class HeadTrackerCallback(TrainerCallback):
 
     def wandb_run(self, args: TrainingArguments) -> AbstractContextManager[None]:
         """Train inside this block and a trainer reporting to wandb logs into a W&B run with the
-        tracker's group and job type (callbacks.wandb_dashboard.trainer_run), finished at its end."""
-        from sparks.callbacks.wandb_dashboard import trainer_run
+        tracker's group and job type (dashboards.wandb_dashboard.trainer_run), finished at its end."""
+        from sparks.dashboards.wandb_dashboard import trainer_run
 
         return trainer_run(args, self.config.group, self.job_type)
 
@@ -327,7 +327,7 @@ class HeadTrackerCallback(TrainerCallback):
         if step > 0:
             store.save_summary(recorder.summary())
         if self.dashboards is None:
-            from sparks.callbacks.dashboards import make_dashboards
+            from sparks.dashboards.registry import make_dashboards
 
             try:
                 recorder.dashboards = make_dashboards(

@@ -54,6 +54,15 @@ def is_correct(text: str, answer: int | str) -> bool:
     return extracted is not None and re.fullmatch(r"-?\d+", extracted) is not None and int(extracted) == int(answer)
 
 
+def math_equal(text: str, gold: str) -> bool:
+    """math-verify's equivalence between the answer in `text` and `gold` (LaTeX or plain)."""
+    from math_verify import parse, verify  # it imports sympy (seconds): only when a real answer is graded
+
+    predicted = extract_answer(text) or text
+    gold_parsed = parse(f"${gold}$")
+    return bool(gold_parsed) and verify(gold_parsed, parse(f"${predicted}$"))
+
+
 def has_think_format(text: str) -> bool:
     """Whether `text` is a non-empty think block followed by an answer block, and nothing else."""
     return _THINK_FORMAT.match(text) is not None

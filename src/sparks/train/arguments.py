@@ -22,8 +22,9 @@ from transformers.hf_argparser import DataClassType
 from trl import ScriptArguments, TrlParser
 
 from sparks.callbacks.config import TrackerConfig, type_problem
-from sparks.callbacks.store import first_line
+from sparks.dashboards.wandb_key import wandb_lacks_a_key
 from sparks.probes.pairs import Pair, load_pairs_for_model
+from sparks.runs.store import first_line
 from sparks.tasks import arith
 from sparks.tasks.data import DATASETS, HUB_SOURCES, PROBE_ONE_IN, DataOptions, probe_questions
 from sparks.train.launcher import report_to_launcher
@@ -258,33 +259,6 @@ def _check_wandb_key(training_args: Any, tracker: TrackerConfig | None) -> None:
             f'{asked_by}: wandb needs a W&B API key when online: run "wandb login", set WANDB_API_KEY, '
             "or set WANDB_MODE=offline"
         )
-
-
-def wandb_lacks_a_key() -> bool:
-    """Whether W&B is online with no API key where wandb.init looks for one, found without the network.
-
-    W&B's own lookup (wandb 0.31): its settings files and WANDB_* variables (mode, base URL, key),
-    WANDB_IDENTITY_TOKEN_FILE, then the netrc entry for the base URL that ``wandb login`` writes.
-    It reads a fresh Settings, not W&B's process-wide one, which would freeze the WANDB_* variables
-    the tracker sets later. When that lookup itself fails, leave the verdict to wandb.init.
-    """
-    try:
-        from wandb.sdk.lib import wbauth
-        from wandb.sdk.wandb_settings import Settings
-
-        settings = Settings()
-        config_dir = os.environ.get("WANDB_CONFIG_DIR")
-        system = Path(config_dir).expanduser() / "settings" if config_dir else Path("~/.config/wandb/settings").expanduser()
-        settings.settings_system = str(system)
-        settings.update_from_system_settings()
-        settings.update_from_env_vars(dict(os.environ))
-        if settings.mode in ("offline", "dryrun", "disabled"):
-            return False
-        if settings.api_key or os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-            return False
-        return wbauth.read_netrc_auth(host=settings.base_url) is None
-    except Exception:  # no wandb, or its lookup changed: wandb.init will say what is wrong
-        return False
 
 
 def check_output_dir(output_dir: str) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from math_verify import parse, verify
-
 from sparks.tasks import formats
 
 
@@ -18,19 +16,12 @@ def completion_text(completion: str | list[dict[str, str]]) -> str:
     return completion if isinstance(completion, str) else completion[0]["content"]
 
 
-def math_equal(text: str, gold: str) -> bool:
-    """math-verify's equivalence between the answer in `text` and `gold` (LaTeX or plain)."""
-    predicted = formats.extract_answer(text) or text
-    gold_parsed = parse(f"${gold}$")
-    return bool(gold_parsed) and verify(gold_parsed, parse(f"${predicted}$"))
-
-
 def accuracy_reward(completions: list, answer: list[str], task: list[str], **kwargs) -> list[float]:
     """1.0 when the final answer is right, else 0.0."""
     rewards = []
     for completion, gold, kind in zip(completions, answer, task):
         text = completion_text(completion)
-        right = formats.is_correct(text, gold) if kind == "arith" else math_equal(text, gold)
+        right = formats.is_correct(text, gold) if kind == "arith" else formats.math_equal(text, gold)
         rewards.append(float(right))
     return rewards
 

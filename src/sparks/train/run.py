@@ -13,13 +13,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.dashboards import KINDS
 from sparks.callbacks.distributed import sum_over_ranks
-from sparks.callbacks.lock import WriterLock, lock_output_dir, release
 from sparks.callbacks.snapshot import ShardedSnapshotFailed
-from sparks.callbacks.store import RunStore, RunStoreError
 from sparks.callbacks.tracker import HeadTrackerCallback, dashboard_names
+from sparks.dashboards.registry import KINDS
 from sparks.probes.pairs import Pair
+from sparks.runs.lock import WriterLock, lock_output_dir, release
+from sparks.runs.store import RunStore, RunStoreError
 from sparks.train.arguments import RecipeError, exit_with
 from sparks.train.progress import use_reward_progress
 
@@ -27,12 +27,12 @@ from sparks.train.progress import use_reward_progress
 def resume_point(training_args: TrainingArguments, tracker: TrackerConfig | None) -> None:
     """Take the output directory for this run, then choose the checkpoint to resume from; before any model loads.
 
-    The main process takes the output directory's writer lock (callbacks.lock), held until
+    The main process takes the output directory's writer lock (runs.lock), held until
     ``train_and_save`` ends: a second run writing there is refused on every rank, naming the holder.
     ``resume_from_checkpoint``: a checkpoint directory; ``true`` for the last one, as in transformers;
     unset resumes from the output directory's last checkpoint when it has one, as Open-R1 does, so a
     crashed job relaunched with the same command goes on where it stopped. The run store's own check
-    (callbacks.store) then moves an automatic resume back to a checkpoint at or before a snapshot the
+    (runs.store) then moves an automatic resume back to a checkpoint at or before a snapshot the
     store lacks or holds damaged, to score it again, and refuses (RunStoreError) a relaunch that would
     start a lineage over, change its settings, or leave such a hole.
     """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from sparks.callbacks.plots import cohort_plot, head_heatmap, membership_heatmap, survival_plot
-from sparks.callbacks.report import SnapshotReport
+from sparks.dashboards.plots import cohort_plot, head_heatmap, membership_heatmap, survival_plot
+from sparks.dashboards.report import SnapshotReport
 
 EVENT_COLUMNS = ["step", "layer", "head", "event", "confidence", "confident", "score", "reward"]
 EFFECT_LABEL = "E = (I - I_base) / (I + I_base)"

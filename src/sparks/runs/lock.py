@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparks.callbacks.store import RunStoreError
+from sparks.runs.store import RunStoreError
 
 LOCK_FILE = ".sparks.lock"
 """The lock file of a training output_dir."""

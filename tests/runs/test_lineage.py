@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from sparks.callbacks.lineage import Cohort, HeadLineage
+from sparks.runs.lineage import Cohort, HeadLineage
 
 # 2 layers x 3 heads; base {00, 01, 12} -> {00, 10, 11} -> {00, 01, 10}
 STEPS = [0, 100, 200]

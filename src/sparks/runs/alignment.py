@@ -19,7 +19,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from sparks.callbacks.store import plain_number
+from sparks.runs.store import plain_number
+
+REWARD_KEYS = ("reward", "mean_token_accuracy")
+"""The series a snapshot's reward window and the alignment use: GRPO's reward, else SFT's token accuracy."""
 
 MIN_PAIRS = 10
 """Usable (finite) pairs at lag 0 below which there is no result (``insufficient``).

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sparks.callbacks.panels import EVENT_COLUMNS, event_rows, figures
-from sparks.callbacks.plots import figure_pixels
-from sparks.callbacks.report import SnapshotReport
+from sparks.dashboards.panels import EVENT_COLUMNS, event_rows, figures
+from sparks.dashboards.plots import figure_pixels
+from sparks.dashboards.report import SnapshotReport
 
 if TYPE_CHECKING:
     from trackio.run import Run

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparks.callbacks.survival import kaplan_meier
+from sparks.runs.survival import kaplan_meier
 
 Head = tuple[int, int]
 VERSION = 2

@@ -7,15 +7,13 @@ Adding a dashboard is one entry in ``DASHBOARDS`` (docs/dashboards.md, "Adding a
 from __future__ import annotations
 
 import importlib
-import netrc
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+
+from sparks.dashboards.wandb_key import wandb_key_found
 
 if TYPE_CHECKING:
-    from sparks.callbacks.report import Dashboard
+    from sparks.dashboards.report import Dashboard
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class DashboardKind:
     which the trainer logs its own series (the reward curve) to the same place, and its class
     (``module:Class``, imported only when one is made, so that choosing imports neither wandb nor trackio).
 
-    The class takes ``(project, run_name, group, job_type, config)`` and is a callbacks.report.Dashboard.
+    The class takes ``(project, run_name, group, job_type, config)`` and is a dashboards.report.Dashboard.
     """
 
     name: str
@@ -38,8 +36,8 @@ class DashboardKind:
 
 
 DASHBOARDS: tuple[DashboardKind, ...] = (
-    DashboardKind("wandb", report_to="wandb", dashboard="sparks.callbacks.wandb_dashboard:WandbDashboard"),
-    DashboardKind("trackio", report_to="trackio", dashboard="sparks.callbacks.trackio_dashboard:TrackioDashboard"),
+    DashboardKind("wandb", report_to="wandb", dashboard="sparks.dashboards.wandb_dashboard:WandbDashboard"),
+    DashboardKind("trackio", report_to="trackio", dashboard="sparks.dashboards.trackio_dashboard:TrackioDashboard"),
 )
 """Every dashboard the tracker can feed."""
 KINDS = {kind.name: kind for kind in DASHBOARDS}
@@ -60,20 +58,6 @@ def make_dashboards(
     return [KINDS[name].make(project, run_name, group, job_type, config) for name in names]
 
 
-def wandb_key_is_set() -> bool:
-    """Whether W&B can log in: ``WANDB_API_KEY`` is set, or the netrc file has a password for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    # No host in the URL (no scheme): "" names no netrc machine (netrc refuses an empty name), so only a default entry answers.
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        entry = netrc.netrc(path).authenticators(host) if path.is_file() else None
-    except (netrc.NetrcParseError, OSError):
-        return False
-    return bool(entry and entry[2])
-
-
 def default_dashboards() -> list[str]:
     """``["wandb"]`` when a W&B key is set, else ``["trackio"]`` (local, needs no account)."""
-    return ["wandb"] if wandb_key_is_set() else ["trackio"]
+    return ["wandb"] if wandb_key_found() else ["trackio"]

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.callbacks.test_trackio_dashboard import SESSION, session_env
+from tests.dashboards.test_trackio_dashboard import SESSION, session_env
 
 CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome", "chrome"])), None)
 SCALARS = ["heads/circuit_size", "heads/births", "heads/prunings", "heads/emergent", "heads/failed",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sparks.callbacks.survival import kaplan_meier
+from sparks.runs.survival import kaplan_meier
 
 
 def test_textbook_leukemia_6mp_group():

@@ -7,10 +7,10 @@ import json
 import pytest
 import wandb
 
-from sparks.callbacks.panels import EVENT_COLUMNS, event_rows
-from sparks.callbacks.wandb_dashboard import WandbDashboard
-from tests.callbacks import wandb_records
-from tests.callbacks.snapshot_reports import STEPS, circuit_size, final_lineage, reports
+from sparks.dashboards.panels import EVENT_COLUMNS, event_rows
+from sparks.dashboards.wandb_dashboard import WandbDashboard
+from tests.dashboards import wandb_records
+from tests.dashboards.snapshot_reports import STEPS, circuit_size, final_lineage, reports
 
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 

@@ -3,9 +3,9 @@
 trackio reads TRACKIO_DIR once, at import, into many of its modules, so each test gets a fresh
 process pointed at its own temporary directory instead of patching trackio's globals.
 
-    python -m tests.callbacks.trackio_session own      feed the snapshots into the dashboard's own run, print what trackio stored
-    python -m tests.callbacks.trackio_session shared   the same into a run the trainer started, from step 20 on (a restored tracker)
-    python -m tests.callbacks.trackio_session serve    feed, then serve the dashboard; print its URL, stop when stdin closes
+    python -m tests.dashboards.trackio_session own      feed the snapshots into the dashboard's own run, print what trackio stored
+    python -m tests.dashboards.trackio_session shared   the same into a run the trainer started, from step 20 on (a restored tracker)
+    python -m tests.dashboards.trackio_session serve    feed, then serve the dashboard; print its URL, stop when stdin closes
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import trackio
 from trackio.sqlite_storage import SQLiteStorage
 
-from sparks.callbacks.trackio_dashboard import TrackioDashboard
-from tests.callbacks.snapshot_reports import reports
+from sparks.dashboards.trackio_dashboard import TrackioDashboard
+from tests.dashboards.snapshot_reports import reports
 
 PROJECT = "sparks-test"
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sparks.callbacks.lineage import Head, HeadLineage
+from sparks.runs.lineage import Head, HeadLineage
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sparks.callbacks.panels import EVENT_COLUMNS, event_rows, figures
-from sparks.callbacks.plots import figure_pixels
-from sparks.callbacks.report import SnapshotReport
+from sparks.dashboards.panels import EVENT_COLUMNS, event_rows, figures
+from sparks.dashboards.plots import figure_pixels
+from sparks.dashboards.report import SnapshotReport
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments

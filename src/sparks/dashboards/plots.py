@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from numpy.typing import ArrayLike
 
-from sparks.callbacks.lineage import Cohort, Head
+from sparks.runs.lineage import Cohort, Head
 
 DPI = 100
 MEMBERSHIP = ("not in the circuit", "kept from base", "emergent")  # category names, in colour order

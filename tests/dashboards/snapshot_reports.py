@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from sparks.callbacks.lineage import HeadLineage
-from sparks.callbacks.report import SnapshotReport
+from sparks.dashboards.report import SnapshotReport
+from sparks.runs.lineage import HeadLineage
 
 STEPS = [0, 10, 20, 30]
 # base {00, 01, 12} -> {00, 10, 11} -> {00, 01, 10} -> {00, 10}

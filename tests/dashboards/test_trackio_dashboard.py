@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparks.callbacks.panels import EVENT_COLUMNS
-from tests.callbacks.snapshot_reports import STEPS, circuit_size, reports
+from sparks.dashboards.panels import EVENT_COLUMNS
+from tests.dashboards.snapshot_reports import STEPS, circuit_size, reports
 
-SESSION = ["-m", "tests.callbacks.trackio_session"]  # run from anywhere: session_env puts the repository on the path
+SESSION = ["-m", "tests.dashboards.trackio_session"]  # run from anywhere: session_env puts the repository on the path
 IMAGES = ["heads/importance", "heads/membership", "heads/circuit", "heads/activation_frequency", "heads/survival", "heads/cohorts"]
 
 

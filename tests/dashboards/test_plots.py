@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from sparks.callbacks.panels import figures
-from sparks.callbacks.plots import (
+from sparks.dashboards.panels import figures
+from sparks.dashboards.plots import (
     cohort_plot,
     figure_pixels,
     head_heatmap,
@@ -17,7 +17,7 @@ from sparks.callbacks.plots import (
     save_png,
     survival_plot,
 )
-from tests.callbacks.snapshot_reports import STEPS, final_lineage, reports
+from tests.dashboards.snapshot_reports import STEPS, final_lineage, reports
 
 
 def test_head_heatmap_shows_the_values_and_boxes_the_marked_heads(tmp_path):

@@ -18,9 +18,9 @@ be analysed later. Layout (format ``sparks-run``, version 3; version 2 lacks ``b
   ``importance_low``/``importance_high``, ``membership`` [L, H], and ``ranking``, what the circuit
   was selected from ([L, H] at node level, [U, D] at edge level).
 - ``snapshots/step-XXXXXXXX/circuit/``: the selected circuit (probes.circuit.Circuit.save).
-- ``lineage.json``: the lineage state (callbacks.lineage.HeadLineage.state_dict), for resuming.
+- ``lineage.json``: the lineage state (runs.lineage.HeadLineage.state_dict), for resuming.
 - ``events.jsonl``: the lineage's events {step, layer, head, event, score, reward, confidence,
-  confident} (callbacks.lineage), one per line.
+  confident} (runs.lineage), one per line.
 - ``metrics.jsonl``: the trainer's logged series, one {step, ...} line per log call.
 - ``failures.jsonl``: snapshots that failed: {step, error, traceback}.
 - ``summary.json``: run-level results (reward alignment, final counts).
@@ -36,7 +36,7 @@ before it. events.jsonl follows from the lineage and metrics.jsonl from the trai
 so a resume rewrites both; the JSON-lines files are read tolerantly (a torn last line, what a crash
 or a full disk leaves, is dropped and reported). An append that fails is undone and kept in memory
 until a later one succeeds. A store holding a lineage is never deleted: starting over it is refused.
-One process writes a store at a time (callbacks.lock).
+One process writes a store at a time (runs.lock).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers.trainer_utils import get_last_checkpoint
 
-from sparks.callbacks.lineage import HeadLineage
 from sparks.probes.circuit import Circuit
 from sparks.probes.pairs import Pair, load_pairs, save_pairs
+from sparks.runs.lineage import HeadLineage
 
 FORMAT = "sparks-run"
 VERSION = 3

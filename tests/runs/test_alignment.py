@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sparks.callbacks.alignment import (
+from sparks.runs.alignment import (
     MIN_LAG_PAIRS,
     MIN_PAIRS,
     LagCorrelation,

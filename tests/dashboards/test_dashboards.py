@@ -9,11 +9,11 @@ import pytest
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.dashboards import DASHBOARDS, default_dashboards, make_dashboards
-from sparks.callbacks.report import Dashboard
 from sparks.callbacks.tracker import dashboard_names
-from sparks.callbacks.trackio_dashboard import TrackioDashboard
-from sparks.callbacks.wandb_dashboard import WandbDashboard
+from sparks.dashboards.registry import DASHBOARDS, default_dashboards, make_dashboards
+from sparks.dashboards.report import Dashboard
+from sparks.dashboards.trackio_dashboard import TrackioDashboard
+from sparks.dashboards.wandb_dashboard import WandbDashboard
 
 
 @pytest.fixture
@@ -70,6 +70,6 @@ def test_wandb_with_a_key_in_the_environment_or_netrc(no_wandb_key, monkeypatch)
 
 
 def test_importing_the_dashboards_does_not_import_wandb_or_trackio():
-    code = "import sys, sparks.callbacks.dashboards; print(sorted({'wandb', 'trackio'} & set(sys.modules)))"
+    code = "import sys, sparks.dashboards.registry; print(sorted({'wandb', 'trackio'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
