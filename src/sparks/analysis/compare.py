@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.statistics import INTERVAL
 from sparks.runs.alignment import REWARD_KEYS
-from sparks.runs.lineage import HeadLineage
+from sparks.runs.lineage import CHURN_KINDS, HeadLineage, event_counts
 from sparks.runs.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
 
 CHURN_DRAWS = 2000
@@ -155,15 +155,14 @@ def comparable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
 
 def emergent_counts(lineage: HeadLineage) -> tuple[np.ndarray, np.ndarray]:
     """Per snapshot, the emergent heads (in the circuit, not in the base circuit) and the confident ones among them."""
-    raw = [len(lineage.emergent(index)) for index in range(len(lineage))]
-    confident = [len(lineage.confident(lineage.emergent(index), index, "emerge")) for index in range(len(lineage))]
-    return np.array(raw), np.array(confident)
+    counts = [event_counts(lineage, index) for index in range(len(lineage))]
+    return np.array([raw["emerge"] for raw, _ in counts]), np.array([confident["emerge"] for _, confident in counts])
 
 
 def confident_events(lineage: HeadLineage, kind: str) -> np.ndarray:
-    """Per snapshot, the confident births (``kind`` "birth") or prunings ("prune") of the reported circuit (0 at the base)."""
-    changed = {"birth": lineage.births, "prune": lineage.prunings}[kind]
-    return np.array([len(lineage.confident(changed(index), index, kind)) for index in range(len(lineage))])
+    """Per snapshot, the heads event ``kind`` (runs.lineage.EVENT_KINDS) confidently holds for: the confident
+    births ("birth") or prunings ("prune") of the reported circuit (0 at the base)."""
+    return np.array([event_counts(lineage, index)[1][kind] for index in range(len(lineage))])
 
 
 def null_churn(records: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -321,7 +320,7 @@ def behaviour(share: Estimate) -> str:
 
 def summarise(run: Run, replicates: Sequence[HeadLineage]) -> RunSummary:
     """The run's summary row: share of born heads alive at the end, confident churn over null churn, median lifespan, final emergent count."""
-    churn = confident_events(run.lineage, "birth") + confident_events(run.lineage, "prune")
+    churn = np.sum([confident_events(run.lineage, kind.name) for kind in CHURN_KINDS], axis=0)
     null = null_churn(run.records)
     share = replicate_estimate(share_alive, run.lineage, replicates)
     ratio = Estimate(churn_ratio(churn, null), *churn_ratio_interval(churn, null),

@@ -47,7 +47,7 @@ from sparks.analysis.compare import (
 )
 from sparks.analysis.outputs import check_out, staged
 from sparks.dashboards.plots import DPI, save_png
-from sparks.runs.lineage import HeadLineage
+from sparks.runs.lineage import CHURN_KINDS, HeadLineage
 from sparks.runs.store import plain_number
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
@@ -128,8 +128,8 @@ def churn_chart(runs: Sequence[Run]) -> Chart:
         steps = run.lineage.steps
         panels.append(Panel(run.name, "training step" if index == len(runs) - 1 else "", "heads", [
             Trace("band", "null churn", "#999999", steps, low=[0.0] * len(steps), high=_plain(null_churn(run.records))),
-            Trace("line", f"{run.name}: confident births", _colour(index), steps, _plain(confident_events(run.lineage, "birth"))),
-            Trace("line", f"{run.name}: confident prunings", _colour(index), steps, _plain(confident_events(run.lineage, "prune")), dashed=True),
+            *(Trace("line", f"{run.name}: confident {kind.counted_as}", _colour(index), steps,
+                    _plain(confident_events(run.lineage, kind.name)), dashed=number > 0) for number, kind in enumerate(CHURN_KINDS)),
         ]))
     return Chart("churn", "Confident births and prunings per snapshot, against the null churn", panels)
 

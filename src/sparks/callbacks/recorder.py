@@ -22,7 +22,7 @@ from sparks.callbacks.config import TrackerConfig
 from sparks.dashboards.report import Dashboard, SnapshotReport
 from sparks.probes.statistics import SnapshotStats
 from sparks.runs.alignment import REWARD_KEYS, alignment_summary, reward_alignment
-from sparks.runs.lineage import HeadLineage
+from sparks.runs.lineage import CHURN_KINDS, EVENT_KINDS, HeadLineage, event_counts
 from sparks.runs.store import RunStore, first_line, plain_number
 
 logger = logging.getLogger(__name__)
@@ -40,21 +40,18 @@ def kept_series(logs: dict[str, Any]) -> dict[str, float]:
 
 
 def snapshot_metrics(lineage: HeadLineage, stats: SnapshotStats, seconds: float) -> dict[str, float]:
-    """The ``heads/...`` scalars of the lineage's last snapshot: raw and confident event counts, uncertainty."""
-    births, prunings, emergent = lineage.births(), lineage.prunings(), lineage.emergent()
-    confident_births = lineage.confident(births, -1, "birth")
-    confident_prunings = lineage.confident(prunings, -1, "prune")
-    return {
-        "heads/circuit_size": len(stats.circuit.heads),
-        "heads/births": len(births),
-        "heads/prunings": len(prunings),
-        "heads/churn": len(births) + len(prunings),
-        "heads/confident_births": len(confident_births),
-        "heads/confident_prunings": len(confident_prunings),
-        "heads/confident_churn": len(confident_births) + len(confident_prunings),
+    """The ``heads/...`` scalars of the lineage's last snapshot: raw and confident counts of every counted
+    event kind (runs.lineage.EVENT_KINDS) and of the churn, and the uncertainty."""
+    raw, confident = event_counts(lineage, -1)
+    metrics: dict[str, float] = {"heads/circuit_size": len(stats.circuit.heads)}
+    for kind in EVENT_KINDS.values():
+        if kind.counted_as:
+            metrics[f"heads/{kind.counted_as}"] = raw[kind.name]
+            metrics[f"heads/confident_{kind.counted_as}"] = confident[kind.name]
+    return metrics | {
+        "heads/churn": sum(raw[kind.name] for kind in CHURN_KINDS),
+        "heads/confident_churn": sum(confident[kind.name] for kind in CHURN_KINDS),
         "heads/null_churn": stats.null_churn,
-        "heads/emergent": len(emergent),
-        "heads/confident_emergent": len(lineage.confident(emergent, -1, "emerge")),
         "heads/kept_from_base": len(lineage.kept_from_base()),
         "heads/stability": stats.stability,
         "heads/faithfulness": math.nan if stats.faithfulness is None else stats.faithfulness,
@@ -165,10 +162,9 @@ class SnapshotRecorder:
         lineage = self.lineage
         if not len(lineage):
             return {"heads/snapshots": 0}
-        indices = range(1, len(lineage))
-        confident_churn = [0] + [len(lineage.confident(lineage.births(i), i, "birth"))
-                                 + len(lineage.confident(lineage.prunings(i), i, "prune")) for i in indices]
-        confident_emergent = [len(lineage.confident(lineage.emergent(i), i, "emerge")) for i in range(len(lineage))]
+        confident = [event_counts(lineage, index)[1] for index in range(len(lineage))]
+        confident_churn = [sum(counts[kind.name] for kind in CHURN_KINDS) for counts in confident]
+        confident_emergent = [counts["emerge"] for counts in confident]
         summary: dict[str, Any] = {
             "heads/snapshots": len(lineage),
             "heads/base_circuit_size": len(lineage.base),

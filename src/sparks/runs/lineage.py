@@ -19,7 +19,7 @@ whole, each event marked with how sure it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,6 @@ from sparks.runs.survival import kaplan_meier
 Head = tuple[int, int]
 VERSION = 2
 EPS = 1e-6  # the paper's denominator guard in E (appendix A.6)
-KINDS = ("base", "prune", "birth", "emerge")
 
 
 @dataclass(frozen=True)
@@ -150,26 +149,21 @@ class HeadLineage:
     def confidence(self, index: int, kind: str) -> np.ndarray | None:
         """[L, H] share of replicates in which the event ``kind`` happens to each head at snapshot ``index``.
 
-        ``kind`` is one of KINDS: "base" (in the replicate's base circuit), "birth" / "prune" (enters
-        / leaves the replicate's circuit since the previous snapshot), "emerge" (in the replicate's
-        circuit and not in its base circuit). None without replicates.
+        ``kind`` names an entry of EVENT_KINDS, which says when it happens in a replicate. None without replicates.
         """
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; choose from {tuple(EVENT_KINDS)}")
         index = self._index(index)
         now = self.snapshots[index].replicates
         if now is None:
             return None
-        if kind == "base":
+        event = EVENT_KINDS[kind]
+        if event.at_base:
             happens = self._replicates(0)
         elif index == 0:
             happens = np.zeros_like(now)
-        elif kind == "birth":
-            happens = now & ~self._replicates(index - 1)
-        elif kind == "prune":
-            happens = self._replicates(index - 1) & ~now
-        elif kind == "emerge":
-            happens = now & ~self._replicates(0)
         else:
-            raise ValueError(f"unknown event kind {kind!r}; choose from {KINDS}")
+            happens = event.in_replicates(self._replicates(index - 1), now, self._replicates(0))
         return happens.mean(0)
 
     def _replicates(self, index: int) -> np.ndarray:
@@ -183,21 +177,21 @@ class HeadLineage:
         shares = self.confidence(index, kind)
         return set() if shares is None else {head for head in heads if shares[head] >= self.level}
 
+    def ever_before(self, index: int) -> frozenset[Head]:
+        """Heads in any circuit before snapshot ``index``, the base's included."""
+        return frozenset().union(*(earlier.heads for earlier in self.snapshots[: self._index(index)]))
+
     def _events_at(self, index: int) -> list[dict]:
         snapshot = self.snapshots[index]
-        if index == 0:
-            kinds: list[tuple[str, Iterable[Head]]] = [("base", snapshot.heads)]
-        else:
-            seen = frozenset().union(*(earlier.heads for earlier in self.snapshots[:index]))
-            births = self.births(index)
-            kinds = [("prune", self.prunings(index)), ("birth", births), ("emerge", births - seen)]
         events = []
-        for kind, heads in kinds:
-            shares = self.confidence(index, "base" if kind == "base" else kind)
-            for layer, head in sorted(heads):
+        for kind in EVENT_KINDS.values():
+            if kind.at_base != (index == 0):
+                continue
+            shares = self.confidence(index, kind.name)
+            for layer, head in sorted(kind.listed(self, index)):
                 share = None if shares is None else float(shares[layer, head])
                 events.append({
-                    "step": snapshot.step, "layer": layer, "head": head, "event": kind,
+                    "step": snapshot.step, "layer": layer, "head": head, "event": kind.name,
                     "score": float(snapshot.scores[layer, head]), "reward": snapshot.reward,
                     "confidence": share, "confident": None if share is None else share >= self.level,
                 })
@@ -318,6 +312,56 @@ class HeadLineage:
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """A kind of head event (docs/events.md): which heads it happens to at a snapshot, in the reported circuits
+    and in each bootstrap replicate's, and how the tracker counts it.
+
+    ``heads``: the heads it holds for at snapshot i (the lineage, i), counted in ``heads/<counted_as>`` and
+    ``heads/confident_<counted_as>`` when ``counted_as`` is set; ``listed_heads``: those events.jsonl lists at
+    i, when not ``heads``; ``in_replicates``: where it happens in each replicate, from the previous snapshot's,
+    this one's and the base's replicate circuits ([B, L, H] each); ``at_base``: it happens at the base snapshot
+    only (the others never do); ``churn``: it counts in the churn (births + prunings).
+    """
+
+    name: str
+    heads: Callable[[HeadLineage, int], set[Head]]
+    in_replicates: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    counted_as: str | None = None
+    churn: bool = False
+    at_base: bool = False
+    listed_heads: Callable[[HeadLineage, int], set[Head]] | None = None
+
+    def listed(self, lineage: HeadLineage, index: int) -> set[Head]:
+        """The heads events.jsonl lists for this kind at snapshot ``index``."""
+        return (self.listed_heads or self.heads)(lineage, index)
+
+
+EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in (
+    EventKind("base", heads=lambda lineage, index: set(lineage.base),
+              in_replicates=lambda previous, now, base: base, at_base=True),
+    EventKind("prune", heads=HeadLineage.prunings, in_replicates=lambda previous, now, base: previous & ~now,
+              counted_as="prunings", churn=True),
+    EventKind("birth", heads=HeadLineage.births, in_replicates=lambda previous, now, base: now & ~previous,
+              counted_as="births", churn=True),
+    EventKind("emerge", heads=HeadLineage.emergent, in_replicates=lambda previous, now, base: now & ~base,
+              counted_as="emergent",
+              listed_heads=lambda lineage, index: lineage.births(index) - lineage.ever_before(index)),
+)}
+"""Every event kind, in the order events.jsonl lists a snapshot's events: "base" (in the base circuit), "prune"
+and "birth" (leaves and enters the circuit since the previous snapshot), "emerge" (in the circuit and not in
+the base circuit: listed at a head's first birth, judged by its emergence against the base)."""
+CHURN_KINDS = tuple(kind for kind in EVENT_KINDS.values() if kind.churn)
+"""The kinds the churn counts: prunings and births."""
+
+
+def event_counts(lineage: HeadLineage, index: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per event kind, how many heads it holds for at snapshot ``index`` (EventKind.heads) and how many of them confidently."""
+    heads = {kind.name: kind.heads(lineage, index) for kind in EVENT_KINDS.values()}
+    return ({name: len(held) for name, held in heads.items()},
+            {name: len(lineage.confident(held, index, name)) for name, held in heads.items()})
 
 
 def check_state(state: object) -> None:
