@@ -36,7 +36,7 @@ def _metric_with_gate(model, batch, layer, head, gate, metric="logit_diff"):
 def test_eap_is_the_first_order_change_under_a_small_patch(metric, float64_norms):
     model, batch = tiny_model(layers=2), random_pairs(batch=2)
     scores = node_scores(model, batch, metric, method="eap")
-    assert torch.equal(scores, node_scores(model, batch, metric, method="eap-ig", steps=1, rule="right"))
+    assert torch.equal(scores, node_scores(model, batch, metric, method="eap-ig", steps=1, ig_rule="right"))
     eps = 1e-5
     for layer, head in [(0, 1), (1, 0), (1, 3)]:
         central = (_metric_with_gate(model, batch, layer, head, eps, metric) - _metric_with_gate(model, batch, layer, head, -eps, metric)) / (2 * eps)

@@ -33,7 +33,7 @@ def _interpolated(model, batch, monkeypatch, steps: int, rule: str) -> torch.Ten
         return copies_logits(sites, batch, n, input_ids=input_ids, inputs_embeds=inputs_embeds)
 
     monkeypatch.setattr(ig, "copies_logits", recording)
-    node_scores(model, batch, "kl", "eap-ig", steps, chunk_size=None, rule=rule)
+    node_scores(model, batch, "kl", "eap-ig", steps, chunk_size=None, ig_rule=rule)
     assert len(seen) == 1
     return seen[0]
 

@@ -46,18 +46,18 @@ def test_the_points_of_each_rule():
 def test_left_rule_is_the_right_rule_shifted_by_one_point(metric, float64_norms):
     """left_m = (m * right_m - EAP(clean) + EAP(corrupted)) / m, edges and nodes, to float64 precision."""
     model, batch, steps = tiny_model(layers=3), random_pairs(batch=3), 4
-    right = edge_scores(model, batch, metric, steps=steps, rule="right")
-    left = edge_scores(model, batch, metric, steps=steps, rule="left")
+    right = edge_scores(model, batch, metric, steps=steps, ig_rule="right")
+    left = edge_scores(model, batch, metric, steps=steps, ig_rule="left")
     at_clean = edge_scores(model, batch, metric, method="eap")
-    at_corrupted = edge_scores(model, batch, metric, steps=1, rule="left")
+    at_corrupted = edge_scores(model, batch, metric, steps=1, ig_rule="left")
     for part in ("edges", "nodes"):
         expected = (steps * getattr(right, part) - getattr(at_clean, part) + getattr(at_corrupted, part)) / steps
         scale = getattr(left, part).abs().max()
         torch.testing.assert_close(getattr(left, part), expected, rtol=0, atol=1e-12 * scale)
         assert (getattr(left, part) - getattr(right, part)).abs().max() > 1e-3 * scale  # the rules do differ
-    heads = node_scores(model, batch, metric, steps=steps, rule="left")
-    expected = (steps * node_scores(model, batch, metric, steps=steps, rule="right") - node_scores(model, batch, metric, "eap")
-                + node_scores(model, batch, metric, steps=1, rule="left")) / steps
+    heads = node_scores(model, batch, metric, steps=steps, ig_rule="left")
+    expected = (steps * node_scores(model, batch, metric, steps=steps, ig_rule="right") - node_scores(model, batch, metric, "eap")
+                + node_scores(model, batch, metric, steps=1, ig_rule="left")) / steps
     torch.testing.assert_close(heads, expected, rtol=0, atol=1e-12 * heads.abs().max())
 
 
@@ -93,12 +93,12 @@ def _effect_with_head_nudged(model, batch, metric, layer, head, eps):
 def test_one_left_point_is_attribution_patching_at_the_corrupted_input(metric, float64_norms):
     """The identity's EAP(corrupted), against central differences of plain forward passes."""
     model, batch, eps = tiny_model(layers=2), random_pairs(batch=3), 1e-5
-    at_corrupted = edge_scores(model, batch, metric, steps=1, rule="left")
+    at_corrupted = edge_scores(model, batch, metric, steps=1, ig_rule="left")
     # The input node: (x' - x) . dM/dx at x' is minus the derivative of M along the path at alpha = 0.
     slope = (_effect_along_input(model, batch, metric, eps) - _effect_along_input(model, batch, metric, -eps)) / (2 * eps)
     torch.testing.assert_close(at_corrupted.nodes[:, 0], -slope, rtol=1e-6, atol=1e-9)
     assert slope.abs().min() > 1e-3
-    heads = node_scores(model, batch, metric, steps=1, rule="left")
+    heads = node_scores(model, batch, metric, steps=1, ig_rule="left")
     for layer, head in [(0, 1), (1, 0), (1, 3)]:
         central = (_effect_with_head_nudged(model, batch, metric, layer, head, eps)
                    - _effect_with_head_nudged(model, batch, metric, layer, head, -eps)) / (2 * eps)
@@ -117,8 +117,8 @@ def test_the_rules_converge_to_the_same_integral_at_their_orders(level, float64_
 
     def scores(rule, steps):
         if level == "node":
-            return node_scores(model, batch, "kl", steps=steps, rule=rule)
-        return edge_scores(model, batch, "kl", steps=steps, rule=rule, chunk_size=None).edges
+            return node_scores(model, batch, "kl", steps=steps, ig_rule=rule)
+        return edge_scores(model, batch, "kl", steps=steps, ig_rule=rule, chunk_size=None).edges
 
     reference = scores("midpoint", 100)
     error = {(rule, steps): ((scores(rule, steps) - reference).norm() / reference.norm()).item()
@@ -130,7 +130,7 @@ def test_the_rules_converge_to_the_same_integral_at_their_orders(level, float64_
     if level == "edge":
         total = _effect_along_input(model, batch, "kl", 0.0)
         for rule, tolerance in {"right": 1 / 100, "left": 1 / 100, "midpoint": 1 / 100**2}.items():
-            input_node = edge_scores(model, batch, "kl", steps=100, rule=rule, chunk_size=None).nodes[:, 0]
+            input_node = edge_scores(model, batch, "kl", steps=100, ig_rule=rule, chunk_size=None).nodes[:, 0]
             assert ((input_node - total).abs() <= tolerance * total.abs()).all()
 
 
@@ -145,15 +145,15 @@ def test_logit_diff_has_the_sign_of_eap_igs_logit_difference_loss(float64_norms)
         sign = -1.0 if loss else 1.0
         return lambda logits, clean_logits, clean, corrupted: sign * logit_diff(logits, clean, corrupted)
 
-    ours = edge_scores(model, batch, "logit_diff", steps=3, rule="left").edges
-    as_loss = edge_scores(model, batch, eap_ig_logit_diff(loss=True), steps=3, rule="left").edges
-    as_performance = edge_scores(model, batch, eap_ig_logit_diff(loss=False), steps=3, rule="left").edges
+    ours = edge_scores(model, batch, "logit_diff", steps=3, ig_rule="left").edges
+    as_loss = edge_scores(model, batch, eap_ig_logit_diff(loss=True), steps=3, ig_rule="left").edges
+    as_performance = edge_scores(model, batch, eap_ig_logit_diff(loss=False), steps=3, ig_rule="left").edges
     torch.testing.assert_close(ours, as_loss, rtol=0, atol=1e-12 * ours.abs().max())
     torch.testing.assert_close(ours, -as_performance, rtol=0, atol=1e-12 * ours.abs().max())
     # The whole input's score (100 points) is the logit difference's drop when the corrupted input replaces the clean one.
     clean, corrupted = (logit_diff(*_logits_and_answers(model, batch, ids)) for ids in (batch.clean_ids, batch.corrupted_ids))
     drop = clean - corrupted
-    input_node = edge_scores(model, batch, "logit_diff", steps=100, rule="midpoint", chunk_size=None).nodes[:, 0]
+    input_node = edge_scores(model, batch, "logit_diff", steps=100, ig_rule="midpoint", chunk_size=None).nodes[:, 0]
     torch.testing.assert_close(input_node, drop, rtol=1e-3, atol=0)
     assert drop.abs().min() > 0.1
 
@@ -169,20 +169,20 @@ def _logits_and_answers(model, batch, ids):
 def test_conductance_follows_each_rule(rule):
     """One point: EAP at that point; chunking leaves it as it is; the model is left as found."""
     model, batch = tiny_model(), random_pairs(batch=3)
-    torch.testing.assert_close(conductance_scores(model, batch, "logit_diff", steps=1, rule=rule),
-                               node_scores(model, batch, "logit_diff", steps=1, rule=rule), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(conductance_scores(model, batch, "logit_diff", steps=1, ig_rule=rule),
+                               node_scores(model, batch, "logit_diff", steps=1, ig_rule=rule), rtol=1e-5, atol=1e-9)
     before = snapshot(model)
-    whole = conductance_scores(model, batch, "logit_diff", steps=5, rule=rule)
+    whole = conductance_scores(model, batch, "logit_diff", steps=5, ig_rule=rule)
     assert_unchanged(model, before)
     for chunk in (1, 2, 3):
-        torch.testing.assert_close(conductance_scores(model, batch, "logit_diff", steps=5, chunk_size=chunk, rule=rule),
+        torch.testing.assert_close(conductance_scores(model, batch, "logit_diff", steps=5, chunk_size=chunk, ig_rule=rule),
                                    whole, rtol=1e-5, atol=1e-7)
 
 
 def test_conductance_converges_at_each_rules_order(float64_norms):
     model, batch = tiny_model(init=0.05), random_pairs(batch=3)
-    reference = conductance_scores(model, batch, "logit_diff", steps=100, rule="midpoint")
-    error = {(rule, steps): ((conductance_scores(model, batch, "logit_diff", steps=steps, rule=rule) - reference).norm()
+    reference = conductance_scores(model, batch, "logit_diff", steps=100, ig_rule="midpoint")
+    error = {(rule, steps): ((conductance_scores(model, batch, "logit_diff", steps=steps, ig_rule=rule) - reference).norm()
                              / reference.norm()).item() for rule in IG_RULES for steps in (8, 16)}
     print({key: f"{value:.2e}" for key, value in error.items()})
     for rule, (low, high) in {"right": (0.4, 0.6), "left": (0.4, 0.6), "midpoint": (0.2, 0.3)}.items():
@@ -194,8 +194,8 @@ def test_scoring_leaves_the_model_as_found(rule):
     model, batch = tiny_model(), random_pairs(batch=2)
     model.train()
     before = snapshot(model)
-    node_scores(model, batch, "kl", steps=3, rule=rule)
-    edge_scores(model, batch, "kl", steps=2, rule=rule)
+    node_scores(model, batch, "kl", steps=3, ig_rule=rule)
+    edge_scores(model, batch, "kl", steps=2, ig_rule=rule)
     assert_unchanged(model, before)
 
 

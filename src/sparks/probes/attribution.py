@@ -40,17 +40,17 @@ def node_scores(
     method: str = "eap-ig",
     steps: int = 5,
     chunk_size: int | None = None,
-    rule: str = IG_RULE,
+    ig_rule: str = IG_RULE,
 ) -> Tensor:
     """Per-example head scores [B, L, H] (see the module docstring for the sign).
 
-    ``steps`` interpolation points for ``eap-ig``, placed by ``rule`` (probes.ig), are run
+    ``steps`` interpolation points for ``eap-ig``, placed by ``ig_rule`` (probes.ig), are run
     ``chunk_size`` at a time stacked in the batch dimension (default: all at once). The model is
     left exactly as found.
     """
     sites = resolve(model)
     metric = get_metric(metric)
-    points = ig_points(method, steps, rule)
+    points = ig_points(method, steps, ig_rule)
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch_size, length = batch.clean_ids.shape
     deltas: list[Tensor] = []

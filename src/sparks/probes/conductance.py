@@ -51,9 +51,9 @@ def conductance_scores(
     metric: str | Metric = "kl",
     steps: int = 5,
     chunk_size: int | None = None,
-    rule: str = IG_RULE,
+    ig_rule: str = IG_RULE,
 ) -> Tensor:
-    """Per-example head conductance [B, L, H] at ``rule``'s points; the model is left exactly as found.
+    """Per-example head conductance [B, L, H] at ``ig_rule``'s points; the model is left exactly as found.
 
     Points run ``chunk_size`` at a time (default: all), ascending within a chunk and the highest
     chunk first, so a chunk's lowest point waits for the output one point below it (in the next
@@ -62,7 +62,7 @@ def conductance_scores(
     """
     sites = resolve(model)
     metric = get_metric(metric)
-    points = ig_points("eap-ig", steps, rule)  # the same points
+    points = ig_points("eap-ig", steps, ig_rule)  # the same points
     taps = {f"z{layer}": (layer_sites.o_proj, "input") for layer, layer_sites in enumerate(sites.layers)}
     batch_size, length = batch.clean_ids.shape
     mask = batch.attention_mask[None, :, :, None, None]

@@ -262,11 +262,11 @@ def edge_scores(
     method: str = "eap-ig",
     steps: int = 5,
     chunk_size: int | None = CHUNK_SIZES["edge"],
-    rule: str = IG_RULE,
+    ig_rule: str = IG_RULE,
 ) -> EdgeScores:
     """Edge and node scores of every example in ``batch``; the model is left exactly as found.
 
-    ``rule`` places the ``steps`` points of ``eap-ig`` (probes.ig). ``chunk_size`` of them run per
+    ``ig_rule`` places the ``steps`` points of ``eap-ig`` (probes.ig). ``chunk_size`` of them run per
     pass (``None``: all). The default (probes.ig.CHUNK_SIZES), one, keeps the peak memory near that
     of a training step; k points stacked hold k graphs at once (bench/probe_cost.py measures both).
     The norm's vector-Jacobian products, each with several temporaries the size of its cotangents,
@@ -280,7 +280,7 @@ def edge_scores(
     sites = resolve(model)
     sites.check_level("edge")
     metric = get_metric(metric)
-    points = ig_points(method, steps, rule)
+    points = ig_points(method, steps, ig_rule)
     graph = graph_of_sites(sites)
     num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
     block = num_heads // num_kv

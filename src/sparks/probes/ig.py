@@ -43,20 +43,20 @@ Reduce = Callable[[dict[str, Tensor], dict[str, Tensor], int], None]
 rows [n * B, ...]. It may pop entries to free them early."""
 
 
-def ig_points(method: str, steps: int, rule: str = IG_RULE) -> Tensor:
+def ig_points(method: str, steps: int, ig_rule: str = IG_RULE) -> Tensor:
     """The interpolation weights a (0: the corrupted input, 1: the clean one), float64 on the CPU.
 
-    One point at the clean input for ``eap`` whatever the rule; ``steps`` by ``rule`` for ``eap-ig``.
+    One point at the clean input for ``eap`` whatever the rule; ``steps`` by ``ig_rule`` for ``eap-ig``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if rule not in IG_RULES:
-        raise ValueError(f"unknown ig_rule {rule!r}; choose from {IG_RULES}")
+    if ig_rule not in IG_RULES:
+        raise ValueError(f"unknown ig_rule {ig_rule!r}; choose from {IG_RULES}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if method == "eap":
         return torch.ones(1, dtype=torch.float64, device="cpu")
-    offset = {"right": 0.0, "left": 1.0, "midpoint": 0.5}[rule]
+    offset = {"right": 0.0, "left": 1.0, "midpoint": 0.5}[ig_rule]
     counts = torch.arange(1, steps + 1, dtype=torch.float64, device="cpu")  # float64 is not on every device
     return (counts - offset) / steps
 

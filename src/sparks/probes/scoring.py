@@ -80,13 +80,13 @@ def score_pairs(
         if level == "node" and method == "exact":
             result = {"heads": exact_head_effects(model, batch, metric, heads=heads)}
         elif method == "ceap":
-            result = {"heads": conductance_scores(model, batch, metric, steps, chunk_size, rule=ig_rule)}
+            result = {"heads": conductance_scores(model, batch, metric, steps, chunk_size, ig_rule=ig_rule)}
         elif level == "node":
-            result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size, rule=ig_rule)}
+            result = {"heads": node_scores(model, batch, metric, method, steps, chunk_size, ig_rule=ig_rule)}
         elif method == "exact":
             result = {"edges": exact_edge_effects(model, batch, metric)}
         else:
-            scores = edge_scores(model, batch, metric, method, steps, chunk_size, rule=ig_rule)
+            scores = edge_scores(model, batch, metric, method, steps, chunk_size, ig_rule=ig_rule)
             result = {"edges": scores.edges, "nodes": scores.nodes}
         for name, value in result.items():
             parts.setdefault(name, []).append(value.detach().cpu())
