@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparks.callbacks.config import LINEAGE_SETTINGS
 from sparks.probes.circuit import Circuit
 from sparks.probes.pairs import Pair
 from sparks.runs.lineage import HeadLineage
-from sparks.runs.store import LINEAGE_SETTINGS, RunStore
+from sparks.runs.store import RunStore
 
 STEPS = [0, 10, 20, 30]
 SHAPE = (2, 4)

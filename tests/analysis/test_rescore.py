@@ -131,8 +131,10 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir / "sparks", tmp_path / "uncheckpointed" / "sparks")
     assert rescore(str(tmp_path / "uncheckpointed")) == 2
     _one_error(capsys, "no checkpoint-* directories and no final model", "--save_strategy steps")
-    assert rescore(str(run_dir), "--ig-steps", "0", "--name", "bad") == 2
-    _one_error(capsys, "tracker.ig_steps")
+    with pytest.raises(SystemExit) as stopped:  # a bad value is refused as the flag is read, with the command's usage
+        rescore(str(run_dir), "--ig-steps", "0", "--name", "bad")
+    assert stopped.value.code == 2
+    _one_error(capsys, "--ig-steps: must be a whole number > 0, got 0")
     assert rescore(str(run_dir), "--pairs", str(tmp_path / "missing.jsonl"), "--name", "bad") == 2
     _one_error(capsys, "--pairs", "missing.jsonl")
     torn = tmp_path / "torn"

@@ -174,8 +174,7 @@ NO_SWITCH = "{%- for m in messages -%}{{ m['content'] }}{%- endfor -%}{%- if add
         ("levels", "--levels: unknown level 9"),
         ("pairs_and_levels", "--pairs brings its own"),
         ("out_not_empty", "exists and is not an empty directory"),
-        ("eap", "--method eap with --metric kl scores exactly zero"),
-        ("confidence", "--confidence is a share of replicates in (0, 1]"),
+        ("eap", "--method, --metric: eap with kl scores exactly zero"),
     ],
 )
 @pytest.mark.hostile
@@ -198,8 +197,6 @@ def test_think_refuses_bad_input_in_one_line(case, message, random_model_dir, tm
         (out / "keep.txt").write_text("mine")
     elif case == "eap":
         extra = ["--method", "eap"]
-    elif case == "confidence":
-        extra = ["--confidence", "1.5"]
     capsys.readouterr()
     assert main(["think", "--model", str(model), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err

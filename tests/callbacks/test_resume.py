@@ -20,8 +20,10 @@ from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 import sparks.callbacks.snapshot
+import sparks.probes.circuit_scoring
 import sparks.runs.store
 from sparks.analysis.compare import load_run
+from sparks.callbacks.config import LINEAGE_SETTINGS
 from sparks.runs.store import RunStore
 from sparks.train import sft as train_sft
 from sparks.train.run import resumable_checkpoint
@@ -306,13 +308,13 @@ def test_a_full_disk_is_a_printed_recorded_failure_and_the_store_stays_whole(ran
 
 def test_a_model_that_produces_nan_gets_a_printed_recorded_failure_and_no_snapshot(random_model_dir, tmp_path,
                                                                                    monkeypatch, capsys):
-    real = sparks.callbacks.snapshot.score_pairs
+    real = sparks.probes.circuit_scoring.score_pairs
 
     def nan_scores(*args, **kwargs):
         scores = real(*args, **kwargs)
         return {name: value.fill_(float("nan")) if name == "heads" else value for name, value in scores.items()}
 
-    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", nan_scores)
+    monkeypatch.setattr(sparks.probes.circuit_scoring, "score_pairs", nan_scores)
     run_sft(random_model_dir, tmp_path, 2, TRACKER)
     out = capsys.readouterr().out
     assert "sparks: step 0: the head snapshot failed: " in out and "non-finite head scores" in out
@@ -338,12 +340,12 @@ def test_resume_reads_torn_lines_keeps_whole_records_and_writes_nothing_before_i
 
 def test_a_store_from_before_ig_rule_resumes_as_scored_with_the_right_rule(tmp_path):
     """Stores written before ``ig_rule`` existed were scored at k/m, k = 1..m: resuming them keeps that rule."""
-    config = {name: None for name in sparks.runs.store.LINEAGE_SETTINGS if name != "ig_rule"}
+    config = {name: None for name in LINEAGE_SETTINGS if name != "ig_rule"}
     store = sparks.runs.store.RunStore(tmp_path)
     store.start({"config": config}, [])
-    assert store.check_settings(config | {"ig_rule": "right"}) == {}
+    assert store.check_settings(config | {"ig_rule": "right"}, LINEAGE_SETTINGS) == {}
     with pytest.raises(sparks.runs.store.RunStoreError, match=r"^tracker.ig_rule: .* scored with 'right', this run asks for 'midpoint'"):
-        store.check_settings(config | {"ig_rule": "midpoint"})
+        store.check_settings(config | {"ig_rule": "midpoint"}, LINEAGE_SETTINGS)
 
 
 def test_a_v2_store_reads_and_a_newer_one_is_refused_in_one_line(tmp_path):

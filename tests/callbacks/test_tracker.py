@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 import sparks.callbacks.snapshot
 import sparks.callbacks.tracker
 import sparks.dashboards.registry
+import sparks.probes.circuit_scoring
 from sparks.probes.pairs import load_pairs, save_pairs
 from sparks.probes.schemes import numbers_pairs
 from sparks.runs.store import RunStore
@@ -103,7 +104,7 @@ def test_same_seed_same_weights_and_logs_with_and_without_the_tracker(base_model
 
 
 def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tmp_path, monkeypatch):
-    real_score_pairs = sparks.callbacks.snapshot.score_pairs
+    real_score_pairs = sparks.probes.circuit_scoring.score_pairs
     calls = []
 
     def failing_second_time(*args, **kwargs):
@@ -112,7 +113,7 @@ def test_a_failed_snapshot_is_recorded_and_training_goes_on(random_model_dir, tm
             raise RuntimeError("scoring broke")
         return real_score_pairs(*args, **kwargs)
 
-    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", failing_second_time)
+    monkeypatch.setattr(sparks.probes.circuit_scoring, "score_pairs", failing_second_time)
     run_grpo(random_model_dir, tmp_path, 4, TRACKER)
     failures = RunStore(tmp_path).read("failures.jsonl")
     assert [(failure["step"], failure["error"]) for failure in failures] == [(2, "RuntimeError: scoring broke")]
@@ -125,7 +126,7 @@ def test_strict_makes_a_failed_snapshot_fatal(random_model_dir, tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("scoring broke")
 
-    monkeypatch.setattr(sparks.callbacks.snapshot, "score_pairs", broken)
+    monkeypatch.setattr(sparks.probes.circuit_scoring, "score_pairs", broken)
     with pytest.raises(RuntimeError, match="tracker.strict"):
         run_grpo(random_model_dir, tmp_path, 2, TRACKER | {"strict": True})
     assert not (tmp_path / "model.safetensors").exists()

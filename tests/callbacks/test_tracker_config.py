@@ -9,7 +9,8 @@ from typing import get_type_hints
 import pytest
 import yaml
 
-from sparks.callbacks.config import TrackerConfig, probe_problems_held, type_problem
+from sparks.callbacks.config import TrackerConfig, probe_problems_held
+from sparks.probes.settings import type_problem
 
 
 def test_a_recipe_section_and_its_json_text_give_the_same_settings():

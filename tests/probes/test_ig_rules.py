@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sparks.analysis.cli import parser
-from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.config import LINEAGE_SETTINGS, TrackerConfig
 from sparks.probes.attribution import node_scores
 from sparks.probes.conductance import conductance_scores
 from sparks.probes.edges import edge_scores
@@ -25,7 +25,6 @@ from sparks.probes.ig import IG_RULE, IG_RULES, ig_points
 from sparks.probes.metrics import get_metric, logit_diff
 from sparks.probes.scoring import score_pairs
 from sparks.probes.sites import resolve
-from sparks.runs.store import LINEAGE_SETTINGS
 from tests.probes.tiny_models import assert_unchanged, random_pairs, recorded_run, snapshot, tiny_model
 
 pytestmark = pytest.mark.usefixtures("on_device")  # every device present (conftest.DEVICES)

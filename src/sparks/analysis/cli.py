@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 from collections.abc import Sequence
@@ -32,13 +31,12 @@ import torch
 from safetensors.torch import save_file
 
 from sparks.analysis.ablate import INTERVENTIONS, parse_heads
-from sparks.analysis.circuit_scoring import check_scoring, score_circuit
 from sparks.analysis.outputs import check_out, staged
 from sparks.analysis.rescore import TOKENIZER_FILES
+from sparks.callbacks.config import RESCORE_SETTINGS, TrackerConfig
 from sparks.dashboards.plots import head_heatmap, save_png
 from sparks.probes.architectures import check_family
-from sparks.probes.ig import IG_RULE, IG_RULES
-from sparks.probes.metrics import METRICS
+from sparks.probes.circuit_scoring import score_circuit
 from sparks.probes.openings import sample_openings
 from sparks.probes.pairs import load_pairs, load_pairs_for_model, save_pairs
 from sparks.probes.schemes import (
@@ -55,12 +53,19 @@ from sparks.probes.schemes import (
     style_pairs,
     text_number_swap,
 )
-from sparks.probes.scoring import LEVELS, METHODS
-from sparks.probes.statistics import AGGREGATIONS, Selection
+from sparks.probes.settings import Rule
+from sparks.probes.spec import add_flags, from_flags
 from sparks.runs.store import first_line
 from sparks.tasks import arith
 from sparks.tasks.data import HUB_SOURCES, probe_questions
 from sparks.tasks.evaluation import MODES
+
+SCORE_FLAGS = ("method", "level", "metric", "ig_steps", "ig_rule", "batch_size", "chunk_size", "aggregation", "mass",
+               "top_n", "tau", "replicates", "seed")
+"""The scoring spec's settings ``sparks score`` takes as flags."""
+THINK_FLAGS = ("method", "level", "ig_steps", "ig_rule", "mass", "top_n", "tau", "aggregation", "replicates", "confidence",
+               "batch_size", "seed")
+"""The scoring spec's settings ``sparks think`` takes as flags (its metric is KL)."""
 
 
 def _has_tokenizer(model_dir: str) -> bool:
@@ -93,26 +98,10 @@ def _check_draw(flag: str, asked: int, split: str, levels: Sequence[int], per_le
         raise ValueError(f"{flag}: {asked} problems asked, levels {sorted(set(levels))} of the {split} split hold {held}")
 
 
-def positive_int(text: str) -> int:
-    """A count flag's value, a whole number > 0 (argparse names the flag when it refuses one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """A real flag's value, a finite number: nan and inf would run and write NaN or Infinity (not JSON) into the result."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+positive_int = Rule("count").flag_value
+"""A count flag's value, a whole number > 0 (argparse names the flag when it refuses one)."""
+finite_float = Rule("number").flag_value
+"""A real flag's value, a finite number: nan and inf would run and write NaN or Infinity (not JSON) into the result."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,16 +111,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"sparks: error: {message.removeprefix('argument ')}\n")
-
-
-def _selection(args: argparse.Namespace) -> Selection:
-    """The circuit selection of score and think, its shares checked before anything loads (the selection
-    checks them only once the heads are scored, naming no flag)."""
-    if not 0 < args.mass <= 1:
-        raise ValueError(f"--mass is a share of the total |score| in (0, 1], got {args.mass}")
-    if not 0 <= args.tau <= 1:
-        raise ValueError(f"--tau is relative to the largest kept edge score, in [0, 1], got {args.tau}")
-    return Selection(args.level, args.aggregation, args.mass, args.top_n, args.tau)
 
 
 def _sampled_openings(args: argparse.Namespace, tokenizer, questions: list[str]) -> tuple[list[str], list[str]]:
@@ -209,8 +188,7 @@ def score_command(args: argparse.Namespace) -> None:
     """Score heads or edges; every check (pair file, heads, finite scores) passes before ``--out`` is written."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    check_scoring(args.method, args.metric, args.replicates)
-    selection = _selection(args)
+    spec = from_flags(args, SCORE_FLAGS)
     heads = None if args.heads is None else parse_heads(args.heads, "--heads")
     model_dir = _model_dir(args.model)
     # A weights-only directory is scored on the pair file's ids, with no tokenizer to check them against.
@@ -219,11 +197,7 @@ def score_command(args: argparse.Namespace) -> None:
     check_family(AutoConfig.from_pretrained(model_dir).model_type, args.level)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype))
     model.to(args.device)
-    scored = score_circuit(
-        model, pairs, selection, name=args.model, method=args.method, metric=args.metric, ig_steps=args.ig_steps,
-        ig_rule=args.ig_rule, replicates=args.replicates, seed=args.seed, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, heads=heads,
-    )
+    scored = score_circuit(model, pairs, spec, pad_id=model.config.pad_token_id or 0, heads=heads, name=args.model)
     scores, stats = scored.scores, scored.stats
     assert stats.faithfulness_interval is not None, "score_circuit measures faithfulness"
     faithfulness_interval = stats.faithfulness_interval
@@ -331,12 +305,9 @@ def think_command(args: argparse.Namespace) -> None:
 
     from sparks.analysis.think import compare_modes, plain, think_pixels, thinking_pairs
 
-    check_scoring(args.method, "kl", args.replicates)
-    if not 0 < args.confidence <= 1:
-        raise ValueError(f"--confidence is a share of replicates in (0, 1], got {args.confidence}")
+    spec = from_flags(args, THINK_FLAGS, metric="kl")
     if not 1 <= args.min_tokens <= args.tokens:
         raise ValueError(f"--min-tokens must lie between 1 and --tokens ({args.tokens}), got {args.min_tokens}")
-    selection = _selection(args)
     out = Path(args.out)
     check_out(out)
     model_dir = _model_dir(args.model, tokenizer=True)
@@ -356,13 +327,12 @@ def think_command(args: argparse.Namespace) -> None:
         raise ValueError(f"only {kept} of {len(swaps)} questions pair in both thinking modes (equal prompt lengths, "
                          f"continuations of at least --min-tokens {args.min_tokens}): at least 2 are needed")
     scored = {
-        mode: score_circuit(model, pairs[mode], selection, name=f"{args.model} (thinking {mode})", method=args.method,
-                            metric="kl", ig_steps=args.ig_steps, ig_rule=args.ig_rule, replicates=args.replicates,
-                            seed=args.seed, batch_size=args.batch_size)
+        mode: score_circuit(model, pairs[mode], spec, pad_id=model.config.pad_token_id or 0,
+                            name=f"{args.model} (thinking {mode})")
         for mode in THINKING_MODES
     }
     stats = {mode: result.stats for mode, result in scored.items()}
-    comparison = compare_modes(stats, {mode: result.replicate_faithfulness for mode, result in scored.items()}, args.confidence)
+    comparison = compare_modes(stats, {mode: result.replicate_faithfulness for mode, result in scored.items()}, spec.confidence)
     modes = {
         mode: {
             "enable_thinking": switch,
@@ -392,9 +362,9 @@ def think_command(args: argparse.Namespace) -> None:
 
 
 def rescore_command(args: argparse.Namespace) -> None:
-    from sparks.analysis.rescore import SETTINGS, rescore
+    from sparks.analysis.rescore import rescore
 
-    changes = {setting: value for setting in SETTINGS if (value := getattr(args, setting)) is not None}
+    changes = {setting: value for setting in RESCORE_SETTINGS if (value := getattr(args, setting)) is not None}
     out = rescore(args.run_dir, changes, pairs=args.pairs, name=args.name, base=args.base, force=args.force,
                   dtype=args.dtype, device=args.device)
     print(f"wrote {out}")
@@ -463,23 +433,8 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True)
     score.add_argument("--pairs", required=True)
     score.add_argument("--out", required=True, help="directory for scores, circuit and heatmap")
-    score.add_argument("--method", choices=METHODS, default="eap-ig")
-    score.add_argument("--level", choices=LEVELS, default="node")
-    score.add_argument("--metric", choices=sorted(METRICS), default="kl")
-    score.add_argument("--ig-steps", type=positive_int, default=5)
-    score.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE,
-                       help="where eap-ig/ceap place their points: right k/m, left (k-1)/m (hannamw/EAP-IG), midpoint (k-1/2)/m "
-                            "(default: %(default)s)")
-    score.add_argument("--batch-size", type=positive_int, default=16)
-    score.add_argument("--chunk-size", type=positive_int, help="IG points per forward pass (default: all for nodes, one for edges)")
+    add_flags(score, SCORE_FLAGS)
     score.add_argument("--heads", help="exact node patching of these heads only: LAYER.HEAD,...")
-    score.add_argument("--top-n", type=positive_int, default=5000, help="edge level: edges kept before pruning")
-    score.add_argument("--tau", type=finite_float, default=0.1, help="edge level: relative threshold")
-    score.add_argument("--mass", type=finite_float, default=0.5, help="node level: share of |score| the circuit's heads hold")
-    score.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs",
-                       help="per-pair scores to a ranking: mean of |score| or |mean of signed score|")
-    score.add_argument("--replicates", type=positive_int, default=100, help="Poisson bootstrap replicates of the pairs")
-    score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap weights")
     score.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     score.set_defaults(run=score_command)
@@ -497,26 +452,17 @@ def parser() -> argparse.ArgumentParser:
     think.add_argument("--levels", type=int, nargs="+", help="arithmetic questions: levels to draw (default: all)")
     think.add_argument("--count", type=positive_int, help="arithmetic or --dataset questions to draw (default: 64; those without a "
                                                  "usable number swap are left out)")
-    think.add_argument("--seed", type=int, default=0, help="seeds the question draw, the swaps and the bootstrap weights")
     think.add_argument("--tokens", type=positive_int, default=8,
                        help="new tokens of each greedy continuation (each mode's are cut to its shortest)")
     think.add_argument("--min-tokens", type=positive_int, default=3,
                        help="a question whose continuation in either mode is shorter is left out, so that one short "
                             "answer does not cut every pair to it (default: %(default)s)")
-    think.add_argument("--method", choices=METHODS, default="eap-ig",
-                       help="the metric is KL, the only one that means anything when both rows continue with the same "
-                            "tokens (logit_diff would compare a token with itself); eap scores zero under it")
-    think.add_argument("--level", choices=LEVELS, default="node")
-    think.add_argument("--ig-steps", type=positive_int, default=5)
-    think.add_argument("--ig-rule", choices=IG_RULES, default=IG_RULE)
-    think.add_argument("--mass", type=finite_float, default=0.5, help="node level: share of |score| the circuit's heads hold")
-    think.add_argument("--top-n", type=positive_int, default=5000, help="edge level: edges kept before pruning")
-    think.add_argument("--tau", type=finite_float, default=0.1, help="edge level: relative threshold")
-    think.add_argument("--aggregation", choices=AGGREGATIONS, default="mean_abs")
-    think.add_argument("--replicates", type=positive_int, default=100, help="Poisson bootstrap replicates, paired across the modes")
-    think.add_argument("--confidence", type=finite_float, default=0.9,
-                       help="share of paired replicates a head's category needs to be confident (default: %(default)s)")
-    think.add_argument("--batch-size", type=positive_int, default=16)
+    add_flags(think, THINK_FLAGS, helps={
+        "method": "the metric is KL, the only one that means anything when both rows continue with the same tokens "
+                  "(logit_diff would compare a token with itself); eap scores zero under it",
+        "replicates": "Poisson bootstrap replicates, paired across the modes",
+        "seed": "seeds the question draw, the swaps and the bootstrap weights",
+    })
     think.add_argument("--dtype", choices=["float32", "bfloat16", "float64"], default="float32")
     think.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     think.add_argument("--system-prompt")
@@ -539,13 +485,8 @@ def parser() -> argparse.ArgumentParser:
     rescore.add_argument("--base", help="the base model, scored as step 0 (default: the one a LoRA run's adapters name, "
                                         "else the one run.json records)")
     rescore.add_argument("--pairs", help="another pair file (default: the pairs the run scored)")
-    for setting, kind, choices in (
-        ("method", str, METHODS), ("level", str, LEVELS), ("metric", str, sorted(METRICS)), ("ig-steps", int, None),
-        ("ig-rule", str, IG_RULES), ("num-problems", int, None), ("mass", float, None), ("top-n", int, None),
-        ("tau", float, None), ("aggregation", str, AGGREGATIONS), ("replicates", int, None),
-        ("confidence", float, None), ("batch-size", int, None), ("chunk-size", int, None),
-    ):
-        rescore.add_argument(f"--{setting}", type=kind, choices=choices, help="default: the run's tracker setting")
+    add_flags(rescore, RESCORE_SETTINGS, TrackerConfig, defaults=False,
+              helps={name: "default: the run's tracker setting" for name in RESCORE_SETTINGS})
     rescore.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float64"], default="auto",
                          help="default: the dtype the checkpoints were saved in")
     rescore.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from sparks.callbacks.config import LINEAGE_SETTINGS
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.statistics import INTERVAL
 from sparks.runs.alignment import REWARD_KEYS
 from sparks.runs.lineage import CHURN_KINDS, HeadLineage, event_counts
-from sparks.runs.store import LINEAGE_SETTINGS, SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
+from sparks.runs.store import SETTINGS_SINCE, RunStore, RunStoreError, first_line, plain_number, snapshot_dir
 
 CHURN_DRAWS = 2000
 """Snapshot resamples behind the churn ratio's interval (seeded, so the report is reproducible)."""

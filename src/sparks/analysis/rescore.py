@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedTokenizerBase
 from transformers.trainer_utils import sort_checkpoints
 
-from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.config import DRAW_SETTINGS, RESCORE_SETTINGS, TrackerConfig
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
 from sparks.callbacks.tracker import head_layout, probe_pairs
@@ -43,13 +43,6 @@ from sparks.runs.store import SETTINGS_SINCE, RunStore, first_line
 
 RESCORES = "rescores"
 """The folder of a run directory that holds its rescores, one run directory per name."""
-SETTINGS = (
-    "method", "level", "metric", "ig_steps", "ig_rule", "num_problems", "mass", "top_n", "tau", "aggregation",
-    "replicates", "confidence", "batch_size", "chunk_size",
-)
-"""The tracker settings a rescore may change; the others stay the run's."""
-PAIR_SETTINGS = ("num_problems",)
-"""Settings that change which arithmetic-world probe pairs are drawn."""
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -131,9 +124,9 @@ def load_model(source: Source, base: Path | None, dtype: str, device: str) -> nn
 
 def rescore_config(stored: dict[str, Any], changes: dict[str, Any], pairs_file: Path | None) -> TrackerConfig:
     """The run's tracker settings with ``changes``, scoring ``pairs_file`` (None: arithmetic-world pairs drawn again)."""
-    unknown = sorted(set(changes) - set(SETTINGS))
+    unknown = sorted(set(changes) - set(RESCORE_SETTINGS))
     if unknown:
-        raise RescoreError(f"tracker.{unknown[0]}: a rescore changes only {', '.join(SETTINGS)}")
+        raise RescoreError(f"tracker.{unknown[0]}: a rescore changes only {', '.join(RESCORE_SETTINGS)}")
     values = SETTINGS_SINCE | stored | changes
     # strict: a snapshot that cannot be written fails the rescore instead of leaving a gap in its lineage.
     values.update(pairs=None if pairs_file is None else str(pairs_file), dashboards=["none"], strict=True)
@@ -168,7 +161,7 @@ def rescore(
 ) -> Path:
     """Score the run's checkpoints (and base model) again and store the result; return its run directory.
 
-    ``changes``: tracker settings to change (SETTINGS); ``pairs``: another pair file; changing
+    ``changes``: tracker settings to change (RESCORE_SETTINGS); ``pairs``: another pair file; changing
     ``num_problems`` draws the arithmetic world's probe pairs again. Every check runs before a model loads.
     """
     run_dir, changes = Path(run_dir), dict(changes or {})
@@ -181,7 +174,7 @@ def rescore(
     if base_dir is not None:
         sources = [Source(0, base_dir)] + [source for source in sources if source.step != 0]
     stored = SETTINGS_SINCE | run["config"]
-    redraw = pairs is None and any(setting in changes and changes[setting] != stored.get(setting) for setting in PAIR_SETTINGS)
+    redraw = pairs is None and any(setting in changes and changes[setting] != stored.get(setting) for setting in DRAW_SETTINGS)
     pairs_file: Path | None
     if pairs is not None:
         pairs_file = Path(pairs)

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sparks.dashboards.registry import KINDS
-from sparks.probes.ig import IG_RULE, IG_RULES
-from sparks.probes.metrics import METRICS
 from sparks.probes.pairs import load_pairs
 from sparks.probes.schemes import SCHEMES
-from sparks.probes.scoring import LEVELS, METHODS
-from sparks.probes.statistics import AGGREGATIONS, Selection
+from sparks.probes.settings import Rule, SettingError
+from sparks.probes.spec import COUNT, ScoringSpec, declared, setting
 from sparks.runs.store import first_line
 from sparks.tasks import arith
 
@@ -32,8 +26,9 @@ DASHBOARDS = ("auto", *KINDS, "none")
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
-    """How often and how the tracker scores the heads, how it picks the circuit, where it logs.
+class TrackerConfig(ScoringSpec):
+    """How often and how the tracker scores the heads, how it picks the circuit, where it logs: the
+    scoring spec (probes.spec) and the tracker's own settings.
 
     Snapshots: the base model at the first step, every ``every`` optimizer steps, and the end.
     Pairs: a JSONL pair file (``sparks pairs``), or ``num_problems`` problems of the arithmetic
@@ -51,62 +46,28 @@ class TrackerConfig:
     stop training.
     """
 
-    every: int = 50
-    method: str = "eap-ig"
-    level: str = "node"
-    metric: str = "kl"
-    ig_steps: int = 5
-    ig_rule: str = IG_RULE
-    batch_size: int = 16
-    chunk_size: int | None = None
-    pairs: str | None = None
-    scheme: str = "numbers"
-    num_problems: int = 64
-    levels: tuple[int, ...] = tuple(sorted(arith.LEVELS))
-    seed: int = 0
-    mass: float = 0.5
-    top_n: int = 5000
-    tau: float = 0.1
-    aggregation: str = "mean_abs"
-    replicates: int = 100
-    confidence: float = 0.9
-    dashboards: tuple[str, ...] = ("auto",)
-    pictures_every: int = 1
-    group: str | None = None
-    max_lag: int = 3
-    strict: bool = False
+    every: int = setting(50, COUNT, "optimizer steps between snapshots", rescore=False)
+    pairs: str | None = setting(None, None, "a JSONL pair file (sparks pairs) in place of drawn problems", rescore=False)
+    scheme: str = setting("numbers", Rule("choice", choices=SCHEMES), "how drawn problems become pairs", rescore=False)
+    num_problems: int = setting(64, COUNT, "probe problems drawn", draws=True)
+    levels: tuple[int, ...] = setting(tuple(sorted(arith.LEVELS)), None, "arithmetic levels drawn", rescore=False)
+    dashboards: tuple[str, ...] = setting(("auto",), None, "where the heads are shown live", lineage=False, rescore=False)
+    pictures_every: int = setting(1, COUNT, "snapshots between pictures", lineage=False, rescore=False)
+    group: str | None = setting(None, None, "the dashboards' group", lineage=False, rescore=False)
+    max_lag: int = setting(3, None, "snapshots the reward alignment looks ahead and behind", lineage=False, rescore=False)
+    strict: bool = setting(False, None, "a failed snapshot stops training", lineage=False, rescore=False)
 
     def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except SettingError as error:
+            raise ValueError(error.named(lambda name: f"tracker.{name}")) from None
+
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"tracker.{name}: {why}")
 
-        # The type of every setting first, from its annotation: the checks below can then compare and count.
-        for item in fields(self):
-            hints = _annotations(type(self))  # type: ignore[arg-type]  # a class is hashable; mypy's Hashable check misreads type[Self] (python/mypy#11470)
-            problem = type_problem(getattr(self, item.name), hints[item.name], finite=True)
-            if problem:
-                raise bad(item.name, problem)
-        for name in ("every", "ig_steps", "batch_size", "num_problems", "top_n", "replicates", "pictures_every"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise bad(name, f"must be a whole number > 0, got {value!r}")
-        if self.chunk_size is not None and self.chunk_size <= 0:
-            raise bad("chunk_size", f"must be a whole number > 0 or unset, got {self.chunk_size!r}")
-        for name, choices in (("method", METHODS), ("level", LEVELS), ("metric", tuple(METRICS)), ("scheme", SCHEMES),
-                              ("aggregation", AGGREGATIONS), ("ig_rule", IG_RULES)):
-            if getattr(self, name) not in choices:
-                raise bad(name, f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
-        if self.method == "ceap" and self.level == "edge":
-            raise bad("method", "ceap (conductance) scores heads at node level only; use eap-ig for edges")
         if self.method == "exact" and self.level == "edge":
             raise bad("method", "exact edge patching is for tests on small models, not the live loop; use eap-ig")
-        if self.method == "eap" and self.metric == "kl":
-            raise ValueError("tracker.method, tracker.metric: eap with kl scores exactly zero (the KL gradient vanishes "
-                             "at the clean input); use method eap-ig, or metric logit_diff or logprob")
-        if self.replicates < 2:
-            raise bad("replicates", f"needs at least 2 bootstrap replicates, got {self.replicates}")
-        if not 0.5 < self.confidence <= 1.0:
-            raise bad("confidence", f"must lie in (0.5, 1], got {self.confidence}")
         if self.pairs is not None:
             if not Path(self.pairs).is_file():
                 raise bad("pairs", f"pair file {self.pairs!r} does not exist (make one with `sparks pairs`)")
@@ -119,10 +80,6 @@ class TrackerConfig:
             held = probe_problems_held(tuple(self.levels), self.num_problems, self.seed)
             if held < self.num_problems:
                 raise bad("num_problems", f"{self.num_problems} probe problems asked, levels {list(self.levels)} hold only {held}")
-        if not 0.0 < self.mass <= 1.0:
-            raise bad("mass", f"must lie in (0, 1], got {self.mass}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise bad("tau", f"must lie in [0, 1], got {self.tau}")
         if self.max_lag < 0:
             raise bad("max_lag", f"must be >= 0, got {self.max_lag}")
         unknown_dashboards = [name for name in self.dashboards if name not in DASHBOARDS]
@@ -153,14 +110,17 @@ class TrackerConfig:
                 values[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         return cls(**values)
 
-    @property
-    def selection(self) -> Selection:
-        """How the snapshot's circuit is selected."""
-        return Selection(self.level, self.aggregation, self.mass, self.top_n, self.tau)
-
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able copy, for the run store and the dashboards' run config."""
         return {item.name: _plain(getattr(self, item.name)) for item in fields(self)}
+
+
+LINEAGE_SETTINGS = declared(TrackerConfig, "lineage")
+"""The settings that define what a lineage measures: a resumed run must keep them (runs.store.RunStore.check_settings)."""
+RESCORE_SETTINGS = declared(TrackerConfig, "rescore")
+"""The settings ``sparks rescore`` may change; the others stay the run's."""
+DRAW_SETTINGS = declared(TrackerConfig, "draws")
+"""The settings a rescore may change that change which probe problems are drawn."""
 
 
 @functools.lru_cache(maxsize=128)
@@ -173,112 +133,3 @@ def probe_problems_held(levels: tuple[int, ...], count: int, seed: int) -> int:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-@functools.cache
-def _annotations(cls: type) -> dict[str, Any]:
-    """A dataclass's field annotations as types (this module's are text, written under ``from __future__ import annotations``)."""
-    return typing.get_type_hints(cls)
-
-
-_SCALARS: dict[Any, tuple[str, str]] = {
-    bool: ("true or false", "booleans"),
-    int: ("a whole number", "whole numbers"),
-    float: ("a number", "numbers"),
-    str: ("a string", "strings"),
-    type(None): ("null", "nulls"),
-}
-"""The annotations a YAML or JSON value fills unambiguously, as a recipe's reader would say one of them and a list of them."""
-
-
-def type_problem(value: Any, annotation: Any, *, finite: bool = False) -> str | None:
-    """Why ``value`` does not fit the type ``annotation`` (``must be a number, got '0.8' (a string)``), or None when it fits.
-
-    Strict, for the types a recipe's YAML or JSON writes without doubt: bool, int, float, str, None, lists (or
-    tuples) of one of those, and unions of these. A bool is not a number, an int is a float but a float is not
-    an int (2.0 included), a string is never converted; ``finite`` refuses nan and inf for a float. Any other
-    annotation (a dict, an enum, a Literal) gives None: its owner converts and checks its values itself.
-    """
-    wanted = _wanted(annotation, finite)
-    if wanted is None or _fits(value, annotation, finite):
-        return None
-    shown = "null" if value is None else json.dumps(value) if isinstance(value, bool) else repr(_plain(value))
-    items = _item_types(annotation)
-    if isinstance(value, (list, tuple)) and items:  # a list where lists are taken: an item is wrong
-        wrong = next(item for item in value if not any(_fits(item, kind, finite) for kind in items))
-        return f"must be {wanted}, got {shown} (an item is {_kind(wrong)})"
-    if value is None or isinstance(value, float) and not math.isfinite(value):  # null, nan and inf say what they are
-        return f"must be {wanted}, got {shown}"
-    return f"must be {wanted}, got {shown} ({_kind(value)}{_hint(value, annotation)})"
-
-
-def _hint(value: Any, annotation: Any) -> str:
-    """How to write a refused string so that YAML and JSON read what it says: a boolean, or a number YAML reads as text."""
-    if isinstance(value, str) and annotation is bool:
-        return ": write true or false without quotes"
-    if isinstance(value, str) and annotation is float and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
-        mantissa, exponent = re.split("[eE]", value)
-        return f": YAML reads {value} as text; write {mantissa}.0e{exponent}"
-    return ""
-
-
-def _item_types(annotation: Any) -> tuple[Any, ...]:
-    """The item types of the lists ``annotation`` takes (a list annotation, or a union holding some)."""
-    members = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
-    return tuple(item for member in members if (item := _item_type(member)) is not None)
-
-
-def _is_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
-
-
-def _item_type(annotation: Any) -> Any:
-    """The item type of ``list[X]`` or ``tuple[X, ...]``, or None for any other annotation."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if (origin is list and len(args) == 1) or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
-        return args[0]
-    return None
-
-
-def _wanted(annotation: Any, finite: bool) -> str | None:
-    """What ``annotation`` asks for in a recipe's words ("a whole number or null"); None for one type_problem leaves alone."""
-    if annotation in _SCALARS:
-        return "a finite number" if finite and annotation is float else _SCALARS[annotation][0]
-    item = _item_type(annotation)
-    if item is not None:
-        return f"a list of {_SCALARS[item][1]}" if item in _SCALARS else None
-    if _is_union(annotation):
-        parts = [_wanted(member, finite) for member in typing.get_args(annotation)]
-        if None in parts:
-            return None
-        words = cast("list[str]", parts)  # no None: returned above
-        words.sort(key=lambda part: part == "null")  # null last
-        plain = len(words) == 2 and not any(" or " in part for part in words)
-        return " or ".join(words) if plain else ", ".join(words[:-1]) + f", or {words[-1]}"
-    return None
-
-
-def _fits(value: Any, annotation: Any, finite: bool) -> bool:
-    """Whether ``value`` has the type ``annotation`` (one _wanted knows)."""
-    if annotation is bool or annotation is str or annotation is type(None):
-        return isinstance(value, annotation)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (not finite or math.isfinite(value))
-    item = _item_type(annotation)
-    if item is not None:
-        return isinstance(value, (list, tuple)) and all(_fits(element, item, finite) for element in value)
-    return any(_fits(value, member, finite) for member in typing.get_args(annotation))
-
-
-def _kind(value: Any) -> str:
-    """What a YAML or JSON value is, in a recipe's words."""
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "a boolean"), (int, "a whole number"), (float, "a float"), (str, "a string"),
-                       (Mapping, "a mapping"), ((list, tuple), "a list")):
-        if isinstance(value, kind):
-            return name
-    return f"a {type(value).__name__}"
-

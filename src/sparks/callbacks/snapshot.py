@@ -26,13 +26,11 @@ from torch import Tensor, nn
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.callbacks.distributed import shard, sum_over_ranks, world
-from sparks.probes.bootstrap import poisson_weights
+from sparks.probes.circuit_scoring import score_circuit
 from sparks.probes.edges import EdgeGraph
-from sparks.probes.faithfulness import pair_effects
 from sparks.probes.gather import is_sharded
 from sparks.probes.pairs import Pair
-from sparks.probes.scoring import score_pairs
-from sparks.probes.statistics import ScoreSums, SnapshotStats
+from sparks.probes.statistics import SnapshotStats
 
 logger = logging.getLogger(__name__)
 
@@ -108,34 +106,22 @@ def _summed(compute: Callable[[], Tensor], zeros: Tensor, device: torch.device, 
 def score_snapshot(
     model: nn.Module, pairs: Sequence[Pair], config: TrackerConfig, graph: EdgeGraph, pad_id: int, step: int
 ) -> SnapshotStats:
-    """The snapshot's statistics with faithfulness, the same on every rank; SnapshotFailed if any rank failed."""
+    """The snapshot's statistics with faithfulness, the same on every rank; SnapshotFailed if any rank failed.
+
+    Each rank scores its share of the pairs (probes.circuit_scoring.score_circuit); the sums meet in one
+    all-reduce carrying the failure flag, with a failure inside a sharded model's passes fatal on its rank."""
     rank, size = world()
     indices, weights = shard(len(pairs), rank, size)
-    own = [pairs[index] for index in indices]
-    replicate_weights = poisson_weights(indices, config.replicates, config.seed) * weights
-    shapes = ScoreSums.shapes(graph, config.level, config.replicates)
     device = next(model.parameters()).device
 
-    def local_sums() -> Tensor:
-        with _sharded_passes(model, step):
-            scores = score_pairs(
-                model, own, method=config.method, level=config.level, metric=config.metric, steps=config.ig_steps,
-                ig_rule=config.ig_rule, batch_size=config.batch_size, chunk_size=config.chunk_size, pad_id=pad_id,
-                progress=False,
-            )
-        return ScoreSums.of(scores, graph, config.selection, weights, replicate_weights).flatten()
+    def reduce(compute: Callable[[], Tensor], zeros: Tensor) -> Tensor:
+        def guarded() -> Tensor:
+            with _sharded_passes(model, step):
+                return compute()
 
-    totals = _summed(local_sums, ScoreSums.zeros(shapes).flatten(), device, step)
-    stats = SnapshotStats.of(ScoreSums.unflatten(totals, shapes), graph, config.selection)
+        return _summed(guarded, zeros, device, step)
 
-    all_weights = torch.cat([weights.double()[None], replicate_weights.double()])
-
-    def local_effects() -> Tensor:
-        with _sharded_passes(model, step):
-            effects = pair_effects(
-                model, own, stats.circuit, metric=config.metric, batch_size=config.batch_size, pad_id=pad_id
-            )
-        return all_weights @ effects.double()
-
-    effect_sums = _summed(local_effects, torch.zeros(len(all_weights), 2), device, step)
-    return stats.with_faithfulness(effect_sums.view(-1, 2))
+    own = [pairs[index] for index in indices]
+    scored = score_circuit(model, own, config, pad_id=pad_id, graph=graph, indices=indices, weights=weights,
+                           reduce=reduce, progress=False)
+    return scored.stats

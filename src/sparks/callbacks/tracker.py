@@ -35,7 +35,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.config import LINEAGE_SETTINGS, TrackerConfig
 from sparks.callbacks.distributed import sum_over_ranks
 from sparks.callbacks.recorder import SnapshotRecorder, kept_series
 from sparks.callbacks.snapshot import ShardedSnapshotFailed, SnapshotFailed, score_snapshot
@@ -308,7 +308,7 @@ class HeadTrackerCallback(TrainerCallback):
                   if "step" in entry and (values := kept_series(entry))]
         records = [{"step": logged_step, **values} for logged_step, values in series]
         if step > 0 and store.holds_lineage():
-            changed = store.check_settings(self.config.as_dict(), self.pairs, layout)
+            changed = store.check_settings(self.config.as_dict(), LINEAGE_SETTINGS, self.pairs, layout)
             resumed = store.resume(step, records)
             store.record_resume(step, changed)
             assert resumed is not None, "the store holds a lineage (checked above)"

@@ -64,11 +64,6 @@ VERSION = 3
 READABLE = (2, 3)
 """Versions this code reads: v3 adds run.json's ``base_model`` (what the run was loaded from) and its
 ``rescore`` record (a store written by ``sparks rescore``); a v2 store reads as it is, without them."""
-LINEAGE_SETTINGS = (
-    "every", "method", "level", "metric", "ig_steps", "ig_rule", "pairs", "scheme", "num_problems", "levels", "seed",
-    "mass", "top_n", "tau", "aggregation", "replicates", "confidence",
-)
-"""Tracker settings that define what a lineage measures: a resumed run must keep them."""
 SETTINGS_SINCE = {"ig_rule": "right"}
 """Lineage settings newer than some stores, with the value a store without them was scored with."""
 
@@ -200,21 +195,23 @@ class RunStore:
         return RunStoreError(f"output_dir: {self.root} holds the head lineage of an earlier run and this run starts "
                              f"at step 0; {how}, or set --output_dir to a new directory")
 
-    def check_relaunch(self, config: dict[str, Any], resuming: bool) -> None:
+    def check_relaunch(self, config: dict[str, Any], lineage: Sequence[str], resuming: bool) -> None:
         """Before a model loads: a relaunch over this store must resume it, with the settings it was scored with."""
         if not self.holds_lineage():
             return
         if not resuming:
             raise self._taken()
-        self.check_settings(config)
+        self.check_settings(config, lineage)
 
     def check_settings(
-        self, config: dict[str, Any], pairs: Sequence[Pair] | None = None, layout: dict[str, Any] | None = None
+        self, config: dict[str, Any], lineage: Sequence[str], pairs: Sequence[Pair] | None = None,
+        layout: dict[str, Any] | None = None,
     ) -> dict[str, list[Any]]:
-        """Refuse to resume with other lineage settings, probe pairs or head layout; return the other settings that changed."""
+        """Refuse to resume with other settings among ``lineage`` (those that define what it measures), probe
+        pairs or head layout; return the other settings that changed."""
         run = self.run()
         stored = SETTINGS_SINCE | run["config"]
-        for name in LINEAGE_SETTINGS:
+        for name in lineage:
             if stored.get(name) != config.get(name):
                 raise RunStoreError(
                     f"tracker.{name}: the run store at {self.root} was scored with {stored.get(name)!r}, this run asks "

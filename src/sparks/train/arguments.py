@@ -21,9 +21,10 @@ from transformers import TrainingArguments
 from transformers.hf_argparser import DataClassType
 from trl import ScriptArguments, TrlParser
 
-from sparks.callbacks.config import TrackerConfig, type_problem
+from sparks.callbacks.config import TrackerConfig
 from sparks.dashboards.wandb_key import wandb_lacks_a_key
 from sparks.probes.pairs import Pair, load_pairs_for_model
+from sparks.probes.settings import type_problem
 from sparks.runs.store import first_line
 from sparks.tasks import arith
 from sparks.tasks.data import DATASETS, HUB_SOURCES, PROBE_ONE_IN, DataOptions, probe_questions
@@ -162,7 +163,7 @@ def check_types(parsed: Iterable[Any]) -> None:
     TrlParser hands the recipe's YAML values to argparse as defaults, and argparse converts only strings
     (which keeps ``learning_rate: 1e-4``, text to YAML, a number): any other value reached the trainer as
     written, ``max_steps: true`` training one step, ``levels: 1`` failing with a traceback. The simple
-    annotations only (bool, int, float, str, their lists and Optional: config.type_problem); enums, dicts
+    annotations only (bool, int, float, str, their lists and Optional: probes.settings.type_problem); enums, dicts
     and mixed unions are converted and checked by transformers and TRL themselves. nan and inf pass, as
     in transformers.
     """

@@ -12,7 +12,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
-from sparks.callbacks.config import TrackerConfig
+from sparks.callbacks.config import LINEAGE_SETTINGS, TrackerConfig
 from sparks.callbacks.distributed import sum_over_ranks
 from sparks.callbacks.snapshot import ShardedSnapshotFailed
 from sparks.callbacks.tracker import HeadTrackerCallback, dashboard_names
@@ -64,7 +64,7 @@ def choose_checkpoint(training_args: TrainingArguments, tracker: TrackerConfig |
         store = RunStore(output_dir)
         if checkpoint is not None and store.holds_lineage():
             checkpoint = restore_damaged_snapshot(output_dir, checkpoint, store, automatic, training_args.process_index == 0)
-        store.check_relaunch(tracker.as_dict(), resuming=checkpoint is not None)
+        store.check_relaunch(tracker.as_dict(), LINEAGE_SETTINGS, resuming=checkpoint is not None)
     training_args.resume_from_checkpoint = checkpoint
 
 
