@@ -24,7 +24,7 @@ cast them to a bf16 model's dtype before it interpolated in float32: the rounded
 apart from bf16 arithmetic.
 
 Models: the trained tiny base (``--base``, 4 layers, 8 query / 2 kv heads) on the tracker's own probe
-pairs (the default TrackerConfig's draw, callbacks.tracker.probe_pairs: 64 numbers pairs), and a
+pairs (the default TrackerConfig's draw, callbacks.config.TrackerConfig.probe_set: 64 numbers pairs), and a
 randomly initialised Qwen2 with Qwen2.5-Math-1.5B's head geometry (12 query heads, 2 kv heads,
 head_dim 128, hidden 1536, MLP 8960; bench/random_models.py) at ``--wide-layers`` layers of its 28
 (8: 380 M parameters) on the first ``--wide-pairs`` (4) of the same pairs, to keep a CPU run to
@@ -50,7 +50,6 @@ from scipy.stats import spearmanr
 from torch import Tensor
 
 from sparks.callbacks.config import TrackerConfig
-from sparks.callbacks.tracker import probe_pairs
 from sparks.probes.circuit import Circuit
 from sparks.probes.edges import EdgeGraph
 from sparks.probes.ig import ig_points
@@ -171,7 +170,7 @@ def main() -> None:
         raise SystemExit(f"{args.base} not found: train it with `make base-model`")
     tokenizer = build_tokenizer()  # the world's tokenizer, built in code: the one the base model was trained with
     config = TrackerConfig()
-    pairs = probe_pairs(config, tokenizer)
+    pairs = config.probe_set.build(tokenizer)
     print(f"{args.device}, {args.threads} threads, torch {torch.__version__}; the tracker's call ({config.method}, {config.metric}, "
           f"{config.ig_steps} points, {config.ig_rule}) "
           f"on the tracker's probe pairs ({len(pairs)} numbers pairs, up to {max(len(pair.clean_ids) for pair in pairs)} tokens)\n")

@@ -16,6 +16,7 @@ import sparks.callbacks.snapshot
 import sparks.callbacks.tracker
 import sparks.dashboards.registry
 import sparks.probes.circuit_scoring
+import sparks.probes.probe_set
 from sparks.probes.pairs import load_pairs, save_pairs
 from sparks.probes.schemes import numbers_pairs
 from sparks.runs.store import RunStore
@@ -221,8 +222,11 @@ def test_edge_level_snapshots_store_edges_and_their_circuit(random_model_dir, tm
 def test_a_pair_file_is_read_once_before_the_model_loads_and_scored(random_model_dir, tmp_path, monkeypatch):
     pairs = numbers_pairs(AutoTokenizer.from_pretrained(random_model_dir), arith.problems("probe", [3, 4], 8, seed=0))
     save_pairs(pairs, tmp_path / "pairs.jsonl")
-    monkeypatch.setattr(sparks.callbacks.tracker, "load_pairs", lambda *args, **kwargs: pytest.fail("read again at train begin"))
+    built = []
+    build = sparks.probes.probe_set.ProbeSet.build
+    monkeypatch.setattr(sparks.probes.probe_set.ProbeSet, "build", lambda *args, **kwargs: built.append(1) or build(*args, **kwargs))
     run_sft(random_model_dir, tmp_path / "run", 2, TRACKER | {"pairs": str(tmp_path / "pairs.jsonl")})
+    assert built == [1], "read again at train begin"
     assert load_pairs(tmp_path / "run" / "sparks" / "pairs.jsonl") == pairs
     assert lineage_of(tmp_path / "run").steps == [0, 2]
 

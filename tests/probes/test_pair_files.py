@@ -168,3 +168,23 @@ def test_load_pairs_with_a_tokenizer_refuses_ids_of_another_tokenizer(tmp_path):
     expected = f"{path}:1: corrupted_ids: not this tokenizer's encoding of corrupted_text (made with another tokenizer?)"
     with pytest.raises(ValueError, match=_exactly(expected)):
         load_pairs(path, tokenizer=world)
+
+
+def test_a_pair_file_is_parsed_once_for_all_its_readers_and_again_when_it_changes(tmp_path):
+    """The tracker's settings check a pair file, then the tracker reads it against the model: one parse.
+    A file rewritten in place (same length, same second) is read as it now is."""
+    from sparks.callbacks.config import TrackerConfig
+    from sparks.probes import pairs as pair_module
+
+    tokenizer = build_tokenizer()
+    built = numbers_pairs(tokenizer, arith.problems("probe", [1, 2], 4, seed=0, fill=True), seed=0)
+    path = tmp_path / "pairs.jsonl"
+    save_pairs(built, path)
+    pair_module._parsed.cache_clear()
+    config = TrackerConfig(pairs=str(path))
+    assert config.probe_set.build(tokenizer, len(tokenizer)) == built
+    assert load_pairs(path, vocab_size=len(tokenizer), tokenizer=tokenizer) == built
+    assert pair_module._parsed.cache_info().misses == 1
+    swapped = [replace(pair, meta={"which": "other"}) for pair in built]  # the same pairs, other metadata
+    save_pairs(swapped, path)
+    assert load_pairs(path) == swapped and pair_module._parsed.cache_info().misses == 2

@@ -34,7 +34,7 @@ from transformers.trainer_utils import sort_checkpoints
 from sparks.callbacks.config import DRAW_SETTINGS, RESCORE_SETTINGS, TrackerConfig
 from sparks.callbacks.recorder import SnapshotRecorder
 from sparks.callbacks.snapshot import SnapshotFailed, score_snapshot
-from sparks.callbacks.tracker import head_layout, probe_pairs
+from sparks.callbacks.tracker import head_layout
 from sparks.probes.pairs import Pair, load_pairs
 from sparks.probes.scoring import graph_of
 from sparks.runs.lineage import HeadLineage
@@ -192,9 +192,9 @@ def rescore(
         if final.exists() and not force:
             raise RescoreError(f"{final} exists: pass --force to replace it, or another --name")
         tokenizer = _tokenizer([run_dir] + [source.path for source in sources])
-        probe = probe_pairs(config, tokenizer, AutoConfig.from_pretrained(base_dir or sources[0].path).vocab_size)
+        probe = config.probe_set.build(tokenizer, AutoConfig.from_pretrained(base_dir or sources[0].path).vocab_size)
         if redraw:
-            drawn = probe_pairs(rescore_config(stored, {}, None), tokenizer)
+            drawn = rescore_config(stored, {}, None).probe_set.build(tokenizer)
             if drawn != load_pairs(live.root / "pairs.jsonl"):
                 raise RescoreError("tracker.num_problems: the run's probe pairs are not the arithmetic world's probe problems "
                                    "(a pair file or a real data set's questions); make a pair file with `sparks pairs` and pass --pairs")

@@ -15,6 +15,7 @@ from typing import Any
 
 from sparks.dashboards.registry import KINDS
 from sparks.probes.pairs import load_pairs
+from sparks.probes.probe_set import ProbeSet
 from sparks.probes.schemes import SCHEMES
 from sparks.probes.settings import Rule, SettingError
 from sparks.probes.spec import COUNT, ScoringSpec, declared, setting
@@ -109,6 +110,11 @@ class TrackerConfig(ScoringSpec):
                 value = values[name]
                 values[name] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         return cls(**values)
+
+    @property
+    def probe_set(self) -> ProbeSet:
+        """Where the probe pairs come from."""
+        return ProbeSet(self.pairs, self.scheme, self.num_problems, tuple(self.levels), self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able copy, for the run store and the dashboards' run config."""

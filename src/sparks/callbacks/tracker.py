@@ -41,15 +41,13 @@ from sparks.callbacks.recorder import SnapshotRecorder, kept_series
 from sparks.callbacks.snapshot import ShardedSnapshotFailed, SnapshotFailed, score_snapshot
 from sparks.dashboards.report import Dashboard
 from sparks.probes.edges import EdgeGraph
-from sparks.probes.pairs import Pair, load_pairs
-from sparks.probes.schemes import BASELINE_OPENING, REASONING_OPENING, arith_style_pairs, numbers_pairs, style_pairs
+from sparks.probes.pairs import Pair
 from sparks.probes.scoring import graph_of
 from sparks.probes.sites import check_scorable, resolve, unwrap
 from sparks.probes.statistics import SnapshotStats
 from sparks.runs.lineage import HeadLineage
 from sparks.runs.lock import WriterLock, holds, lock_output_dir, output_dir_lock, release
 from sparks.runs.store import RunStore, RunStoreError
-from sparks.tasks import arith
 
 logger = logging.getLogger(__name__)
 
@@ -87,41 +85,6 @@ def base_model_path(model: nn.Module) -> str | None:
     if not name:
         return None
     return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
-
-
-def probe_pairs(
-    config: TrackerConfig,
-    tokenizer: Any,
-    vocab_size: int | None = None,
-    *,
-    questions: Sequence[dict[str, Any]] | None = None,
-    system_prompt: str | None = None,
-) -> list[Pair]:
-    """The pair file (checked against the model's vocabulary and tokenizer); style pairs of a real
-    data set's held-out ``questions`` (rows with a "question", tasks.data.probe_questions) in the
-    recipe's chat format: the tokenizer's chat template with ``system_prompt``, then the paper's
-    reasoning opening against its baseline opening; or pairs of the arithmetic world's probe split
-    in the configured scheme."""
-    if config.pairs is not None:
-        return load_pairs(config.pairs, vocab_size=vocab_size, tokenizer=tokenizer)
-    if questions is not None:
-        if config.scheme != "style":
-            raise ValueError(f"tracker.scheme: {config.scheme} pairs swap arithmetic-world operands; "
-                             "a real data set's questions make style pairs")
-        texts = [row["question"] for row in questions]
-        pairs = style_pairs(tokenizer, texts, [REASONING_OPENING] * len(texts), [BASELINE_OPENING] * len(texts),
-                            system_prompt=system_prompt, meta=questions)
-        source = f"{len(texts)} held-out questions"
-    else:
-        problems = arith.problems("probe", list(config.levels), config.num_problems, config.seed, fill=True)
-        if config.scheme == "style":
-            pairs = arith_style_pairs(tokenizer, problems)
-        else:
-            pairs = numbers_pairs(tokenizer, problems, seed=config.seed)
-        source = f"{config.num_problems} probe problems"
-    if not pairs:
-        raise ValueError(f"tracker: no {config.scheme} pair could be built from {source}")
-    return pairs
 
 
 class HeadTrackerCallback(TrainerCallback):
@@ -172,7 +135,7 @@ class HeadTrackerCallback(TrainerCallback):
         self.graph = graph_of(model)
         if self.pairs is None:
             vocab_size = cast(int, resolve(model).embed_tokens.num_embeddings)  # an embedding, or an adapter (LoRA) around one
-            self.pairs = probe_pairs(self.config, tokenizer, vocab_size)
+            self.pairs = self.config.probe_set.build(tokenizer, vocab_size)
         pad_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = 0 if pad_id is None else int(pad_id)
         step = state.global_step

@@ -8,6 +8,7 @@ example's final token. How pairs are made lives in probes.schemes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -224,9 +225,24 @@ def load_pairs(
     ``tokenizer`` the ids must decode to the stored texts (where given), which catches pair files
     made with another model's tokenizer. Errors are one line: ``path:line: field: why``.
     """
-    path = Path(path)
-    pairs = []
-    for number, line in enumerate(read_text(path, "pair").splitlines(), start=1):
+    rows = _parsed(str(Path(path)), read_text(path, "pair"))
+    for where, pair in rows:
+        if vocab_size is not None:
+            _check_vocabulary(pair, where, vocab_size)
+        if tokenizer is not None:
+            _check_encoding(pair, tokenizer, where)
+    pairs = [pair for _, pair in rows]
+    if not pairs:
+        raise ValueError(f"pair file {path} holds no pairs")
+    return pairs
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, text: str) -> tuple[tuple[str, Pair], ...]:
+    """The pairs of a pair file's ``text``, each with its ``path:line``, checked on their own: parsed once per
+    file content, however many readers check it against a model."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -234,14 +250,18 @@ def load_pairs(
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{where}: not JSON ({error.msg})") from None
-        pair = _pair(record, where, vocab_size)
+        pair = _pair(record, where)
         _check(pair, where)
-        if tokenizer is not None:
-            _check_encoding(pair, tokenizer, where)
-        pairs.append(pair)
-    if not pairs:
-        raise ValueError(f"pair file {path} holds no pairs")
-    return pairs
+        rows.append((where, pair))
+    return tuple(rows)
+
+
+def _check_vocabulary(pair: Pair, where: str, vocab_size: int) -> None:
+    """Every id lies in the model's vocabulary."""
+    for name in ("clean_ids", "corrupted_ids", "clean_answer_ids", "corrupted_answer_ids"):
+        for item in getattr(pair, name) or ():
+            if item >= vocab_size:
+                raise ValueError(f"{where}: {name}: id {item} is outside the model's vocabulary of {vocab_size} tokens")
 
 
 def load_pairs_for_model(
@@ -249,10 +269,14 @@ def load_pairs_for_model(
 ) -> list[Pair]:
     """``load_pairs`` checked against a model before its weights load: the vocabulary of its config
     (``config_options`` go to AutoConfig, e.g. revision) and, when given, its tokenizer."""
+    return load_pairs(path, vocab_size=vocabulary_size(model_name_or_path, **config_options), tokenizer=tokenizer)
+
+
+def vocabulary_size(model_name_or_path: str, **config_options: Any) -> int:
+    """The vocabulary size of a model's config, read before its weights load."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_name_or_path, **config_options)
-    return load_pairs(path, vocab_size=config.get_text_config().vocab_size, tokenizer=tokenizer)
+    return int(AutoConfig.from_pretrained(model_name_or_path, **config_options).get_text_config().vocab_size)
 
 
 def _kind(value: Any) -> str:
@@ -263,7 +287,7 @@ def _kind(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _pair(record: Any, where: str, vocab_size: int | None) -> Pair:
+def _pair(record: Any, where: str) -> Pair:
     """A decoded row as a Pair, once every field has Pair's type (ids are ints: not bools, floats or strings)."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: a pair must be a JSON object, got {_kind(record)}")
@@ -292,8 +316,6 @@ def _pair(record: Any, where: str, vocab_size: int | None) -> Pair:
                 continue
             if item < 0:
                 raise ValueError(f"{where}: {name}: id {item} is negative")
-            if vocab_size is not None and item >= vocab_size:
-                raise ValueError(f"{where}: {name}: id {item} is outside the model's vocabulary of {vocab_size} tokens")
     given: dict[str, Any] = {"clean_text": "", "corrupted_text": "", **record}
     return Pair(**given)
 

@@ -23,7 +23,7 @@ from trl import ScriptArguments, TrlParser
 
 from sparks.callbacks.config import TrackerConfig
 from sparks.dashboards.wandb_key import wandb_lacks_a_key
-from sparks.probes.pairs import Pair, load_pairs_for_model
+from sparks.probes.pairs import Pair, vocabulary_size
 from sparks.probes.settings import type_problem
 from sparks.runs.store import first_line
 from sparks.tasks import arith
@@ -290,15 +290,14 @@ def tracker_pairs(
         return None
     if tracker.pairs is not None:
         try:
-            return load_pairs_for_model(tracker.pairs, model_args.model_name_or_path, tokenizer,
-                                        revision=model_args.model_revision, trust_remote_code=trust_remote_code)
+            vocab_size = vocabulary_size(model_args.model_name_or_path, revision=model_args.model_revision,
+                                         trust_remote_code=trust_remote_code)
+            return tracker.probe_set.build(tokenizer, vocab_size)
         except (ValueError, OSError) as error:
             raise RecipeError(f"tracker.pairs: {str(error).strip()}") from None
     name = data_args.dataset_name
     if name not in HUB_SOURCES:
         return None
-    from sparks.callbacks.tracker import probe_pairs
-
     try:
         questions = probe_questions(name, tracker.num_problems, tracker.seed, data_args.dataset_path)
     except (ValueError, OSError) as error:
@@ -309,7 +308,7 @@ def tracker_pairs(
         raise RecipeError(f"tracker.num_problems: {tracker.num_problems} probe questions asked, {name} holds "
                           f"{len(questions)} (one question in {PROBE_ONE_IN} is held out from training)")
     try:
-        return probe_pairs(tracker, tokenizer, questions=questions, system_prompt=data_args.system_prompt)
+        return tracker.probe_set.build(tokenizer, questions=questions, system_prompt=data_args.system_prompt)
     except ValueError as error:
         raise RecipeError(first_line(error)) from None
 
