@@ -13,6 +13,7 @@ import pytest
 import yaml
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
+import sparks.train.preparation
 from sparks.tasks.data import PROBE_ONE_IN, is_probe_question, load
 from sparks.tasks.tokenizer import build_tokenizer
 from sparks.train.arguments import GRPOScriptArguments, RecipeArguments, RecipeError, parse_recipe, tracker_pairs
@@ -238,8 +239,8 @@ def test_bad_data_settings_stop_before_the_model_loads_with_one_line(tmp_path, c
     def refuse(*args, **kwargs):
         raise AssertionError("a model or data set was loaded before the bad setting was refused")
 
-    monkeypatch.setattr(grpo, "load_model", refuse)
-    monkeypatch.setattr(grpo, "load_tokenizer", refuse)
+    monkeypatch.setattr(sparks.train.preparation, "load_model", refuse)
+    monkeypatch.setattr(sparks.train.preparation, "load_tokenizer", refuse)
     argv = ["--model_name_or_path", str(random_model_dir), "--output_dir", str(tmp_path / "run"),
             *(item.format(data=data) for item in overrides)]
     capsys.readouterr()

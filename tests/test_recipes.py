@@ -162,8 +162,7 @@ def no_model_loads(monkeypatch):
 
     import transformers
 
-    for script in ("grpo", "sft"):
-        monkeypatch.setattr(importlib.import_module(f"sparks.train.{script}"), "load_model", refuse)
+    monkeypatch.setattr(importlib.import_module("sparks.train.preparation"), "load_model", refuse)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
 
 

@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 import sparks.callbacks.snapshot
 import sparks.probes.circuit_scoring
 import sparks.runs.store
+import sparks.train.preparation
 from sparks.analysis.compare import load_run
 from sparks.callbacks.config import LINEAGE_SETTINGS
 from sparks.runs.store import RunStore
@@ -200,7 +201,7 @@ def test_kill_during_a_resume_resumes_again(random_model_dir, tmp_path, monkeypa
 def test_a_relaunch_without_a_checkpoint_is_refused_and_the_lineage_kept(random_model_dir, tmp_path, monkeypatch, capsys):
     run_sft(random_model_dir, tmp_path, 2, TRACKER)
     before = {path: path.read_bytes() for path in (tmp_path / "sparks").rglob("*") if path.is_file()}
-    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the model must not load"))
     with pytest.raises(SystemExit) as stop:
         run_sft(random_model_dir, tmp_path, 2, TRACKER)
     assert stop.value.code == 2
@@ -218,7 +219,7 @@ def test_resuming_with_other_lineage_settings_is_refused_before_the_model_loads(
         killed(random_model_dir, tmp_path)
     before = (tmp_path / "sparks" / "lineage.json").read_text()
     with monkeypatch.context() as patch:
-        patch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+        patch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the model must not load"))
         for changed, name in (({"num_problems": 12}, "num_problems"), ({"scheme": "style"}, "scheme"),
                               ({"replicates": 50}, "replicates")):
             with pytest.raises(SystemExit):
@@ -397,7 +398,7 @@ def test_a_damaged_snapshot_is_named_by_file_and_field_and_a_resume_past_it_refu
     assert [str(found) for found in RunStore(tmp_path).damage()] == [
         f"{snapshot / 'snapshot.json'}: stability: str 'high', expected int or float"]
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the model must not load"))
     capsys.readouterr()
     with pytest.raises(SystemExit):
         train(random_model_dir, tmp_path, TRACKER, "--resume_from_checkpoint", str(tmp_path / "checkpoint-4"))
@@ -424,7 +425,7 @@ def test_a_lineage_with_a_field_of_the_wrong_type_is_refused_naming_file_and_fie
     state = json.loads(lineage.read_text())
     state["snapshots"][1]["step"] = "2"
     lineage.write_text(json.dumps(state))
-    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the model must not load"))
     capsys.readouterr()
     with pytest.raises(SystemExit):
         train(random_model_dir, tmp_path)
@@ -433,7 +434,7 @@ def test_a_lineage_with_a_field_of_the_wrong_type_is_refused_naming_file_and_fie
 
 
 def test_resume_from_checkpoint_true_is_the_last_checkpoint(random_model_dir, tmp_path, monkeypatch, uninterrupted, capsys):
-    monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the model must not load"))
     for asked, line in (("true", f"resume_from_checkpoint: true resumes from the last checkpoint in {tmp_path}, which holds none"),
                         (str(tmp_path / "checkpoint-9"), f"resume_from_checkpoint: {tmp_path / 'checkpoint-9'} is not a "
                                                          f"checkpoint (no trainer_state.json there)")):

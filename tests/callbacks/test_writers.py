@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+import sparks.train.preparation
 from sparks.analysis.cli import main
 from sparks.analysis.compare import load_run
 from sparks.callbacks.config import TrackerConfig
 from sparks.probes.pairs import Pair
 from sparks.runs.lock import LOCK_FILE, DirectoryTaken, acquire, holds, release
 from sparks.runs.store import RunStore
-from sparks.train import sft as train_sft
 from tests.callbacks.test_tracker_distributed import last_line, launch
 from tests.callbacks.training_runs import REPO, SMALL_SFT, lineage_of, run_sft
 
@@ -63,7 +63,7 @@ def test_a_training_launched_while_another_writes_its_output_dir_is_refused_and_
     try:
         while not (output_dir / "sparks" / "run.json").is_file() and first.poll() is None:
             time.sleep(0.05)  # run.json is written at train begin, before the base snapshot is scored
-        monkeypatch.setattr(train_sft, "load_model", lambda *args: pytest.fail("the second run loaded a model"))
+        monkeypatch.setattr(sparks.train.preparation, "load_model", lambda *args: pytest.fail("the second run loaded a model"))
         with pytest.raises(SystemExit) as stopped:
             run_sft(random_model_dir, output_dir, 8, {**TRACKER, "seed": 1})
         assert stopped.value.code == 2

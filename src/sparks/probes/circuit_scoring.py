@@ -77,7 +77,7 @@ def score_circuit(
     """
     graph = graph_of(model) if graph is None else graph
     indices = range(len(pairs)) if indices is None else indices
-    weights = torch.ones(len(pairs), dtype=torch.float64) if weights is None else weights
+    weights = torch.ones(len(pairs), dtype=torch.float64, device="cpu") if weights is None else weights
     replicate_weights = poisson_weights(indices, spec.replicates, spec.seed) * weights
     selection = spec.selection
     shapes = ScoreSums.shapes(graph, spec.level, spec.replicates)
@@ -101,7 +101,7 @@ def score_circuit(
     try:
         totals = reduce(score_sums, ScoreSums.zeros(shapes).flatten())  # score_pairs has checked ``heads``
         stats = SnapshotStats.of(ScoreSums.unflatten(totals, shapes), graph, selection, _scored(graph, heads))
-        stats = stats.with_faithfulness(reduce(effect_sums, torch.zeros(len(all_weights), 2)).view(-1, 2))
+        stats = stats.with_faithfulness(reduce(effect_sums, torch.zeros(len(all_weights), 2, dtype=torch.float64, device="cpu")).view(-1, 2))
     except NonFiniteScores as error:
         if name is None:
             raise
@@ -113,7 +113,7 @@ def _scored(graph: EdgeGraph, heads: Sequence[tuple[int, int]] | None) -> Tensor
     """[L, H] the heads that were scored when only ``heads`` were, else None."""
     if heads is None:
         return None
-    scored = torch.zeros(graph.num_layers, graph.num_heads, dtype=torch.bool)
+    scored = torch.zeros(graph.num_layers, graph.num_heads, dtype=torch.bool, device="cpu")
     for layer, head in heads:
         scored[layer, head] = True
     return scored

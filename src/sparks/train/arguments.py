@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from transformers import TrainingArguments
@@ -313,7 +313,7 @@ def tracker_pairs(
         raise RecipeError(first_line(error)) from None
 
 
-def exit_with(error: Exception, *, to_launcher: bool = True) -> None:
+def exit_with(error: Exception, *, to_launcher: bool = True) -> NoReturn:
     """Print one line naming the problem and stop with status 2; under a launcher the line also ends its
     output, unless ``to_launcher`` is false (the line of a rank stopped by another rank's failure)."""
     line = f"sparks: error: {first_line(error)}"

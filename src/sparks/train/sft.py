@@ -10,47 +10,22 @@ from sparks.train.launcher import follow_launcher
 if __name__ == "__main__":
     follow_launcher()  # before the heavy imports below: a launcher's worker must not outlive it, even while it starts
 
-from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from sparks.tasks.data import load
-from sparks.train.arguments import (
-    RecipeArguments,
-    RecipeError,
-    check_model_path,
-    check_training_args,
-    exit_with,
-    parse_recipe,
-    tracker_pairs,
-)
-from sparks.train.models import load_model, load_tokenizer
-from sparks.train.run import resume_point, tracker_callbacks, train_and_save
+from sparks.train.arguments import RecipeArguments, parse_recipe
+from sparks.train.preparation import prepare
+from sparks.train.run import tracker_callbacks, train_and_save
 
 
 def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
-    try:
-        script_args.check()
-        check_model_path(model_args.model_name_or_path)
-        tracker = script_args.tracker_config()
-        check_training_args(training_args, tracker)
-        resume_point(training_args, tracker)
-    except ValueError as error:  # RecipeError included
-        exit_with(error)
-    set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args)
-    try:
-        pairs = tracker_pairs(tracker, script_args, model_args, tokenizer, training_args.trust_remote_code)
-    except RecipeError as error:
-        exit_with(error)
-    model = load_model(model_args, training_args)
-    train_dataset = load(script_args.dataset_name, script_args.data_options("sft", training_args.seed))
+    prepared = prepare(script_args, training_args, model_args, "sft")
     trainer = SFTTrainer(
-        model=model,
+        model=prepared.model,
         args=training_args,
-        train_dataset=train_dataset.select_columns(["prompt", "completion"]),
-        processing_class=tokenizer,
+        train_dataset=prepared.train_dataset.select_columns(["prompt", "completion"]),
+        processing_class=prepared.tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=tracker_callbacks(tracker, training_args, "sft", pairs),
+        callbacks=tracker_callbacks(prepared.tracker, training_args, "sft", prepared.pairs),
     )
     train_and_save(trainer, "SFT")
 
