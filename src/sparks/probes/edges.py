@@ -27,7 +27,7 @@ table. Signs and metric follow probes.attribution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import torch
@@ -281,11 +281,20 @@ def edge_scores(
     sites.check_level("edge")
     metric = get_metric(metric)
     points = ig_points(method, steps, ig_rule)
-    graph = graph_of_sites(sites)
-    num_heads, num_kv, head_dim = sites.num_heads, sites.num_kv_heads, sites.head_dim
-    block = num_heads // num_kv
-    batch_size, length = batch.clean_ids.shape
-    per_point = any(ls.attention_out_norm is not None for ls in sites.layers)
+    taps, wrt = _gradient_taps(sites)
+    with scoring(sites.model, grad=True):
+        run = _EdgeRun.prepare(sites, batch)
+        integrate(sites, batch, metric, points, chunk_size, taps, wrt, run.start, run.reduce)
+    return EdgeScores(run.graph, run.edges / len(points), run.nodes / len(points))
+
+
+def _gradient_taps(sites: Sites) -> tuple[dict[str, tuple], list[str]]:
+    """The taps edge_scores records on every point and the names of those whose gradients it reads.
+
+    Recorded: the final norm's input, the write taps, and per layer the attention norm's input, the
+    q/k/v projection outputs and the MLP's read site. Gradients: the input embeddings, the final norm's
+    input, and per layer the projection outputs, o_proj's input and the MLP's read and write sites.
+    """
     taps: dict[str, tuple] = {"final": (sites.norm, "input"), **write_taps(sites)}
     wrt = ["inputs_embeds", "final"]
     for layer, ls in enumerate(sites.layers):
@@ -293,108 +302,181 @@ def edge_scores(
             taps[f"x{layer}"] = (ls.attention_norm, "input")
         taps |= projection_taps(layer, ls) | {f"mlp_in{layer}": (mlp_read_site(sites, ls), "input")}
         wrt += [*projection_taps(layer, ls), f"z{layer}", f"mlp_in{layer}", f"mlp{layer}"]
-    with scoring(sites.model, grad=True):
+    return taps, wrt
+
+
+def _read_maps(sites: Sites, ls: LayerSites) -> dict[str, Tensor]:
+    """A layer's q, k and v maps by kind, (H * d, D) and (G * d, D) (a fused projection's rows for each),
+    gathered once up front: the reads map the projection gradients back through them."""
+    projections = {kind: ls.read(kind) for kind in "qkv"}
+    modules = dict.fromkeys(read.proj for read in projections.values())  # a fused one once, in order
+    with full_parameters(sites.model, *modules) as keep:
+        return {kind: keep(linear_map(read.proj)[read.rows]).detach() for kind, read in projections.items()}
+
+
+def _to_residual(norm: nn.Module | None, x: Tensor | None, cotangent: Tensor) -> Tensor:
+    """Reads [N, J, T, D] of the attention norm's output mapped back to the residual x [N, T, D] it normalises
+    (unchanged where the family has no attention norm)."""
+    return cotangent if norm is None or x is None else norm_vjp(norm, x, cotangent)
+
+
+@dataclass
+class _EdgeRun:
+    """The state edge_scores' stages share, and the stages: integrate calls ``start`` once with the clean
+    run's taps, then ``reduce`` for each chunk of n interpolation points.
+
+    Held: the model's sites and edge graph, the batch and its geometry, the q/k/v maps, the corrupted run's
+    write taps (until ``start``), the write differences (from ``start`` on) and the edge and node sums.
+
+    Shapes in the comments: B examples; R the rows a chunk's reads are contracted in (n * B point by point,
+    else B); U upstream nodes, V downstream inputs, J a layer's downstream inputs (H + 2G + 1); T the
+    positions from the first changed one on (T0 all of them); D the model width; H heads, G key-value
+    heads, d the head width.
+    """
+
+    sites: Sites
+    graph: EdgeGraph
+    batch: PairBatch
+    maps: list[dict[str, Tensor]]  # per layer, by kind: (H * d, D) for q, (G * d, D) for k and v
+    corrupted: dict[str, Tensor]  # the corrupted run's write taps, let go once the write differences are in
+    edges: Tensor  # (B, U, V) edge score sums over the points
+    nodes: Tensor  # (B, U) node score sums over the points
+    begin: int  # the first changed position: those before it carry no write difference
+    length: int  # T
+    per_point: bool  # some layer's heads write through an attention output norm
+    writes: Tensor = field(init=False)  # (B, U, T, D) write differences, corrupted minus clean (write_deltas)
+    d_z: list[Tensor] = field(init=False)  # per layer (B, T, H, d) head-output differences
+
+    @classmethod
+    def prepare(cls, sites: Sites, batch: PairBatch) -> _EdgeRun:
+        """Gather the q/k/v maps, run the corrupted prompt and zero the sums (under scoring(grad=True))."""
+        graph = graph_of_sites(sites)
         with torch.no_grad():
-            maps = []
-            for ls in sites.layers:
-                projections = {kind: ls.read(kind) for kind in "qkv"}
-                modules = dict.fromkeys(read.proj for read in projections.values())  # a fused one once, in order
-                with full_parameters(sites.model, *modules) as keep:
-                    maps.append({kind: keep(linear_map(read.proj)[read.rows]).detach() for kind, read in projections.items()})
+            maps = [_read_maps(sites, ls) for ls in sites.layers]
             _, corrupted = recorded_run(sites, batch, batch.corrupted_ids, write_taps(sites))
         dtype = torch.promote_types(corrupted["z0"].dtype, torch.float32)
         device = corrupted["z0"].device
-        edges = torch.zeros(batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=device)
-        nodes = torch.zeros(batch_size, len(graph.upstream), dtype=dtype, device=device)
-        deltas: list[tuple[Tensor, list[Tensor]]] = []  # write_deltas' result, once the clean run is in
-        per_layer = num_heads + 2 * num_kv + 1
-        begin = batch.first_change  # positions before it carry no write difference
-        length -= begin
+        edges = torch.zeros(batch.batch_size, len(graph.upstream), len(graph.downstream), dtype=dtype, device=device)  # (B, U, V)
+        nodes = torch.zeros(batch.batch_size, len(graph.upstream), dtype=dtype, device=device)  # (B, U)
+        begin = batch.first_change
+        per_point = any(ls.attention_out_norm is not None for ls in sites.layers)
+        return cls(sites, graph, batch, maps, corrupted, edges, nodes, begin, batch.clean_ids.shape[1] - begin, per_point)
 
-        def start(clean: dict[str, Tensor]) -> None:
-            deltas.append(write_deltas(sites, batch, clean, corrupted, dtype, begin))
-            corrupted.clear()
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype everything is contracted and summed in: the model's, at least float32."""
+        return self.edges.dtype
 
-        def combined(grad: Tensor, n: int) -> Tensor:
-            """The n stacked points' rows [n * B, ...] as contracted: kept point by point where writes
-            depend on the point, else summed into [B, ...]."""
-            grad = grad.to(dtype)
-            if per_point or n == 1:
-                return grad
-            return grad.unflatten(0, (n, batch_size)).sum(0)
+    @property
+    def per_layer(self) -> int:
+        """J: a layer's downstream inputs (H q, G k, G v, one MLP)."""
+        return self.sites.num_heads + 2 * self.sites.num_kv_heads + 1
 
-        def per_example(x: Tensor) -> Tensor:
-            """Rows [n * B, ...] of stacked points summed into [B, ...] (nothing to sum for one point)."""
-            return x if x.shape[0] == batch_size else x.unflatten(0, (-1, batch_size)).sum(0)
+    def start(self, clean: dict[str, Tensor]) -> None:
+        """Stage 1, once the clean run's taps are in: the write differences; the corrupted taps are let go."""
+        self.writes, self.d_z = write_deltas(self.sites, self.batch, clean, self.corrupted, self.dtype, self.begin)
+        self.corrupted.clear()
 
-        def point_writes(values: dict[str, Tensor], n: int) -> Tensor:
-            """The writes [n' * B, U, T, D] the reads of these n points are contracted with."""
-            writes = deltas[0][0]
-            if not per_point:
-                return writes
-            writes = writes.repeat(n, 1, 1, 1)
-            for layer, ls in enumerate(sites.layers):
-                if ls.attention_out_norm is None:
-                    continue
-                attention = values.pop(f"o{layer}")
-                heads = slice(graph.head_index(layer, 0), graph.head_index(layer, 0) + num_heads)
-                with full_parameters(sites.model, ls.attention_out_norm):
-                    normed = norm_jvp(ls.attention_out_norm, attention[:, begin:], writes[:, heads])
-                writes[:, heads] = normed * sites.residual_multiplier
-            return writes
+    def reduce(self, values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
+        """Stage 2, per chunk of n points: each layer's reads contracted into the edges and its nodes scored,
+        then the logits' read and the input's node. Taps are popped from ``values`` and ``grads`` as used."""
+        writes = self._point_writes(values, n)  # (R, U, T, D)
+        for layer, ls in enumerate(self.sites.layers):
+            read = self._layer_reads(layer, ls, values, grads, n, writes.shape[0])  # (R, J, T, D)
+            self._add_layer_edges(layer, writes, read)
+            self._add_layer_nodes(layer, grads)
+        self._read_by(writes, self._combined(self._take(grads, "final"), n).unsqueeze(1), slice(-1, None), slice(None))
+        embeds = self._per_example(self._take(grads, "inputs_embeds").to(self.dtype))  # (B, T, D)
+        self.nodes[:, 0] += torch.einsum("btd,btd->b", self.writes[:, 0], embeds) / self.sites.embedding_multiplier
 
-        def read_by(writes: Tensor, grad: Tensor, columns: slice, sources: slice) -> None:
-            """Add (write difference . grad [n' * B, J, T, D]) to the edges from ``sources`` into ``columns``.
+    def _point_writes(self, values: dict[str, Tensor], n: int) -> Tensor:
+        """The writes (R, U, T, D) the reads of these n points are contracted with: the write differences,
+        and where heads write through an attention output norm, their linearisation at each point's
+        attention output (norm_jvp), times the multiplier."""
+        if not self.per_point:
+            return self.writes  # (B, U, T, D)
+        writes = self.writes.repeat(n, 1, 1, 1)  # (n * B, U, T, D)
+        for layer, ls in enumerate(self.sites.layers):
+            if ls.attention_out_norm is None:
+                continue
+            attention = values.pop(f"o{layer}")  # (n * B, T0, D)
+            first = self.graph.head_index(layer, 0)
+            heads = slice(first, first + self.sites.num_heads)
+            with full_parameters(self.sites.model, ls.attention_out_norm):
+                normed = norm_jvp(ls.attention_out_norm, attention[:, self.begin :], writes[:, heads])  # (n * B, H, T, D)
+            writes[:, heads] = normed * self.sites.residual_multiplier
+        return writes
 
-            One batched matmul over (T, D) with the writes left in place (einsum copies them).
-            """
-            read = torch.bmm(grad.flatten(2), writes[:, sources].flatten(2).transpose(1, 2))
-            edges[:, sources, columns] += per_example(read).transpose(1, 2)
+    def _layer_reads(
+        self, layer: int, ls: LayerSites, values: dict[str, Tensor], grads: dict[str, Tensor], n: int, rows: int
+    ) -> Tensor:
+        """The gradients (R, J, T, D) on the residual stream as each of a layer's inputs alone reads it.
 
-        def reduce(values: dict[str, Tensor], grads: dict[str, Tensor], n: int) -> None:
-            static, d_z = deltas[0]
-            writes = point_writes(values, n)
-            rows = writes.shape[0]
+        A q/k/v read: the projection output's gradient, split per head (key-value head), mapped back through
+        that head's rows of the projection and then the attention norm, one key-value group at a time. The
+        MLP's: the gradient on its read site (in a parallel block mapped back through the attention norm).
+        """
+        sites, norm = self.sites, ls.attention_norm
+        head_dim, block = sites.head_dim, sites.num_heads // sites.num_kv_heads
+        x = values.pop(f"x{layer}")[:, self.begin :] if norm is not None else None  # (n * B, T, D)
+        read = self.writes.new_empty(rows, self.per_layer, self.length, self.writes.shape[-1])  # (R, J, T, D)
+        outputs = {name: self._take(grads, name) for name in projection_taps(layer, ls)}  # (n * B, T, rows of the tap)
+        column = 0
+        with full_parameters(sites.model, *([] if norm is None else [norm])):
+            for kind, count in (("q", sites.num_heads), ("k", sites.num_kv_heads), ("v", sites.num_kv_heads)):
+                grad = projection_output(outputs, layer, ls, kind).unflatten(-1, (count, head_dim))  # (n * B, T, H or G, d)
+                weight = self.maps[layer][kind].view(count, head_dim, -1).to(grad.dtype)  # (H or G, d, D)
+                for low in range(0, count, block):
+                    part = slice(low, min(low + block, count))
+                    cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])  # (n * B, g, T, D)
+                    read[:, column : column + cotangent.shape[1]] = self._combined(_to_residual(norm, x, cotangent), n)
+                    column += cotangent.shape[1]
+            mlp_grad = self._take(grads, f"mlp_in{layer}")  # (n * B, T, D)
+            if sites.architecture.parallel:
+                mlp_grad = _to_residual(norm, x, mlp_grad.unsqueeze(1)).squeeze(1)
+            read[:, column] = self._combined(mlp_grad, n)
+        return read
 
-            def take(name: str) -> Tensor:
-                return sequences(grads.pop(name), length + begin)[:, begin:]
+    def _add_layer_edges(self, layer: int, writes: Tensor, read: Tensor) -> None:
+        """Contract a layer's reads (R, J, T, D) with the writes (R, U, T, D) of the nodes before the layer,
+        and in a sequential block also its MLP's read with the layer's own heads."""
+        num_heads, first = self.sites.num_heads, self.graph.head_index(layer, 0)
+        columns = slice(layer * self.per_layer, (layer + 1) * self.per_layer)
+        self._read_by(writes, read, columns, slice(0, first))
+        if not self.sites.architecture.parallel:
+            self._read_by(writes, read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
 
-            for layer, ls in enumerate(sites.layers):
-                norm = ls.attention_norm
-                x = values.pop(f"x{layer}")[:, begin:] if norm is not None else None
-                read = static.new_empty(rows, per_layer, length, static.shape[-1])
-                outputs = {name: take(name) for name in projection_taps(layer, ls)}
-                column = 0
-                with full_parameters(sites.model, *([] if norm is None else [norm])):
+    def _add_layer_nodes(self, layer: int, grads: dict[str, Tensor]) -> None:
+        """Add a layer's node scores: each head's output difference . the gradient on its slice of o_proj's
+        input, and the MLP's write difference . the gradient on what its block adds."""
+        num_heads, first, mlp = self.sites.num_heads, self.graph.head_index(layer, 0), self.graph.mlp_index(layer)
+        z_grad = self._per_example(self._take(grads, f"z{layer}").to(self.dtype))  # (B, T, H * d)
+        z_grad = z_grad.unflatten(-1, (num_heads, self.sites.head_dim))  # (B, T, H, d)
+        self.nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", self.d_z[layer], z_grad)
+        mlp_out = self._per_example(self._take(grads, f"mlp{layer}").to(self.dtype))  # (B, T, D)
+        self.nodes[:, mlp] += torch.einsum("btd,btd->b", self.writes[:, mlp], mlp_out) / self.sites.residual_multiplier
 
-                    def residual(cotangent: Tensor, norm: nn.Module | None = norm, x: Tensor | None = x) -> Tensor:
-                        """Map reads of the attention norm's output back to the residual it normalises."""
-                        return cotangent if norm is None or x is None else norm_vjp(norm, x, cotangent)
+    def _read_by(self, writes: Tensor, grad: Tensor, columns: slice, sources: slice) -> None:
+        """Add (write difference . grad (R, J, T, D)) to the edges from ``sources`` into ``columns``.
 
-                    for kind, count in (("q", num_heads), ("k", num_kv), ("v", num_kv)):
-                        grad = projection_output(outputs, layer, ls, kind).unflatten(-1, (count, head_dim))
-                        weight = maps[layer][kind].view(count, head_dim, -1).to(grad.dtype)
-                        for low in range(0, count, block):
-                            part = slice(low, min(low + block, count))
-                            cotangent = torch.einsum("ntgk,gkd->ngtd", grad[:, :, part], weight[part])
-                            read[:, column : column + cotangent.shape[1]] = combined(residual(cotangent), n)
-                            column += cotangent.shape[1]
-                    mlp_grad = take(f"mlp_in{layer}")
-                    if sites.architecture.parallel:
-                        mlp_grad = residual(mlp_grad.unsqueeze(1)).squeeze(1)
-                    read[:, column] = combined(mlp_grad, n)
-                first, columns = graph.head_index(layer, 0), slice(layer * per_layer, (layer + 1) * per_layer)
-                read_by(writes, read, columns, slice(0, first))
-                if not sites.architecture.parallel:
-                    read_by(writes, read[:, -1:], slice(columns.stop - 1, columns.stop), slice(first, first + num_heads))
-                z_grad = per_example(take(f"z{layer}").to(dtype)).unflatten(-1, (num_heads, head_dim))
-                nodes[:, first : first + num_heads] += torch.einsum("bthk,bthk->bh", d_z[layer], z_grad)
-                mlp = graph.mlp_index(layer)
-                mlp_out = per_example(take(f"mlp{layer}").to(dtype))
-                nodes[:, mlp] += torch.einsum("btd,btd->b", static[:, mlp], mlp_out) / sites.residual_multiplier
-            read_by(writes, combined(take("final"), n).unsqueeze(1), slice(-1, None), slice(None))
-            embeds = per_example(take("inputs_embeds").to(dtype))
-            nodes[:, 0] += torch.einsum("btd,btd->b", static[:, 0], embeds) / sites.embedding_multiplier
+        One batched matmul over (T, D) with the writes left in place (einsum copies them).
+        """
+        read = torch.bmm(grad.flatten(2), writes[:, sources].flatten(2).transpose(1, 2))  # (R, J, sources)
+        self.edges[:, sources, columns] += self._per_example(read).transpose(1, 2)
 
-        integrate(sites, batch, metric, points, chunk_size, taps, wrt, start, reduce)
-    return EdgeScores(graph, edges / len(points), nodes / len(points))
+    def _take(self, grads: dict[str, Tensor], name: str) -> Tensor:
+        """Pop a tap's gradient as (n * B, T, ...): positions from the first changed one on."""
+        return sequences(grads.pop(name), self.length + self.begin)[:, self.begin :]
+
+    def _combined(self, grad: Tensor, n: int) -> Tensor:
+        """The n stacked points' rows (n * B, ...) as contracted, in self.dtype: kept point by point where
+        writes depend on the point, else summed into (B, ...)."""
+        grad = grad.to(self.dtype)
+        if self.per_point or n == 1:
+            return grad
+        return grad.unflatten(0, (n, self.batch.batch_size)).sum(0)
+
+    def _per_example(self, x: Tensor) -> Tensor:
+        """Rows (n * B, ...) of stacked points summed into (B, ...) (nothing to sum for one point)."""
+        batch_size = self.batch.batch_size
+        return x if x.shape[0] == batch_size else x.unflatten(0, (-1, batch_size)).sum(0)
