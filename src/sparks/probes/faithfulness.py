@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +56,7 @@ from sparks.probes.gather import full_parameters
 from sparks.probes.hooks import Hooks, scoring
 from sparks.probes.metrics import Metric, get_metric
 from sparks.probes.pairs import Pair, PairBatch, batches
-from sparks.probes.sites import Sites, resolve
+from sparks.probes.sites import LayerSites, Sites, resolve
 
 
 def circuit_effects(model: nn.Module, batch: PairBatch, circuit: Circuit, metric: str | Metric = "kl") -> Tensor:
@@ -212,151 +213,205 @@ def _edge_effects(sites: Sites, batch: PairBatch, circuit: Circuit, metric: Metr
     the read starts from when the heads the read misses (or keeps) take their other copy's output.
     """
     sites.check_level("edge")
-    graph = graph_of_sites(sites)
-    num_heads, head_dim, batch_size = sites.num_heads, sites.head_dim, batch.batch_size
-    multiplier = sites.residual_multiplier
-    group = num_heads // sites.num_kv_heads
-    coefficients, from_corrupted = edge_coefficients(graph, circuit)
-    weights = coefficients.to(batch.clean_ids.device)
-    needed = coefficients.ne(0).any(1).tolist()  # upstream nodes whose write difference some read adds
-    shifted = coefficients.ne(0).any(0).tolist()  # reads that add write differences
-    starts = [1 if corrupted else 2 for corrupted in from_corrupted.tolist()]  # the copy each read starts from
-    touched = [shift or start == 1 for shift, start in zip(shifted, starts)]  # reads that differ from the copy's own
-    maps = _projection_maps(sites, graph, needed, shifted)
-    length = batch.clean_ids.shape[1]
-    changes = (batch.changed & batch.attention_mask.bool())[:, :, None]  # where a write can differ at all
-    node_writes: dict[int, Tensor] = {}  # write differences [B, T, D] of the input and MLPs, by upstream index
-    head_writes: dict[int, Tensor] = {}  # per layer its heads' output differences [B, T, H * d_head]
-    attention: dict[int, Tensor] = {}  # per layer with an attention output norm its input [3B, T, D]
-    layer_input: dict[str, Tensor] = {}  # the current layer's residual and attention norm output [3B, T, D]
+    run = _EdgeCircuitRun(sites, batch, circuit)
+    with Hooks() as hooks:
+        run.install(hooks)
+        effects = _copies_effects(sites, batch, metric, [batch.clean_ids, batch.corrupted_ids, batch.clean_ids])
+    return torch.stack([effects[2], effects[1]], dim=1)
 
-    def difference(x: Tensor, scale: float = 1.0) -> Tensor:
-        """Corrupted minus circuit copy of a write [3B, T, D'] (or [3B * T, D']), zero where it cannot differ."""
-        copies = sequences(x, length).unflatten(0, (3, batch_size))
-        return (_wide(copies[1]) - _wide(copies[2])) * changes * scale
 
-    def shift(reads: list[int], current: int | None) -> Tensor:
-        """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: [C, B, T, D].
+_Kinds = list[tuple[str, int, int, slice]]
+"""A projection's reads as (kind, first read, count, its rows of the projection's output)."""
+
+
+class _EdgeCircuitRun:
+    """One edge circuit's run: the plan of its reads, fixed from the circuit's names before the forward, and
+    the write differences and layer inputs its hooks record and use as the forward goes layer by layer.
+
+    The plan (edge_coefficients): which write differences each read adds and with which sign, which reads
+    are shifted, the copy each read starts from, and the maps the reads and writes need. The state: the
+    needed upstream nodes' write differences (corrupted minus circuit copy), the inputs of attention output
+    norms, and the current layer's residual and attention norm output.
+
+    Shapes in the comments: the forward's rows are the copies [clean, corrupted, circuit] of the batch (3B);
+    B examples, T positions, D the model width, U upstream nodes, V downstream inputs (reads), C reads
+    shifted together, H heads, d the head width, P a projection's output width.
+    """
+
+    def __init__(self, sites: Sites, batch: PairBatch, circuit: Circuit) -> None:
+        self.sites = sites
+        self.graph = graph_of_sites(sites)
+        self.batch_size = batch.batch_size
+        self.length = batch.clean_ids.shape[1]
+        self.coefficients, from_corrupted = edge_coefficients(self.graph, circuit)  # (U, V) float64 on the CPU
+        self.weights = self.coefficients.to(batch.clean_ids.device)  # (U, V) the same on the batch's device
+        self.needed = self.coefficients.ne(0).any(1).tolist()  # (U) nodes whose write difference some read adds
+        self.shifted = self.coefficients.ne(0).any(0).tolist()  # (V) reads that add write differences
+        self.starts = [1 if corrupted else 2 for corrupted in from_corrupted.tolist()]  # (V) the copy each read starts from
+        self.touched = [shift or start == 1 for shift, start in zip(self.shifted, self.starts)]  # (V) reads not the copy's own
+        self.maps = _projection_maps(sites, self.graph, self.needed, self.shifted)
+        self.changes = (batch.changed & batch.attention_mask.bool())[:, :, None]  # (B, T, 1) where a write can differ at all
+        self.node_writes: dict[int, Tensor] = {}  # by upstream index, the input's and MLPs' write differences (B, T, D)
+        self.head_writes: dict[int, Tensor] = {}  # by layer, its heads' output differences (B, T, H * d)
+        self.attention: dict[int, Tensor] = {}  # by layer with an attention output norm, that norm's input (3B, T, D)
+        self.residual: Tensor | None = None  # (3B, T, D) the current layer's residual, as its attention norm reads it
+        self.normed: Tensor | None = None  # (3B, T, D) the current layer's attention norm output
+
+    def install(self, hooks: Hooks) -> None:
+        """Register the hooks of every layer, in forward order, and of the logits' read."""
+        if self.needed[0]:
+            hooks.read_output(self.sites.embed_tokens, partial(self._record, self.node_writes, 0, self.sites.embedding_multiplier))
+        for layer, ls in enumerate(self.sites.layers):
+            self._install_layer(hooks, layer, ls)
+        if self.touched[-1]:
+            hooks.edit_input(self.sites.norm, partial(self._edit_reader_input, len(self.graph.downstream) - 1, None, None))
+
+    def _install_layer(self, hooks: Hooks, layer: int, ls: LayerSites) -> None:
+        """A layer's hooks: record its input where a read of it is shifted, edit the touched q/k/v reads,
+        record its heads' and MLP's write differences where needed, and edit its MLP's read if touched."""
+        sites, graph = self.sites, self.graph
+        reads = _head_reads(graph, layer)
+        mlp_read = graph.downstream.index(f"m{layer}")
+        parallel_read = sites.architecture.parallel and self.shifted[mlp_read]
+        if parallel_read or any(any(self.shifted[first : first + count]) for _, first, count in reads):
+            if ls.attention_norm is None:
+                hooks.edit_input(ls.read("q").proj, self._remember_residual)
+                hooks.edit_input(ls.read("q").proj, self._remember_normed)
+            else:
+                hooks.edit_input(ls.attention_norm, self._remember_residual)
+                hooks.read_output(ls.attention_norm, self._remember_normed)
+        by_projection: dict[nn.Module, _Kinds] = {}
+        for kind, first, count in reads:
+            if any(self.touched[first : first + count]):
+                read = ls.read(kind)
+                by_projection.setdefault(read.proj, []).append((kind, first, count, read.rows))
+        for projection, kinds in by_projection.items():
+            hooks.edit_output(projection, partial(self._edit_projection, layer, kinds))
+        first = graph.head_index(layer, 0)
+        if any(self.needed[first : first + sites.num_heads]):
+            hooks.edit_input(ls.o_proj, partial(self._record, self.head_writes, layer, 1.0))
+            if ls.attention_out_norm is not None:
+                hooks.edit_input(ls.attention_out_norm, partial(self._remember_attention, layer))
+        if self.touched[mlp_read]:
+            norm = ls.attention_norm if sites.architecture.parallel else None
+            hooks.edit_input(mlp_read_site(sites, ls), partial(self._edit_reader_input, mlp_read, layer, norm))
+        if self.needed[graph.mlp_index(layer)]:
+            hooks.read_output(mlp_write_site(ls), partial(self._record, self.node_writes, graph.mlp_index(layer), sites.residual_multiplier))
+
+    def _record(self, store: dict[int, Tensor], key: int, scale: float, x: Tensor) -> Tensor:
+        """Hook: store the write difference of a tensor (3B, T, D') passing by, and pass it on unchanged."""
+        store[key] = self._difference(x, scale)
+        return x
+
+    def _remember_residual(self, x: Tensor) -> Tensor:
+        """Hook: keep the current layer's residual (3B, T, D) and pass it on."""
+        self.residual = x
+        return x
+
+    def _remember_normed(self, x: Tensor) -> Tensor:
+        """Hook: keep the current layer's attention norm output (3B, T, D) and pass it on."""
+        self.normed = x
+        return x
+
+    def _remember_attention(self, layer: int, x: Tensor) -> Tensor:
+        """Hook: keep a layer's attention output norm input (3B, T, D) and pass it on."""
+        self.attention[layer] = x
+        return x
+
+    def _copies(self, x: Tensor) -> Tensor:
+        """Rows (3B, ...) as the copies (3, B, ...)."""
+        return x.unflatten(0, (3, self.batch_size))
+
+    def _layer_input(self) -> tuple[Tensor, Tensor]:
+        """The current layer's residual and attention norm output as copies (3, B, T, D) each."""
+        assert self.residual is not None and self.normed is not None, "the layer's hooks record both before its reads"
+        return self._copies(self.residual), self._copies(self.normed)
+
+    def _difference(self, x: Tensor, scale: float) -> Tensor:
+        """Corrupted minus circuit copy of a write (3B, T, D') (or (3B * T, D')): (B, T, D'), zero where it cannot differ."""
+        copies = self._copies(sequences(x, self.length))  # (3, B, T, D')
+        return (_wide(copies[1]) - _wide(copies[2])) * self.changes * scale
+
+    def _shift(self, reads: list[int], current: int | None) -> Tensor:
+        """Sum over upstream u of coefficient[u, v] times u's write difference, per read v: (C, B, T, D).
 
         ``current`` is the layer whose forward is running (None after the last): its weights are whole."""
         total: Tensor | None = None
-        for node, write in node_writes.items():
-            if coefficients[node, reads].any():
-                term = weights[node, reads].to(write.dtype)[:, None, None, None] * write
+        for node, write in self.node_writes.items():
+            if self.coefficients[node, reads].any():
+                term = self.weights[node, reads].to(write.dtype)[:, None, None, None] * write  # (C, B, T, D)
                 total = term if total is None else total + term
-        for layer, z in head_writes.items():
-            first = graph.head_index(layer, 0)
-            heads = coefficients[first : first + num_heads, reads].any(1).nonzero().squeeze(1).tolist()
+        for layer, z in self.head_writes.items():
+            first = self.graph.head_index(layer, 0)
+            heads = self.coefficients[first : first + self.sites.num_heads, reads].any(1).nonzero().squeeze(1).tolist()
             if not heads:
                 continue
-            z = z.unflatten(-1, (num_heads, head_dim))
-            coefficient = weights[first : first + num_heads][heads][:, reads].to(z.dtype)
-            w_o = maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)
-            change = torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)
-            norm = sites.layers[layer].attention_out_norm
-            if norm is not None:  # an earlier layer's norm is gathered: its forward released its sharded weights
-                own = attention[layer].unflatten(0, (3, batch_size))[[starts[read] for read in reads]]
-                with full_parameters(sites.model, norm) if layer != current else nullcontext():
-                    change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))
-            total = change * multiplier if total is None else total + change * multiplier
+            change = self._head_shift(layer, z, heads, reads, current)  # (C, B, T, D)
+            total = change if total is None else total + change
         assert total is not None, "shift is called for shifted reads only, which some write difference reaches"
         return total
 
-    def read_heads(layer: int, kinds: list[tuple[str, int, int, slice]]) -> Callable[[Tensor], Tensor]:
-        """Edit of a projection's output (q, k, v or a fused one): the circuit copy's head slices become their reads."""
-        norm = sites.layers[layer].attention_norm
+    def _head_shift(self, layer: int, z: Tensor, heads: list[int], reads: list[int], current: int | None) -> Tensor:
+        """What a layer's ``heads`` (those some of ``reads`` shift) add to each read (C, B, T, D), times the
+        multiplier: their weighted output differences z (B, T, H * d) through W_o, and behind an attention output
+        norm the change of the normed attention output of the copy each read starts from."""
+        num_heads, head_dim = self.sites.num_heads, self.sites.head_dim
+        first = self.graph.head_index(layer, 0)
+        z = z.unflatten(-1, (num_heads, head_dim))  # (B, T, H, d)
+        coefficient = self.weights[first : first + num_heads][heads][:, reads].to(z.dtype)  # (h, C)
+        w_o = self.maps[layer]["o"].view(-1, num_heads, head_dim)[:, heads].to(z.dtype)  # (D, h, d)
+        change = torch.einsum("bthk,hc,dhk->cbtd", z[:, :, heads], coefficient, w_o)  # (C, B, T, D)
+        norm = self.sites.layers[layer].attention_out_norm
+        if norm is not None:  # an earlier layer's norm is gathered: its forward released its sharded weights
+            own = self._copies(self.attention[layer])[[self.starts[read] for read in reads]]  # (C, B, T, D)
+            with full_parameters(self.sites.model, norm) if layer != current else nullcontext():
+                change = _wide(norm.forward((_wide(own) + change).to(own.dtype))) - _wide(norm.forward(own))  # (C, B, T, D)
+        return change * self.sites.residual_multiplier
 
-        def edit(output: Tensor) -> Tensor:
-            output = output.unflatten(0, (3, batch_size)).clone()
-            for kind, first, count, rows in kinds:
-                out = output[..., rows].unflatten(-1, (count, head_dim))
-                for low in range(0, count, group):  # one key-value group's worth of reads at a time
-                    heads = range(low, min(low + group, count))
-                    copied = [head for head in heads if touched[first + head] and not shifted[first + head]]
-                    if copied:
-                        out[2, :, :, copied] = out[1, :, :, copied]
-                    patched = [head for head in heads if shifted[first + head]]
-                    if not patched:
-                        continue
-                    reads = [first + head for head in patched]
-                    rows_of = [starts[read] for read in reads]
-                    x = layer_input["x"].unflatten(0, (3, batch_size))
-                    normed = layer_input["normed"].unflatten(0, (3, batch_size))
-                    residual = (_wide(x[rows_of]) + shift(reads, layer)).to(x.dtype)
-                    change = _wide(residual if norm is None else norm.forward(residual)) - _wide(normed[rows_of])
-                    weight = maps[layer][kind].view(count, head_dim, -1)[patched].to(change.dtype)
-                    value = _wide(out[rows_of, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)
-                    out[2, :, :, patched] = value.permute(1, 2, 0, 3).to(out.dtype)
-                output[..., rows] = out.flatten(-2)
-            return output.flatten(0, 1)
+    def _edit_projection(self, layer: int, kinds: _Kinds, output: Tensor) -> Tensor:
+        """Hook: edit a projection's output (3B, T, P) (q, k, v or a fused one) so that the circuit copy's head
+        slices become their reads, one key-value group's worth of reads at a time."""
+        output = self._copies(output).clone()  # (3, B, T, P)
+        group = self.sites.num_heads // self.sites.num_kv_heads
+        for kind, first, count, rows in kinds:
+            out = output[..., rows].unflatten(-1, (count, self.sites.head_dim))  # (3, B, T, H or G, d)
+            for low in range(0, count, group):
+                self._read_group(layer, kind, first, count, range(low, min(low + group, count)), out)
+            output[..., rows] = out.flatten(-2)
+        return output.flatten(0, 1)  # (3B, T, P)
 
-        return edit
+    def _read_group(self, layer: int, kind: str, first: int, count: int, heads: range, out: Tensor) -> None:
+        """Set the circuit copy of ``heads`` (one group) of a layer's ``kind`` reads in out (3, B, T, H or G, d).
 
-    def read_residual(read: int, layer: int | None, norm: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
-        """Edit of a reader's input (layer's MLP's, or with None the logits'): the circuit copy's becomes its
-        read. With ``norm`` (a parallel block's MLP) the input is that norm of the shifted residual."""
+        A touched read without a shift is the corrupted copy's. A shifted one is its starting copy's
+        projection plus that head's rows of the projection applied to the change of the normalised input
+        when the write differences are added to the residual.
+        """
+        copied = [head for head in heads if self.touched[first + head] and not self.shifted[first + head]]
+        if copied:
+            out[2, :, :, copied] = out[1, :, :, copied]
+        patched = [head for head in heads if self.shifted[first + head]]
+        if not patched:
+            return
+        reads = [first + head for head in patched]
+        rows_of = [self.starts[read] for read in reads]
+        norm = self.sites.layers[layer].attention_norm
+        x, normed = self._layer_input()  # (3, B, T, D) each
+        residual = (_wide(x[rows_of]) + self._shift(reads, layer)).to(x.dtype)  # (C, B, T, D)
+        change = _wide(residual if norm is None else norm.forward(residual)) - _wide(normed[rows_of])  # (C, B, T, D)
+        weight = self.maps[layer][kind].view(count, self.sites.head_dim, -1)[patched].to(change.dtype)  # (C, d, D)
+        value = _wide(out[rows_of, :, :, patched]) + torch.einsum("cbtd,ckd->cbtk", change, weight)  # (C, B, T, d)
+        out[2, :, :, patched] = value.permute(1, 2, 0, 3).to(out.dtype)  # (B, T, C, d)
 
-        def edit(x: Tensor) -> Tensor:
-            copies = x.unflatten(0, (3, batch_size)).clone()
-            copies[2] = copies[starts[read]]
-            if shifted[read]:
-                if norm is None:
-                    copies[2] = (_wide(copies[2]) + shift([read], layer)[0]).to(x.dtype)
-                else:
-                    residual = layer_input["x"].unflatten(0, (3, batch_size))[starts[read]]
-                    copies[2] = norm.forward((_wide(residual) + shift([read], layer)[0]).to(x.dtype))
-            return copies.flatten(0, 1)
-
-        return edit
-
-    def record(store: dict[int, Tensor], key: int, scale: float = 1.0) -> Callable[[Tensor], Tensor]:
-        """Store the write difference of a tensor passing by, and pass it on unchanged."""
-
-        def keep(x: Tensor) -> Tensor:
-            store[key] = difference(x, scale)
-            return x
-
-        return keep
-
-    def remember(store: dict, key: object) -> Callable[[Tensor], Tensor]:
-        def keep(x: Tensor) -> Tensor:
-            store[key] = x
-            return x
-
-        return keep
-
-    with Hooks() as hooks:
-        if needed[0]:
-            hooks.read_output(sites.embed_tokens, record(node_writes, 0, sites.embedding_multiplier))
-        for layer, ls in enumerate(sites.layers):
-            reads = _head_reads(graph, layer)
-            mlp_read = graph.downstream.index(f"m{layer}")
-            parallel_read = sites.architecture.parallel and shifted[mlp_read]
-            if parallel_read or any(any(shifted[first : first + count]) for _, first, count in reads):
-                if ls.attention_norm is None:
-                    hooks.edit_input(ls.read("q").proj, remember(layer_input, "x"))
-                    hooks.edit_input(ls.read("q").proj, remember(layer_input, "normed"))
-                else:
-                    hooks.edit_input(ls.attention_norm, remember(layer_input, "x"))
-                    hooks.read_output(ls.attention_norm, remember(layer_input, "normed"))
-            by_projection: dict[nn.Module, list[tuple[str, int, int, slice]]] = {}
-            for kind, first, count in reads:
-                if any(touched[first : first + count]):
-                    read = ls.read(kind)
-                    by_projection.setdefault(read.proj, []).append((kind, first, count, read.rows))
-            for projection, kinds in by_projection.items():
-                hooks.edit_output(projection, read_heads(layer, kinds))
-            first = graph.head_index(layer, 0)
-            if any(needed[first : first + num_heads]):
-                hooks.edit_input(ls.o_proj, record(head_writes, layer))
-                if ls.attention_out_norm is not None:
-                    hooks.edit_input(ls.attention_out_norm, remember(attention, layer))
-            if touched[mlp_read]:
-                norm = ls.attention_norm if sites.architecture.parallel else None
-                hooks.edit_input(mlp_read_site(sites, ls), read_residual(mlp_read, layer, norm))
-            if needed[graph.mlp_index(layer)]:
-                hooks.read_output(mlp_write_site(ls), record(node_writes, graph.mlp_index(layer), multiplier))
-        if touched[-1]:
-            hooks.edit_input(sites.norm, read_residual(len(graph.downstream) - 1, None))
-        effects = _copies_effects(sites, batch, metric, [batch.clean_ids, batch.corrupted_ids, batch.clean_ids])
-    return torch.stack([effects[2], effects[1]], dim=1)
+    def _edit_reader_input(self, read: int, layer: int | None, norm: nn.Module | None, x: Tensor) -> Tensor:
+        """Hook: edit a reader's input (3B, T, D) (layer's MLP's, or with None the logits'): the circuit copy's
+        becomes its read. With ``norm`` (a parallel block's MLP) the input is that norm of the shifted residual."""
+        copies = self._copies(x).clone()  # (3, B, T, D)
+        copies[2] = copies[self.starts[read]]
+        if self.shifted[read]:
+            if norm is None:
+                copies[2] = (_wide(copies[2]) + self._shift([read], layer)[0]).to(x.dtype)
+            else:
+                residual = self._layer_input()[0][self.starts[read]]  # (B, T, D)
+                copies[2] = norm.forward((_wide(residual) + self._shift([read], layer)[0]).to(x.dtype))
+        return copies.flatten(0, 1)  # (3B, T, D)
