@@ -29,7 +29,8 @@ from sparks.probes.metrics import Metric
 from sparks.probes.pairs import PairBatch
 from sparks.probes.sites import Sites
 
-METHODS = ("eap", "eap-ig")
+GRADIENT_METHODS = ("eap", "eap-ig")
+"""The attribution methods that read gradients at points of ig_points (scoring.METHODS holds every method)."""
 IG_RULES = ("right", "left", "midpoint")
 IG_RULE = "midpoint"
 """The default rule, the one place it is set: at 5 points the closest of the three to the 100-step
@@ -48,8 +49,8 @@ def ig_points(method: str, steps: int, ig_rule: str = IG_RULE) -> Tensor:
 
     One point at the clean input for ``eap`` whatever the rule; ``steps`` by ``ig_rule`` for ``eap-ig``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in GRADIENT_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {GRADIENT_METHODS}")
     if ig_rule not in IG_RULES:
         raise ValueError(f"unknown ig_rule {ig_rule!r}; choose from {IG_RULES}")
     if steps < 1:

@@ -42,7 +42,8 @@ MIN_LAG_PAIRS = 5
 points is so noisy it would win the search by chance (the null would keep p honest, but r would
 come from a handful of points)."""
 
-METHODS = ("pearson", "spearman")
+CORRELATIONS = ("pearson", "spearman")
+"""The correlations the alignment reports at every lag."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,9 @@ def lagged_correlation(
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"x {x.shape} and y {y.shape} must be equal-length 1-D")
-    if max_lag < 0 or method not in METHODS or permutations < 1:
+    if max_lag < 0 or method not in CORRELATIONS or permutations < 1:
         raise ValueError(
-            f"need max_lag >= 0, a method in {METHODS} and permutations >= 1, got {max_lag}, {method!r}, {permutations}"
+            f"need max_lag >= 0, a method in {CORRELATIONS} and permutations >= 1, got {max_lag}, {method!r}, {permutations}"
         )
     pairs = int((np.isfinite(x) & np.isfinite(y)).sum())
     lags = _lags(max_lag, len(x))
@@ -198,7 +199,7 @@ def reward_alignment(
                 change, np.array([math.nan if v is None else v for v in values], dtype=float)[1:], max_lag, method,
                 permutations=permutations, seed=seed,
             )
-            for method in METHODS
+            for method in CORRELATIONS
         }
         for name, values in series.items()
     }
