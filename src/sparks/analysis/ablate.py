@@ -43,7 +43,7 @@ from sparks.probes.patching import head_means, mean_ablate, scale_heads, zero_ab
 from sparks.probes.schemes import has_thinking_switch
 from sparks.probes.sites import resolve
 from sparks.probes.statistics import INTERVAL
-from sparks.tasks import formats
+from sparks.tasks import arith, formats
 from sparks.tasks.arith import Problem
 from sparks.tasks.data import gsm8k_final
 from sparks.tasks.errors import CATEGORIES, categorise
@@ -401,71 +401,109 @@ def format_summary(result: dict[str, Any], levels: Sequence[int]) -> str:
     return "\n".join(lines + result["verdicts"])
 
 
-def run_ablation(args: Any) -> tuple[Path, dict[str, Any]]:
+@dataclass(frozen=True)
+class AblationOptions:
+    """What ``run_ablation`` changes and measures, one field per ``sparks ablate`` flag (docs there), with its defaults.
+
+    The head set is ``heads`` (a file or text that ``parse_heads`` reads) or a tracked run's (``from_run``, with
+    ``emergent`` or ``step``); ``factor`` goes with ``mode`` scale; ``temperature`` None decodes greedily;
+    ``problems`` (a JSONL file) replaces the arithmetic draw of ``per_level`` problems of each of ``levels``;
+    ``out`` None means ``RUN_DIR/ablations/NAME`` with ``from_run``.
+    """
+
+    model: str
+    mode: str
+    heads: str | None = None
+    from_run: str | None = None
+    emergent: bool = False
+    step: int | None = None
+    base_heads: str | None = None
+    factor: float | None = None
+    controls: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    temperature: float | None = 0.7
+    style: str = "free"
+    problems: str | None = None
+    split: str = "test"
+    levels: tuple[int, ...] = tuple(sorted(arith.LEVELS))
+    per_level: int = 30
+    seed: int = 0
+    system_prompt: str | None = None
+    max_new_tokens: int = 96
+    batch_size: int = 64
+    out: str | None = None
+    name: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def run_ablation(options: AblationOptions) -> tuple[Path, dict[str, Any]]:
     """``sparks ablate``: every input checked before the model generates, the result written whole."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from sparks.tasks import arith
-
-    if args.mode == "scale" and args.factor is None:
+    if (options.heads is None) == (options.from_run is None):
+        raise ValueError("one head set is changed: give --heads or --from-run")
+    if options.mode == "scale" and options.factor is None:
         raise ValueError("--mode scale needs --factor (the paper scales by 1.3 and 0.5)")
-    if args.mode != "scale" and args.factor is not None:
-        raise ValueError(f"--factor is for --mode scale; --mode {args.mode} does not take one")
-    if args.emergent and args.from_run is None or args.step is not None and args.from_run is None:
+    if options.mode != "scale" and options.factor is not None:
+        raise ValueError(f"--factor is for --mode scale; --mode {options.mode} does not take one")
+    if options.emergent and options.from_run is None or options.step is not None and options.from_run is None:
         raise ValueError("--emergent and --step choose heads of a tracked run: add --from-run RUN_DIR")
-    if args.base_heads and args.from_run:
+    if options.base_heads and options.from_run:
         raise ValueError("--base-heads is for --heads: with --from-run the base control is the run's base circuit")
-    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
         raise ValueError("--seeds must name distinct seeds")
-    if args.temperature is not None and args.temperature <= 0:
-        raise ValueError(f"--temperature must be positive (leave it out for greedy decoding), got {args.temperature}")
-    if args.temperature is None and len(args.seeds) > 1:
+    if options.temperature is not None and options.temperature <= 0:
+        raise ValueError(f"--temperature must be positive (leave it out for greedy decoding), got {options.temperature}")
+    if options.temperature is None and len(options.seeds) > 1:
         raise ValueError("greedy decoding gives the same answers for every seed: give one --seeds value or a --temperature")
-    if args.from_run:
-        chosen = heads_from_run(args.from_run, args.emergent, args.step)
-        what = "emergent" if args.emergent else f"step{args.step}" if args.step is not None else "circuit"
-        name = args.name or f"{what}-{args.mode}{'' if args.factor is None else args.factor}"
-        out = Path(args.out) if args.out else store_of(Path(args.from_run)).root.parent / "ablations" / name
-        if not args.out:
+    if options.from_run:
+        chosen = heads_from_run(options.from_run, options.emergent, options.step)
+        what = "emergent" if options.emergent else f"step{options.step}" if options.step is not None else "circuit"
+        name = options.name or f"{what}-{options.mode}{'' if options.factor is None else options.factor}"
+        out = Path(options.out) if options.out else store_of(Path(options.from_run)).root.parent / "ablations" / name
+        if not options.out:
             out.parent.mkdir(exist_ok=True)
     else:
-        base = read_heads(args.base_heads) if args.base_heads else None
-        chosen = HeadSet(read_heads(args.heads), f"the heads in {args.heads}", base)
-        if not args.out:
+        assert options.heads is not None, "checked above: without --from-run, --heads names the set"
+        base = read_heads(options.base_heads) if options.base_heads else None
+        chosen = HeadSet(read_heads(options.heads), f"the heads in {options.heads}", base)
+        if not options.out:
             raise ValueError("--out names where the result goes (with --from-run it defaults to RUN_DIR/ablations/NAME)")
-        out = Path(args.out)
+        out = Path(options.out)
     check_out(out)
-    problems = file_problems(args.problems) if args.problems else arith.problems(args.split, args.levels, args.per_level * len(args.levels), args.seed)
+    problems = file_problems(options.problems) if options.problems else arith.problems(
+        options.split, options.levels, options.per_level * len(options.levels), options.seed)
     levels = sorted({problem.level for problem in problems})
-    config = AutoConfig.from_pretrained(args.model)
+    config = AutoConfig.from_pretrained(options.model)
     num_layers, num_heads = config.num_hidden_layers, config.num_attention_heads
-    check_heads(chosen.heads, num_layers, num_heads, "--from-run" if args.from_run else "--heads")
+    check_heads(chosen.heads, num_layers, num_heads, "--from-run" if options.from_run else "--heads")
     if chosen.base is not None:
-        check_heads(chosen.base, num_layers, num_heads, "the base circuit" if args.from_run else "--base-heads")
-    rng = random.Random(args.seed)
+        check_heads(chosen.base, num_layers, num_heads, "the base circuit" if options.from_run else "--base-heads")
+    rng = random.Random(options.seed)
     conditions = {"model": [], "heads": chosen.heads}
-    conditions |= {f"random-{draw + 1}": matched_random_heads(chosen.heads, num_heads, rng) for draw in range(args.controls)}
+    conditions |= {f"random-{draw + 1}": matched_random_heads(chosen.heads, num_heads, rng) for draw in range(options.controls)}
     if chosen.base is not None:
         conditions["base"] = chosen.base
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if args.style == "direct" and not (tokenizer.chat_template and has_thinking_switch(tokenizer)):
+    tokenizer = AutoTokenizer.from_pretrained(options.model)
+    if options.style == "direct" and not (tokenizer.chat_template and has_thinking_switch(tokenizer)):
         raise ValueError(f"--style direct switches thinking off with the chat template's enable_thinking, which the template "
-                         f"of {args.model} does not know: use --style free or think")
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device)
+                         f"of {options.model} does not know: use --style free or think")
+    model = AutoModelForCausalLM.from_pretrained(options.model, dtype=getattr(torch, options.dtype)).to(options.device)  # type: ignore[arg-type]  # transformers wraps PreTrainedModel.to in functools.wraps, whose type mypy does not bind to the instance
     resolve(model)  # a model without the expected modules fails here, before any generation
-    check = formats.math_equal if args.problems else formats.is_correct
+    check = formats.math_equal if options.problems else formats.is_correct
     started = time.perf_counter()
     records = evaluate_conditions(
-        model, tokenizer, problems, conditions, mode=args.mode, factor=args.factor, seeds=args.seeds,
-        temperature=args.temperature, style=args.style, system_prompt=args.system_prompt,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, check=check)
+        model, tokenizer, problems, conditions, mode=options.mode, factor=options.factor, seeds=options.seeds,
+        temperature=options.temperature, style=options.style, system_prompt=options.system_prompt,
+        max_new_tokens=options.max_new_tokens, batch_size=options.batch_size, check=check)
     settings = {
-        "model": args.model, "head_set": chosen.source, "heads": [list(head) for head in chosen.heads],
-        "emergence_confidence": chosen.confidence, "mode": args.mode, "factor": args.factor,
+        "model": options.model, "head_set": chosen.source, "heads": [list(head) for head in chosen.heads],
+        "emergence_confidence": chosen.confidence, "mode": options.mode, "factor": options.factor,
         "conditions": {name: [list(head) for head in heads] for name, heads in conditions.items()},
-        "problems": args.problems or f"arithmetic world, {args.split} split, {args.per_level} per level, seed {args.seed}",
-        "levels": levels, "seeds": list(args.seeds), "temperature": args.temperature, "style": args.style,
-        "system_prompt": args.system_prompt, "max_new_tokens": args.max_new_tokens,
+        "problems": options.problems or f"arithmetic world, {options.split} split, {options.per_level} per level, seed {options.seed}",
+        "levels": levels, "seeds": list(options.seeds), "temperature": options.temperature, "style": options.style,
+        "system_prompt": options.system_prompt, "max_new_tokens": options.max_new_tokens,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return out, write_ablation(out, settings, records, levels)

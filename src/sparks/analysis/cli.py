@@ -24,6 +24,7 @@ import json
 import random
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
@@ -391,11 +392,12 @@ def compare_command(args: argparse.Namespace) -> None:
 
 def ablate_command(args: argparse.Namespace) -> None:
     """pass@1 with the head set changed against matched controls (analysis.ablate), checked before any generation."""
-    from sparks.analysis.ablate import format_summary, run_ablation
+    from sparks.analysis.ablate import AblationOptions, format_summary, run_ablation
 
     _check_draw("--per-level", args.per_level, args.split, args.levels, per_level=True)
     _model_dir(args.model, tokenizer=True)
-    out, result = run_ablation(args)
+    given = {field.name: getattr(args, field.name) for field in fields(AblationOptions)}
+    out, result = run_ablation(AblationOptions(**given | {"seeds": tuple(args.seeds), "levels": tuple(args.levels)}))
     print(format_summary(result, result["levels"]))
     print(f"wrote {out}")
 
