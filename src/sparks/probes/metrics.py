@@ -56,9 +56,10 @@ Metric = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
 
 
 def _answers(name: str, *answers: Tensor | None) -> tuple[Tensor, ...]:
-    if any(answer is None for answer in answers):
+    given = tuple(answer for answer in answers if answer is not None)
+    if len(given) != len(answers):
         raise ValueError(f"metric {name!r} needs answer token ids in the PairBatch")
-    return answers  # type: ignore[return-value]
+    return given
 
 
 def kl_effect(

@@ -45,7 +45,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,15 +156,19 @@ def _temporary(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
+def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file, renamed to ``path`` once whole, so a crash never leaves half a file."""
     temporary = _temporary(path)
     try:
-        temporary.write_text(text)
+        write(temporary)
     except OSError:
         temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_whole(path, lambda temporary: temporary.write_text(text))
 
 
 def _json_lines(records: Iterable[dict[str, Any]]) -> str:
@@ -236,8 +240,7 @@ class RunStore:
         if self.root.exists():
             shutil.rmtree(self.root)  # leftovers of a run that crashed before its first snapshot
         (self.root / "snapshots").mkdir(parents=True)
-        save_pairs(pairs, _temporary(self.root / "pairs.jsonl"))
-        os.replace(_temporary(self.root / "pairs.jsonl"), self.root / "pairs.jsonl")
+        _write_whole(self.root / "pairs.jsonl", lambda temporary: save_pairs(pairs, temporary))
         _write_text(self.root / "run.json", json.dumps({"format": FORMAT, "version": VERSION, **run, "resumes": []}, indent=1))
 
     def run(self) -> dict[str, Any]:
