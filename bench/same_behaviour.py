@@ -103,16 +103,17 @@ def main() -> int:
                                                "sys.exit(main())", "pairs", "--scheme", "numbers", "--model", args.base,
                                                "--count", "16", "--out", str(pairs)])
             for name, (tree, path) in trees.items():
-                produce(tree, path, scratch / name, pairs, args)
+                produce(tree, path, scratch / f"out-{name}", pairs, args)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=REPO, check=True)
-        before_files, after_files = (written(scratch / name) for name in trees)
+        before, after = scratch / "out-before", scratch / "out-after"
+        before_files, after_files = written(before), written(after)
         differs = 0
         for name in sorted(before_files | after_files):
             if name not in after_files or name not in before_files:
                 found = "only after" if name in after_files else "only before"
             else:
-                found = difference(scratch / "before" / name, scratch / "after" / name) or "same"
+                found = difference(before / name, after / name) or "same"
             differs += found != "same"
             print(f"{found:>12}  {name}")
         print(f"{args.before} against the working tree: {differs} of {len(before_files | after_files)} files differ")
