@@ -7,9 +7,9 @@ Checks ``--before`` out into a temporary git worktree and runs, with that tree's
 working tree's (each put first on the path: its ``src/``, or for a revision from before ``src/`` a folder
 of links laid out as ``sparks.*``): ``sparks score`` at node and at edge level on one pair file, and a
 tracked run of the tiny SFT recipe from the base model (``make base-model``). It then compares what they
-wrote: the score files and the store's lineage, events, metrics and summary byte for byte, every tensor
-file tensor by tensor, run.json and each snapshot.json as JSON (a snapshot's ``seconds`` aside, which is
-a clock). One line per file: ``same`` or what differs; exit status 1 if anything differs.
+wrote: the score files and the store's events, metrics and summary byte for byte, every tensor file
+tensor by tensor, lineage.json, run.json and each snapshot.json as JSON, naming the fields that differ (a
+snapshot's ``seconds`` aside, which is a clock). One line per file: ``same`` or what differs; exit status 1 if anything differs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("tasks", "probes", "callbacks", "analysis", "train", "runs", "dashboards")
-BYTES = ("lineage.json", "events.jsonl", "metrics.jsonl", "summary.json", "scores.json")
+BYTES = ("events.jsonl", "metrics.jsonl", "summary.json", "scores.json")
 
 
 def package_path(tree: Path, scratch: Path) -> Path:

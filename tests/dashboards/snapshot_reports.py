@@ -35,7 +35,7 @@ def _replicates(circuit: set, step: int) -> np.ndarray:
 
 def reports() -> Iterator[SnapshotReport]:
     """One report per snapshot, each built right after its lineage update (the lineage is shared and grows)."""
-    lineage = HeadLineage(level=0.9)
+    lineage = HeadLineage(confidence_level=0.9)
     for step, circuit, reward in zip(STEPS, CIRCUITS, REWARDS):
         scores = _scores(step)
         replicates = _replicates(circuit, step)

@@ -17,7 +17,7 @@ SHAPE = (2, 4)
 
 def mirrored_lineage() -> HeadLineage:
     """A lineage whose 5 replicate circuits all equal the reported circuit at every snapshot."""
-    lineage = HeadLineage(level=0.9)
+    lineage = HeadLineage(confidence_level=0.9)
     for index, circuit in enumerate(CIRCUITS):
         membership = np.zeros(SHAPE, dtype=bool)
         for head in circuit:

@@ -118,10 +118,10 @@ def _random_run(rng: np.random.Generator, count: int) -> list[tuple]:
 
 def test_resume_from_a_json_state_continues_identically():
     run = _random_run(np.random.default_rng(0), 12)
-    whole = HeadLineage(level=0.25)
+    whole = HeadLineage(confidence_level=0.25)
     for snapshot in run:
         whole.update(*snapshot)
-    first = HeadLineage(level=0.25)
+    first = HeadLineage(confidence_level=0.25)
     for snapshot in run[:6]:
         first.update(*snapshot)
     resumed = HeadLineage.from_state_dict(json.loads(json.dumps(first.state_dict())))
@@ -139,9 +139,21 @@ def test_resume_from_a_json_state_continues_identically():
 
 def test_state_version_is_checked():
     state = _three_snapshots().state_dict()
-    assert state["version"] == 2
+    assert state["version"] == 3
     with pytest.raises(ValueError):
         HeadLineage.from_state_dict({**state, "version": 1})
+
+
+def test_a_version_2_state_with_its_confidence_level_called_level_reads_the_same():
+    lineage = HeadLineage(confidence_level=0.25)
+    for snapshot in _random_run(np.random.default_rng(2), 4):
+        lineage.update(*snapshot)
+    state = json.loads(json.dumps(lineage.state_dict()))
+    old = {"version": 2, "level": state.pop("confidence_level"), "snapshots": state["snapshots"]}
+    read = HeadLineage.from_state_dict(old)
+    assert read.confidence_level == 0.25 and read.events == lineage.events and read.state_dict() == lineage.state_dict()
+    with pytest.raises(ValueError, match=r"^level: must be a number in \(0, 1\], got 2$"):
+        HeadLineage.from_state_dict({**old, "level": 2})
 
 
 def _replicates(*circuits_per_replicate: set) -> np.ndarray:
@@ -154,7 +166,7 @@ def _replicates(*circuits_per_replicate: set) -> np.ndarray:
 
 
 def test_event_confidence_is_the_share_of_replicates_in_which_it_happens():
-    lineage = HeadLineage(level=0.75)
+    lineage = HeadLineage(confidence_level=0.75)
     # base {00, 01}; replicates: 01 is in 2 of 4 base replicates
     lineage.update(0, _scores(0), {(0, 0), (0, 1)}, None, _replicates({(0, 0), (0, 1)}, {(0, 0)}, {(0, 0), (0, 1)}, {(0, 0)}))
     # step 100: 10 born (in 3 of 4 replicates, out of all earlier ones), 01 pruned (out of every replicate now)
@@ -195,7 +207,7 @@ def test_replicates_must_match_the_scores_and_each_other():
 ])
 def test_a_state_whose_snapshots_disagree_on_replicates_is_refused_naming_the_snapshot(damage, message):
     """Every snapshot has the same number of replicate circuits, or none has: events compare replicate b across them."""
-    lineage = HeadLineage(level=0.25)
+    lineage = HeadLineage(confidence_level=0.25)
     for snapshot in _random_run(np.random.default_rng(1), 3):
         lineage.update(*snapshot)
     state = json.loads(json.dumps(lineage.state_dict()))

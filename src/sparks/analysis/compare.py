@@ -214,7 +214,7 @@ def replicate_lineages(lineage: HeadLineage) -> list[HeadLineage]:
         return []
     lineages = []
     for replicate in range(lineage.snapshots[0].replicates.shape[0]):
-        other = HeadLineage(lineage.level)
+        other = HeadLineage(lineage.confidence_level)
         for snapshot in lineage.snapshots:
             assert snapshot.replicates is not None, "a lineage keeps replicates at every snapshot or at none"
             other.update(snapshot.step, np.zeros(lineage.shape), map(tuple, np.argwhere(snapshot.replicates[replicate])))

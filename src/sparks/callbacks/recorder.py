@@ -172,7 +172,7 @@ class SnapshotRecorder:
             "heads/raw_churn_total": int(lineage.churn().sum()),
             "heads/confident_churn_total": int(sum(confident_churn)),
             "heads/confident_emergent_final": confident_emergent[-1],
-            "heads/confidence_level": lineage.level,
+            "heads/confidence_level": lineage.confidence_level,
         }
         reward_key = next((key for key in REWARD_KEYS if any(key in logged for _, logged in self.series)), None)
         if reward_key is None or len(lineage) < 2:

@@ -27,7 +27,9 @@ import numpy as np
 from sparks.runs.survival import kaplan_meier
 
 Head = tuple[int, int]
-VERSION = 2
+VERSION = 3
+READABLE = (2, 3)
+"""Lineage state versions this code reads: version 3 names the confidence level ``confidence_level`` (2: ``level``)."""
 EPS = 1e-6  # the paper's denominator guard in E (appendix A.6)
 
 
@@ -59,13 +61,13 @@ def _heads(pairs: Iterable[Iterable[int]]) -> frozenset[Head]:
 class HeadLineage:
     """Circuit heads per snapshot; the first snapshot is the base model's circuit.
 
-    ``level``: the share of bootstrap replicates in which an event must happen to be confident.
+    ``confidence_level``: the share of bootstrap replicates in which an event must happen to be confident.
     """
 
-    def __init__(self, level: float = 0.9) -> None:
-        if not 0.0 < level <= 1.0:
-            raise ValueError(f"level must lie in (0, 1], got {level}")
-        self.level = level
+    def __init__(self, confidence_level: float = 0.9) -> None:
+        if not 0.0 < confidence_level <= 1.0:
+            raise ValueError(f"confidence_level must lie in (0, 1], got {confidence_level}")
+        self.confidence_level = confidence_level
         self.snapshots: list[Snapshot] = []
 
     def __len__(self) -> int:
@@ -175,7 +177,7 @@ class HeadLineage:
     def confident(self, heads: Iterable[Head], index: int, kind: str) -> set[Head]:
         """Those of ``heads`` whose ``kind`` event at snapshot ``index`` is confident (none without replicates)."""
         shares = self.confidence(index, kind)
-        return set() if shares is None else {head for head in heads if shares[head] >= self.level}
+        return set() if shares is None else {head for head in heads if shares[head] >= self.confidence_level}
 
     def ever_before(self, index: int) -> frozenset[Head]:
         """Heads in any circuit before snapshot ``index``, the base's included."""
@@ -193,7 +195,7 @@ class HeadLineage:
                 events.append({
                     "step": snapshot.step, "layer": layer, "head": head, "event": kind.name,
                     "score": float(snapshot.scores[layer, head]), "reward": snapshot.reward,
-                    "confidence": share, "confident": None if share is None else share >= self.level,
+                    "confidence": share, "confident": None if share is None else share >= self.confidence_level,
                 })
         return events
 
@@ -276,7 +278,7 @@ class HeadLineage:
 
     def until(self, step: int) -> HeadLineage:
         """The lineage as it stood after its last snapshot at or before ``step`` (for resuming there)."""
-        lineage = HeadLineage(self.level)
+        lineage = HeadLineage(self.confidence_level)
         lineage.snapshots = [snapshot for snapshot in self.snapshots if snapshot.step <= step]
         return lineage
 
@@ -284,7 +286,7 @@ class HeadLineage:
         """A JSON-able copy of the state, versioned; replicate circuits as one hex string of packed bits each."""
         return {
             "version": VERSION,
-            "level": self.level,
+            "confidence_level": self.confidence_level,
             "snapshots": [
                 {"step": snapshot.step, "scores": snapshot.scores.tolist(),
                  "heads": [list(head) for head in sorted(snapshot.heads)], "reward": snapshot.reward,
@@ -298,7 +300,7 @@ class HeadLineage:
     def from_state_dict(cls, state: dict) -> HeadLineage:
         """The lineage that ``state_dict`` saved; ValueError naming the field that is missing or of the wrong type."""
         check_state(state)
-        lineage = cls(state["level"])
+        lineage = cls(state[_confidence_key(state["version"])])
         for record in state["snapshots"]:
             scores = np.array(record["scores"], dtype=float)
             replicates = None
@@ -364,15 +366,21 @@ def event_counts(lineage: HeadLineage, index: int) -> tuple[dict[str, int], dict
             {name: len(lineage.confident(held, index, name)) for name, held in heads.items()})
 
 
+def _confidence_key(version: int) -> str:
+    """Where a lineage state of ``version`` keeps its confidence level (version 2 called it ``level``)."""
+    return "confidence_level" if version >= 3 else "level"
+
+
 def check_state(state: object) -> None:
     """Check a saved lineage field by field, so that a damaged one is named where it is damaged
     (``snapshots[2].step: ...``) instead of failing somewhere downstream."""
     if not isinstance(state, dict):
         raise ValueError(f"not a lineage state: a JSON {type(state).__name__}")
-    if state.get("version") != VERSION:
-        raise ValueError(f"version: {state.get('version')!r}, this sparks reads lineage state version {VERSION}")
-    if not _number(state.get("level")) or not 0 < state["level"] <= 1:
-        raise ValueError(f"level: must be a number in (0, 1], got {state.get('level')!r}")
+    if state.get("version") not in READABLE:
+        raise ValueError(f"version: {state.get('version')!r}, this sparks reads lineage state versions {list(READABLE)}")
+    key = _confidence_key(state["version"])
+    if not _number(state.get(key)) or not 0 < state[key] <= 1:
+        raise ValueError(f"{key}: must be a number in (0, 1], got {state.get(key)!r}")
     snapshots = state.get("snapshots")
     if not isinstance(snapshots, list):
         raise ValueError(f"snapshots: must be a list, got {type(snapshots).__name__}")
