@@ -83,7 +83,7 @@ def _stats(heads: list[tuple[int, int]], replicates: list[set[int]], importance:
     """Statistics of a one-layer, three-head model: the reported circuit, replicate circuits (head sets), importance."""
     members = torch.tensor([[[head in replicate for head in range(3)]] for replicate in replicates])
     value = torch.tensor([importance], dtype=torch.float64)
-    return SnapshotStats(pairs=4.0, mean=value, mean_abs=value, ranking=value, importance=value,
+    return SnapshotStats(pair_weight=4.0, mean=value, mean_abs=value, ranking=value, importance=value,
                          importance_interval=torch.stack([value / 2, value * 2]),
                          circuit=Circuit(heads, [], [], value.float(), [], []), replicates=members,
                          faithfulness=faithfulness, faithfulness_interval=(0.0, 1.0))

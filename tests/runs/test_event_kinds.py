@@ -46,7 +46,7 @@ def test_each_counted_kind_has_its_raw_and_confident_scalars(kind):
     lineage = mirrored_lineage()
     zeros = torch.zeros(SHAPE)
     circuit = Circuit(heads=sorted(CIRCUITS[-1]), mlps=[], edges=[], scores=zeros, upstream=[], downstream=[])
-    stats = SnapshotStats(pairs=1.0, mean=zeros, mean_abs=zeros, ranking=zeros, importance=zeros,
+    stats = SnapshotStats(pair_weight=1.0, mean=zeros, mean_abs=zeros, ranking=zeros, importance=zeros,
                           importance_interval=torch.zeros(2, *SHAPE), circuit=circuit,
                           replicates=torch.from_numpy(lineage.snapshots[-1].replicates))
     metrics = snapshot_metrics(lineage, stats, 1.0)

@@ -112,7 +112,7 @@ class SnapshotRecorder:
             self.store.commit(
                 self.lineage,
                 self.lineage.events,
-                {"seconds": seconds, "pairs": int(round(stats.pairs)), "circuit": [list(head) for head in stats.circuit.heads],
+                {"seconds": seconds, "pairs": int(round(stats.pair_weight)), "circuit": [list(head) for head in stats.circuit.heads],
                  "windows": windows, "stability": stats.stability, "null_churn": stats.null_churn,
                  "faithfulness": plain_number(stats.faithfulness),
                  "faithfulness_interval": None if stats.faithfulness_interval is None else [

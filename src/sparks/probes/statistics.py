@@ -167,14 +167,14 @@ def _membership(circuits: list[Circuit], shape: tuple[int, ...]) -> Tensor:
 class SnapshotStats:
     """One snapshot's scores, circuit and uncertainty (see the module docstring).
 
-    ``pairs``: the pairs' total weight; ``mean``/``mean_abs``: [L, H] signed and absolute mean head
+    ``pair_weight``: the pairs' total weight; ``mean``/``mean_abs``: [L, H] signed and absolute mean head
     scores; ``ranking``: what the circuit is selected from; ``importance`` [L, H] and its
     ``importance_interval`` [2, L, H] (2.5% and 97.5% over replicates); ``replicates`` [B, L, H]
     bool, the heads of each replicate circuit; ``faithfulness`` of the circuit and its 95% bootstrap
     ``faithfulness_interval`` when measured (``with_faithfulness``).
     """
 
-    pairs: float
+    pair_weight: float
     mean: Tensor
     mean_abs: Tensor
     ranking: Tensor
@@ -207,7 +207,7 @@ class SnapshotStats:
         interval = torch.quantile(head_importance(replicate_rankings, graph).nan_to_num(0.0),
                                   replicate_rankings.new_tensor(INTERVAL), dim=0)
         return cls(
-            pairs=count,
+            pair_weight=count,
             mean=sums.heads / count,
             mean_abs=sums.heads_abs / count,
             ranking=ranking,
