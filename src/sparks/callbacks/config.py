@@ -17,7 +17,7 @@ from sparks.dashboards.registry import KINDS
 from sparks.probes.pairs import load_pairs
 from sparks.probes.probe_set import ProbeSet
 from sparks.probes.schemes import SCHEMES
-from sparks.probes.settings import Rule, SettingError
+from sparks.probes.settings import Rule, SettingError, plain_setting
 from sparks.probes.spec import COUNT, ScoringSpec, declared, setting
 from sparks.runs.store import first_line
 from sparks.tasks import arith
@@ -118,7 +118,7 @@ class TrackerConfig(ScoringSpec):
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able copy, for the run store and the dashboards' run config."""
-        return {item.name: _plain(getattr(self, item.name)) for item in fields(self)}
+        return {item.name: plain_setting(getattr(self, item.name)) for item in fields(self)}
 
 
 LINEAGE_SETTINGS = declared(TrackerConfig, "lineage")
@@ -136,6 +136,3 @@ def probe_problems_held(levels: tuple[int, ...], count: int, seed: int) -> int:
     total = arith.held("probe", levels)
     return total if count > total else len(arith.problems("probe", list(levels), count, seed, fill=True))
 
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

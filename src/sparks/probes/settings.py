@@ -53,8 +53,8 @@ class Rule:
     choices: tuple[str, ...] = ()
     optional: bool = False
 
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` breaks the rule, or None (its type is type_problem's to check)."""
+    def problem(self, value: Any, name: str) -> str | None:
+        """Why ``value`` of the setting ``name`` breaks the rule, or None (its type is type_problem's to check)."""
         if value is None and self.optional:
             return None
         unset = " or unset" if self.optional else ""
@@ -69,12 +69,13 @@ class Rule:
                 span = f"{'(' if self.open_low else '['}{_number(self.low)}, {_number(self.high)}{')' if self.open_high else ']'}"
                 return f"must lie in {span}, got {value}"
         if self.kind == "choice" and value not in self.choices:
-            return f"unknown {{name}} {value!r}; choose from {', '.join(self.choices)}"
+            return f"unknown {name} {value!r}; choose from {', '.join(self.choices)}"
         return None
 
     def flag_value(self, text: str) -> Any:
         """A flag's text as the setting's value, refused (argparse.ArgumentTypeError, which argparse names
-        the flag in) when it is not a number of the setting's kind or breaks the rule."""
+        the flag in) when it is not a number of the setting's kind or breaks the rule. Not for a choice:
+        argparse checks those itself, listing them."""
         value: Any = text
         if self.kind in ("count", "whole"):
             try:
@@ -89,13 +90,14 @@ class Rule:
                 raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
             if not math.isfinite(value):
                 raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        problem = self.problem(value) if self.kind != "choice" else None  # argparse checks choices, listing them
+        problem = self.problem(value, "") if self.kind != "choice" else None  # the name only words a choice's refusal
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
 
 
-def _plain(value: Any) -> Any:
+def plain_setting(value: Any) -> Any:
+    """A setting as JSON writes it: a tuple as a list."""
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -112,9 +114,9 @@ def check_fields(settings: Any, rules: Mapping[str, Rule]) -> None:
         if problem:
             raise SettingError(name, problem)
     for name, rule in rules.items():
-        problem = rule.problem(getattr(settings, name))
+        problem = rule.problem(getattr(settings, name), name)
         if problem:
-            raise SettingError(name, problem.replace("{name}", name))
+            raise SettingError(name, problem)
 
 
 _SCALARS: dict[Any, tuple[str, str]] = {
@@ -138,7 +140,7 @@ def type_problem(value: Any, annotation: Any, *, finite: bool = False) -> str | 
     wanted = _wanted(annotation, finite)
     if wanted is None or _fits(value, annotation, finite):
         return None
-    shown = "null" if value is None else json.dumps(value) if isinstance(value, bool) else repr(_plain(value))
+    shown = "null" if value is None else json.dumps(value) if isinstance(value, bool) else repr(plain_setting(value))
     items = _item_types(annotation)
     if isinstance(value, (list, tuple)) and items:  # a list where lists are taken: an item is wrong
         wrong = next(item for item in value if not any(_fits(item, kind, finite) for kind in items))

@@ -40,7 +40,7 @@ class ScoringSpec:
     method: str = setting("eap-ig", Rule("choice", choices=METHODS),
                           "eap (one gradient), eap-ig (integrated gradients), ceap (conductance) or exact patching")
     level: str = setting("node", Rule("choice", choices=LEVELS), "score heads (node) or edges between them (edge)")
-    metric: str = setting("kl", Rule("choice", choices=tuple(METRICS)),
+    metric: str = setting("kl", Rule("choice", choices=tuple(sorted(METRICS))),
                           "what a head changes: kl (the next-token distribution), logit_diff or logprob of the answer")
     ig_steps: int = setting(5, COUNT, "integrated-gradient points between the corrupted and the clean input")
     ig_rule: str = setting(IG_RULE, Rule("choice", choices=IG_RULES),
@@ -101,7 +101,7 @@ def add_flags(parser: argparse.ArgumentParser, names: Sequence[str], kind: type 
         options: dict[str, Any] = {"help": f"{meaning} (default: {item.default})" if shown else meaning,
                                    "default": item.default if defaults else None}
         if rule is not None and rule.kind == "choice":
-            options["choices"] = sorted(rule.choices) if name == "metric" else rule.choices
+            options["choices"] = rule.choices
         elif rule is not None:
             options["type"] = rule.flag_value
         parser.add_argument(flag(name), **options)
