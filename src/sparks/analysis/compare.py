@@ -156,14 +156,14 @@ def comparable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
 
 def emergent_counts(lineage: HeadLineage) -> tuple[np.ndarray, np.ndarray]:
     """Per snapshot, the emergent heads (in the circuit, not in the base circuit) and the confident ones among them."""
-    counts = [event_counts(lineage, index) for index in range(len(lineage))]
+    counts = [event_counts(lineage, index, ["emerge"]) for index in range(len(lineage))]
     return np.array([raw["emerge"] for raw, _ in counts]), np.array([confident["emerge"] for _, confident in counts])
 
 
 def confident_events(lineage: HeadLineage, kind: str) -> np.ndarray:
     """Per snapshot, the heads event ``kind`` (runs.lineage.EVENT_KINDS) confidently holds for: the confident
     births ("birth") or prunings ("prune") of the reported circuit (0 at the base)."""
-    return np.array([event_counts(lineage, index)[1][kind] for index in range(len(lineage))])
+    return np.array([event_counts(lineage, index, [kind])[1][kind] for index in range(len(lineage))])
 
 
 def null_churn(records: Sequence[dict[str, Any]]) -> np.ndarray:

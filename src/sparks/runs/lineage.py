@@ -359,9 +359,10 @@ CHURN_KINDS = tuple(kind for kind in EVENT_KINDS.values() if kind.churn)
 """The kinds the churn counts: prunings and births."""
 
 
-def event_counts(lineage: HeadLineage, index: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Per event kind, how many heads it holds for at snapshot ``index`` (EventKind.heads) and how many of them confidently."""
-    heads = {kind.name: kind.heads(lineage, index) for kind in EVENT_KINDS.values()}
+def event_counts(lineage: HeadLineage, index: int, kinds: Iterable[str] = tuple(EVENT_KINDS)) -> tuple[dict[str, int], dict[str, int]]:
+    """Per event kind of ``kinds`` (all by default), how many heads it holds for at snapshot ``index``
+    (EventKind.heads) and how many of them confidently."""
+    heads = {name: EVENT_KINDS[name].heads(lineage, index) for name in kinds}
     return ({name: len(held) for name, held in heads.items()},
             {name: len(lineage.confident(held, index, name)) for name, held in heads.items()})
 
